@@ -1,0 +1,137 @@
+"""`block_sparse_attention`: the one entry point of the kernels, with input validation and backends."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .block_layout import BlockLayout
+from .flex import flex_block_sparse_attention
+from .reference import reference_attention
+from .triton_fwd import HAVE_TRITON, INTERPRET, triton_block_sparse_attention
+
+__all__ = ["block_sparse_attention", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS"]
+
+BACKENDS = ("auto", "triton", "flex", "reference")
+MAX_HEAD_DIM = 256
+# "auto" on CPU: below this many (query, key) pairs the reference backend is cheaper than compiling
+# FlexAttention (5-30 s per new shape on a 2-core CPU, see shared/notes/triton-and-cpu.md).
+AUTO_FLEX_MIN_PAIRS = 4096 * 4096
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int) -> str:
+    """The concrete backend ``"auto"`` stands for on this device and size (others are returned as is).
+
+    ``"auto"`` picks ``"triton"`` on CUDA (``"flex"`` if triton is missing), ``"flex"`` on CPU when
+    ``q_len * kv_len >= AUTO_FLEX_MIN_PAIRS``, and ``"reference"`` below that. All backends compute the
+    same attention; they differ only in speed and rounding.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if device.type == "cuda":
+        return "triton" if HAVE_TRITON else "flex"
+    return "flex" if q_len * kv_len >= AUTO_FLEX_MIN_PAIRS else "reference"
+
+
+def _check_inputs(q, k, v, layout) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D [B, S, H, D] (diffusers' layout), got shape {tuple(t.shape)}")
+        if t.dtype not in _DTYPES:
+            raise ValueError(f"{name} has dtype {t.dtype}; supported: float32, float16, bfloat16")
+    if not isinstance(layout, BlockLayout):
+        raise TypeError(f"layout must be an accel.kernels.BlockLayout, got {type(layout).__name__}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share a dtype, got q={q.dtype}, k={k.dtype}, v={v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must share a device, got q={q.device}, k={k.device}, v={v.device}")
+    if layout.device != q.device:
+        raise ValueError(
+            f"layout is on {layout.device} but q is on {q.device}; build the layout with device=q.device "
+            "or move it with layout.to(q.device)"
+        )
+    bsz, q_len, heads, d = q.shape
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape [B, Skv, H, D], got k={tuple(k.shape)}, v={tuple(v.shape)}")
+    if k.shape[0] != bsz or k.shape[2] != heads or k.shape[3] != d:
+        raise ValueError(
+            f"k/v shape {tuple(k.shape)} does not match q shape {tuple(q.shape)}: batch, heads and head dim must agree"
+        )
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim (q.shape[3]) must be in [1, {MAX_HEAD_DIM}], got {d}")
+    if layout.q_len != q_len or layout.kv_len != k.shape[1]:
+        raise ValueError(
+            f"layout is for q_len={layout.q_len}, kv_len={layout.kv_len} but q has {q_len} tokens and k has "
+            f"{k.shape[1]}"
+        )
+    lb, lh = layout.batch_heads
+    if lb not in (1, bsz) or lh not in (1, heads):
+        raise ValueError(f"layout batch/heads ({lb}, {lh}) must be 1 or equal to the inputs' ({bsz}, {heads})")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.stride(3) != 1 and t.shape[3] > 1:
+            raise ValueError(f"{name} must be contiguous in its last (head dim) axis, got strides {t.stride()}")
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: BlockLayout,
+    *,
+    scale: float | None = None,
+    backend: str = "auto",
+    return_lse: bool = False,
+):
+    """Softmax attention of each query over the keys its :class:`BlockLayout` allows.
+
+    ``out[b, i, h] = Σ_j softmax_j(scale · q[b, i, h] · k[b, j, h]) · v[b, j, h]`` where j ranges over
+    the keys allowed for query i (full blocks: all their keys; partial blocks: the keys their tile
+    allows; never keys at positions >= ``kv_len``). A query with no allowed key gets output 0.
+
+    Args:
+        q: queries ``[B, Sq, H, D]`` (diffusers' layout; any strides with a contiguous last axis),
+            float32 / float16 / bfloat16, ``1 <= D <= 256`` (64 and 128 are the fast paths; other
+            sizes are padded internally to the next power of two).
+        k: keys ``[B, Skv, H, D]``, same dtype and device as ``q``. ``Skv`` may differ from ``Sq``.
+        v: values, same shape as ``k``.
+        layout: a :class:`BlockLayout` with ``q_len == Sq`` and ``kv_len == Skv``, on q's device;
+            its batch/head dimensions are 1 (broadcast) or equal to B / H.
+        scale: softmax scale; ``None`` means ``1 / sqrt(D)``.
+        backend: ``"triton"`` (our kernel; CUDA, or CPU under ``TRITON_INTERPRET=1``), ``"flex"``
+            (compiled FlexAttention with the same layout), ``"reference"`` (dense masked attention;
+            tests and tiny sizes), or ``"auto"`` (see :func:`resolve_backend`).
+        return_lse: also return the natural-log log-sum-exp of the scaled scores of each query row.
+
+    Returns:
+        ``out`` ``[B, Sq, H, D]`` in q's dtype, or ``(out, lse)`` with ``lse`` float32 ``[B, Sq, H]``
+        (``-inf`` for rows with no allowed key) when ``return_lse`` is True.
+
+    Raises:
+        TypeError: an input is not a tensor / layout.
+        ValueError: shapes, dtypes, devices, head dim, layout sizes or backend do not fit (the message
+            names the parameter and what is allowed).
+    """
+    _check_inputs(q, k, v, layout)
+    d = q.shape[3]
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    elif not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
+    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1])
+    if chosen == "triton":
+        if q.device.type != "cuda" and not INTERPRET:
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors, got device {q.device}; on CPU use backend='flex' or "
+                "'reference' (or set TRITON_INTERPRET=1 before importing accel, for tests)"
+            )
+        out, lse = triton_block_sparse_attention(q, k, v, layout, scale)
+        return (out, lse) if return_lse else out
+    if chosen == "flex":
+        return flex_block_sparse_attention(q, k, v, layout, scale, return_lse)
+    return reference_attention(q, k, v, layout, scale, return_lse)
