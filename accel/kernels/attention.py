@@ -73,9 +73,6 @@ def _check_inputs(q, k, v, layout) -> None:
     lb, lh = layout.batch_heads
     if lb not in (1, bsz) or lh not in (1, heads):
         raise ValueError(f"layout batch/heads ({lb}, {lh}) must be 1 or equal to the inputs' ({bsz}, {heads})")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.stride(3) != 1 and t.shape[3] > 1:
-            raise ValueError(f"{name} must be contiguous in its last (head dim) axis, got strides {t.stride()}")
 
 
 def block_sparse_attention(
@@ -95,7 +92,7 @@ def block_sparse_attention(
     allows; never keys at positions >= ``kv_len``). A query with no allowed key gets output 0.
 
     Args:
-        q: queries ``[B, Sq, H, D]`` (diffusers' layout; any strides with a contiguous last axis),
+        q: queries ``[B, Sq, H, D]`` (diffusers' layout; any strides),
             float32 / float16 / bfloat16, ``1 <= D <= 256`` (64 and 128 are the fast paths; other
             sizes are padded internally to the next power of two).
         k: keys ``[B, Skv, H, D]``, same dtype and device as ``q``. ``Skv`` may differ from ``Sq``.

@@ -24,11 +24,13 @@ def block_mask_to_token_mask(block_mask, q_block, kv_block, q_len, kv_len):
 
 def make_qkv(bsz, q_len, kv_len, heads, d, dtype, gen, layout_kind="contiguous"):
     """Random q, k, v in [B, S, H, D]; layout_kind 'bhsd' gives permuted views of [B, H, S, D]
-    tensors and 'sliced' gives views into a wider head dim (both non-contiguous)."""
+    tensors and 'sliced' gives views into a wider head dim, 'strided_d' a head dim with a non-unit stride."""
 
     def one(s):
         if layout_kind == "bhsd":
             return torch.randn(bsz, heads, s, d, generator=gen).to(dtype).permute(0, 2, 1, 3)
+        if layout_kind == "strided_d":  # head dim not unit-stride
+            return torch.randn(bsz, d, s, heads, generator=gen).to(dtype).permute(0, 2, 3, 1)
         if layout_kind == "sliced":
             return torch.randn(bsz, s, heads, d + 8, generator=gen).to(dtype)[..., 3 : 3 + d]
         return torch.randn(bsz, s, heads, d, generator=gen).to(dtype)

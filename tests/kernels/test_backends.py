@@ -38,7 +38,7 @@ case_strategy = dict(
     p=st.sampled_from([0.1, 0.4, 0.9]),
     bcast_b=st.booleans(),
     bcast_h=st.booleans(),
-    kind=st.sampled_from(["contiguous", "bhsd", "sliced"]),
+    kind=st.sampled_from(["contiguous", "bhsd", "sliced", "strided_d"]),
     empty_rows=st.booleans(),
 )
 
