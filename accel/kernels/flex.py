@@ -84,6 +84,10 @@ def to_flex_block_mask(layout, batch: int, heads: int) -> BlockMask:
         t = tile_map[b_sel(b), h_sel(h), q_idx // qb, kv_idx // kb]
         return tiles[t.clamp(min=0), q_idx % qb, kv_idx % kb]
 
+    used_tiles = torch.where(used, part_tile, 0)[used]
+    if used_tiles.numel() == 0 or bool(tiles[used_tiles.unique().long()].all()):
+        mask_mod = None  # every partial block allows all pairs: skip the per-pair table lookups
+
     def widen(x, cnt):
         return _padded_rows(x, cnt, nkv).expand(batch, heads, -1, -1).contiguous()
 

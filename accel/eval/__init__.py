@@ -1,0 +1,1 @@
+"""Evaluation: kernel benchmarks (and, later, fidelity/speed comparisons and reports)."""

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up ./.venv with accel and what its tests need. Idempotent: a second run only checks.
+#  - CPU machines (no nvidia-smi) get the CPU build of torch 2.13.0; on this project's development and
+#    CI machines it is on local disk (pip's find-links), so no CUDA torch is ever downloaded there.
+#  - GPU machines get torch from the default index.
+#  - Every other package is pinned by constraints.txt (the versions the test-suite last passed with).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    .venv/bin/pip install -q "torch>=2.5"
+  else
+    .venv/bin/pip install -q "torch==2.13.0"
+  fi
+fi
+.venv/bin/pip install -q -c constraints.txt -e ".[dev]"
+.venv/bin/python -c "import torch, accel; print(f'accel {accel.__version__} ready: torch {torch.__version__}')"
