@@ -1,0 +1,330 @@
+"""Train the embedded text-to-video model from scratch on procedural clips (CPU is enough).
+
+Run ``python -m accel.pipelines.train_embedded`` (``--help`` for options). Stages, each resumable from
+checkpoints in ``--work``:
+
+1. ``vae``: train the tiny :class:`~diffusers.AutoencoderKLWan` on short crops of rendered clips
+   (L1 + L2 reconstruction, a weak KL term).
+2. ``latents``: render ``--clips`` training clips (17 x 128 x 128), encode each once to its posterior mean,
+   and measure per-channel latent mean/std (stored in the VAE config as Wan does); encode every training
+   caption (and the empty negative prompt) with the frozen text encoder.
+3. ``transformer``: train the :class:`~diffusers.WanTransformer3DModel` by rectified-flow matching
+   (``x_t = (1 - s) x_0 + s e``, target ``e - x_0``, timestep ``1000 s``, ``s`` shifted like the
+   scheduler's ``flow_shift``), with 10% caption dropout for classifier-free guidance.
+4. ``export``: write the complete pipeline (safetensors + json) to ``--out``; also done every
+   ``--export-every`` transformer steps, so an interrupted run still leaves usable weights.
+
+Progress is printed as plain lines (step, loss, seconds per step, estimated time left).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import embedded as emb
+from .embedded_data import render_clip, sample_spec, training_captions
+
+STAGES = ("vae", "latents", "transformer", "export")
+CLIP_FRAMES = 17
+CLIP_SIZE = 128
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _to_model_range(frames: np.ndarray) -> torch.Tensor:
+    """[F, H, W, 3] in [0, 1] -> [3, F, H, W] in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).mul(2.0).sub(1.0)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+
+def train_vae(pipe, work: Path, *, steps: int, batch: int, seed: int, lr: float, log_every: int) -> None:
+    """Stage 1: train ``pipe.vae`` in place (resuming from ``work/vae.pt``)."""
+    vae = pipe.vae
+    ckpt_path = work / "vae.pt"
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = 0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        vae.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        start = ckpt["step"]
+        _log(f"vae: resumed at step {start}")
+    if start >= steps:
+        return
+    vae.train()
+    rng = np.random.default_rng([seed, 11, start])
+    crop, frames = 64, 5
+    t0, ema = time.time(), None
+    for step in range(start, steps):
+        clips = []
+        for j in range(batch):
+            spec = sample_spec(seed + 1, step * batch + j, exclude_held_out=False)
+            full = render_clip(spec, num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE)
+            f0 = int(rng.integers(0, CLIP_FRAMES - frames + 1))
+            y0, x0 = (int(v) for v in rng.integers(0, CLIP_SIZE - crop + 1, size=2))
+            clips.append(_to_model_range(full[f0:f0 + frames, y0:y0 + crop, x0:x0 + crop]))
+        x = torch.stack(clips)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, warmup=20)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        rec = (recon - x).abs().mean() + (recon - x).square().mean()
+        kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar).mean()
+        loss = rec + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        ema = rec.item() if ema is None else 0.95 * ema + 0.05 * rec.item()
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            per = (time.time() - t0) / (done - start)
+            _log(f"vae step {done}/{steps} recon {ema:.4f} kl {kl.item():.3f} {per:.2f}s/step "
+                 f"eta {per * (steps - done) / 60:.1f} min")
+        if done % 100 == 0 or done == steps:
+            _save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "step": done}, ckpt_path)
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -> None:
+    """Stage 2: encode ``clips`` training clips and all captions; writes ``work/latents_*.pt``."""
+    vae = pipe.vae.eval()
+    parts = work / "latent_parts"
+    parts.mkdir(exist_ok=True)
+    t0, done_now = time.time(), 0
+    for first in range(0, clips, chunk):
+        part = parts / f"{first:06d}.pt"
+        if part.exists():
+            continue
+        idx = list(range(first, min(clips, first + chunk)))
+        specs = [sample_spec(seed, i) for i in idx]
+        x = torch.stack([_to_model_range(render_clip(s, num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE))
+                         for s in specs])
+        z = vae.encode(x).latent_dist.mode()
+        _save_atomic({"latents": z.half(), "captions": [s.caption for s in specs]}, part)
+        done_now += len(idx)
+        per = (time.time() - t0) / done_now
+        _log(f"latents {first + len(idx)}/{clips} {per:.2f}s/clip eta {per * (clips - first - len(idx)) / 60:.1f} min")
+    files = sorted(parts.glob("*.pt"))
+    data = [torch.load(f) for f in files]
+    latents = torch.cat([d["latents"] for d in data])[:clips]
+    captions = [c for d in data for c in d["captions"]][:clips]
+    z = latents.float()
+    mean = z.mean(dim=(0, 2, 3, 4))
+    std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+    vae.register_to_config(latents_mean=[round(float(v), 5) for v in mean],
+                           latents_std=[round(float(v), 5) for v in std])
+    texts = sorted(set(training_captions()) | set(captions) | {""})
+    embeds = {}
+    for i in range(0, len(texts), 64):
+        batch = texts[i:i + 64]
+        pe, _ = pipe.encode_prompt(batch, do_classifier_free_guidance=False,
+                                   max_sequence_length=emb.MAX_SEQUENCE_LENGTH)
+        lengths = pipe.tokenizer(batch, padding="max_length", max_length=emb.MAX_SEQUENCE_LENGTH, truncation=True,
+                                 add_special_tokens=True, return_attention_mask=True).attention_mask
+        for text, e, m in zip(batch, pe, lengths):
+            embeds[text] = e[: int(sum(m))].clone()
+    _save_atomic({"latents": latents, "captions": captions, "mean": mean, "std": std, "embeds": embeds},
+                 work / "dataset.pt")
+    _log(f"dataset: {len(captions)} clips, latent {tuple(latents.shape[1:])}, "
+         f"mean {mean.abs().mean():.3f} std {std.mean():.3f}, {len(embeds)} captions")
+
+
+def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, seed: int, lr: float,
+                      shift: float, cfg_drop: float, log_every: int, export_every: int,
+                      max_minutes: float | None) -> dict:
+    """Stage 3: train ``pipe.transformer`` in place (resuming from ``work/transformer.pt``)."""
+    data = torch.load(work / "dataset.pt")
+    latents, captions, embeds = data["latents"], data["captions"], data["embeds"]
+    mean = data["mean"].view(1, -1, 1, 1, 1)
+    std = data["std"].view(1, -1, 1, 1, 1)
+    model = pipe.transformer
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    ckpt_path = work / "transformer.pt"
+    start, history = 0, []
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        start, history = ckpt["step"], ckpt.get("history", [])
+        _log(f"transformer: resumed at step {start}")
+    model.train()
+    max_len = emb.MAX_SEQUENCE_LENGTH
+    dim = next(iter(embeds.values())).shape[-1]
+    t_start, ema, done = time.time(), None, start
+    for step in range(start, steps):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(0, len(captions), (batch,), generator=g)
+        x0 = (latents[idx].float() - mean) / std
+        text = torch.zeros(batch, max_len, dim)
+        for b, i in enumerate(idx.tolist()):
+            caption = "" if torch.rand((), generator=g).item() < cfg_drop else captions[i]
+            e = embeds[caption]
+            text[b, : e.shape[0]] = e
+        u = torch.rand(batch, generator=g)
+        sigma = shift * u / (1.0 + (shift - 1.0) * u)
+        noise = torch.randn(x0.shape, generator=g)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1.0 - s) * x0 + s * noise
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, warmup=50)
+        pred = model(hidden_states=xt, timestep=sigma * 1000.0, encoder_hidden_states=text, return_dict=False)[0]
+        loss = (pred - (noise - x0)).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        done = step + 1
+        elapsed = time.time() - t_start
+        if done % log_every == 0 or done == steps:
+            per = elapsed / (done - start)
+            history.append((done, round(ema, 5)))
+            _log(f"transformer step {done}/{steps} loss {ema:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                 f"{per:.2f}s/step eta {per * (steps - done) / 60:.1f} min")
+        stop = max_minutes is not None and elapsed > max_minutes * 60
+        if done % 50 == 0 or done == steps or stop:
+            _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "history": history},
+                         ckpt_path)
+        if export_every and (done % export_every == 0) and done != steps and not stop:
+            export(pipe, out, info={"transformer_steps": done, "loss_ema": ema, "partial": True})
+        if stop:
+            _log(f"transformer: --max-minutes reached at step {done}")
+            break
+    model.eval()
+    return {"transformer_steps": done, "loss_ema": ema, "history": history}
+
+
+def export(pipe, out: Path, info: dict | None = None) -> None:
+    """Stage 4: write the pipeline to ``out`` (replaced atomically), plus ``training_info.json``."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    if info is not None:
+        (tmp / "training_info.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    _log(f"exported pipeline to {out}")
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options of :func:`main`."""
+    p = argparse.ArgumentParser(prog="python -m accel.pipelines.train_embedded", description=__doc__.split("\n")[0])
+    p.add_argument("--work", type=Path, default=Path("embedded_work"),
+                   help="folder for checkpoints and encoded data (default ./embedded_work); reruns resume from it")
+    p.add_argument("--out", type=Path, default=emb.WEIGHTS_DIR,
+                   help="where to write the trained pipeline (default: the packaged weights folder)")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated subset of {','.join(STAGES)} (default: all, in order)")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data and noise (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--vae-steps", type=int, default=500, help="VAE training steps (default 500)")
+    p.add_argument("--vae-batch", type=int, default=4, help="VAE batch size in 5x64x64 crops (default 4)")
+    p.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
+    p.add_argument("--clips", type=int, default=800, help="number of training clips to encode (default 800)")
+    p.add_argument("--steps", type=int, default=1400, help="transformer training steps (default 1400)")
+    p.add_argument("--batch", type=int, default=4, help="transformer batch size (default 4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="transformer peak learning rate (default 1e-3)")
+    p.add_argument("--shift", type=float, default=emb.SCHEDULER_CONFIG["flow_shift"],
+                   help="noise-level shift for training, matching the scheduler (default 2.0)")
+    p.add_argument("--cfg-drop", type=float, default=0.1, help="probability of an empty caption (default 0.1)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop transformer training after this many minutes (checkpointed and exported)")
+    p.add_argument("--export-every", type=int, default=200, help="export weights every N transformer steps")
+    p.add_argument("--log-every", type=int, default=10, help="print progress every N steps")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the training stages; returns a process exit code (0 on success).
+
+    Args:
+        argv: command-line arguments without the program name (``None``: ``sys.argv[1:]``).
+            See :func:`build_parser` or ``--help`` for every option.
+
+    Raises:
+        ValueError: for an unknown stage name or a non-positive step/batch/clip count.
+    """
+    args = build_parser().parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"--stages: unknown stage(s) {bad}; allowed: {list(STAGES)}")
+    for name in ("vae_steps", "vae_batch", "clips", "steps", "batch", "threads"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    _log(f"training the embedded model: stages {stages}, work {work}, out {args.out}")
+    pipe = emb.build_pipeline(seed=args.seed)
+    pipe.set_progress_bar_config(disable=True)
+    for p in pipe.text_encoder.parameters():
+        p.requires_grad_(False)
+    if "vae" in stages:
+        train_vae(pipe, work, steps=args.vae_steps, batch=args.vae_batch, seed=args.seed, lr=args.vae_lr,
+                  log_every=args.log_every)
+    elif (work / "vae.pt").exists():
+        pipe.vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
+    pipe.vae.eval()
+    for p in pipe.vae.parameters():
+        p.requires_grad_(False)
+    if "latents" in stages:
+        encode_dataset(pipe, work, clips=args.clips, seed=args.seed)
+    if (work / "dataset.pt").exists():
+        data = torch.load(work / "dataset.pt")
+        pipe.vae.register_to_config(latents_mean=[round(float(v), 5) for v in data["mean"]],
+                                    latents_std=[round(float(v), 5) for v in data["std"]])
+    info = {"command": "python -m accel.pipelines.train_embedded " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "seed": args.seed, "vae_steps": args.vae_steps, "clips": args.clips, "batch": args.batch}
+    if "transformer" in stages:
+        info.update(train_transformer(pipe, work, args.out, steps=args.steps, batch=args.batch, seed=args.seed,
+                                      lr=args.lr, shift=args.shift, cfg_drop=args.cfg_drop,
+                                      log_every=args.log_every, export_every=args.export_every,
+                                      max_minutes=args.max_minutes))
+    elif (work / "transformer.pt").exists():
+        pipe.transformer.load_state_dict(torch.load(work / "transformer.pt", weights_only=False)["model"])
+    if "export" in stages:
+        info["seconds_this_run"] = round(time.time() - t0, 1)
+        export(pipe, args.out, info=info)
+    _log(f"done in {(time.time() - t0) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
