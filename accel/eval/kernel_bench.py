@@ -12,6 +12,7 @@ are noisy); every number is written to JSON with its unit.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -101,16 +102,16 @@ def run_cpu(seq_lens, head_dims, densities, *, heads=4, block=128, dtype=torch.b
         for d in head_dims:
             g = torch.Generator().manual_seed(0)
             q, k, v = (torch.randn(1, s, heads, d, generator=g).to(dtype) for _ in range(3))
-            dense_ms = _time_cpu(lambda: _dense_sdpa(q, k, v), reps)
+            dense_ms = _time_cpu(functools.partial(_dense_sdpa, q, k, v), reps)
             for dens in densities:
                 lay = band_layout(s, block, dens, "cpu")
                 bm = to_flex_block_mask(lay, 1, heads)
                 scale = d**-0.5
                 t0 = time.perf_counter()
-                flex_block_sparse_attention(q, k, v, lay, scale, False, block_mask=bm)  # compile / warm
+                run = functools.partial(flex_block_sparse_attention, q, k, v, lay, scale, False, block_mask=bm)
+                run()  # compile / warm up
                 first_s = time.perf_counter() - t0
-                flex_ms = _time_cpu(lambda: flex_block_sparse_attention(q, k, v, lay, scale, False, block_mask=bm),
-                                    reps, warmup=0)
+                flex_ms = _time_cpu(run, reps, warmup=0)
                 density = lay.density()
                 speedup = dense_ms / flex_ms
                 rec = {
@@ -140,7 +141,7 @@ def run_cuda(seq_lens, densities, *, heads=24, head_dim=128, block=128, dtype=to
         for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
             try:
                 with sdpa_kernel([be]):
-                    sdpa[name] = do_bench(lambda: _dense_sdpa(q, k, v))
+                    sdpa[name] = do_bench(functools.partial(_dense_sdpa, q, k, v))
             except RuntimeError as exc:  # backend not available for this build / shape
                 log(f"sdpa {name} unavailable: {exc}")
         best_name = min(sdpa, key=sdpa.get)
@@ -149,11 +150,11 @@ def run_cuda(seq_lens, densities, *, heads=24, head_dim=128, block=128, dtype=to
             lay = band_layout(s, block, dens, "cuda")
             density = lay.density()
             flops = dense_flops * density
-            triton_ms = do_bench(lambda: block_sparse_attention(q, k, v, lay, backend="triton"))
+            triton_ms = do_bench(functools.partial(block_sparse_attention, q, k, v, lay, backend="triton"))
             bm = to_flex_block_mask(lay, 1, heads)
             try:
                 flex_ms = do_bench(
-                    lambda: flex_block_sparse_attention(q, k, v, lay, head_dim**-0.5, False, block_mask=bm)
+                    functools.partial(flex_block_sparse_attention, q, k, v, lay, head_dim**-0.5, False, block_mask=bm)
                 )
             except Exception as exc:  # noqa: BLE001 - record and go on
                 log(f"flex failed at S={s}: {exc}")

@@ -85,7 +85,7 @@ if HAVE_TRITON:
 
     @triton.jit
     def _bsa_fwd_kernel(
-        Q, K, V, O, LSE,
+        Q, K, V, O, LSE,  # noqa: E741
         FULL_IDX, FULL_CNT, PART_IDX, PART_CNT, PART_TILE, TILES,
         stride_qb, stride_qs, stride_qh, stride_qd,
         stride_kb, stride_ks, stride_kh, stride_kd,
