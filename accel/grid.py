@@ -1,0 +1,230 @@
+"""`TokenLayout`: where every token of the sequence an attention call sees sits.
+
+A diffusion transformer attends over one joint sequence made of
+
+* the **video (or image) tokens**: one per latent patch of a ``(T, H, W)`` grid (``T = 1`` for
+  images), in row-major ``(t, y, x)`` order unless a permutation says otherwise, and
+* optionally a **text span** of ``text_len`` tokens, placed before the video tokens
+  (``text_side="first"``, FLUX) or after them (``text_side="last"``, HunyuanVideo), with an optional
+  per-sample validity mask (HunyuanVideo pads its prompts).
+
+Wan's self-attention has no text span (text enters by cross-attention). Sparse attention methods
+read the layout to know which query/key pairs their pattern allows; the processors build one per
+transformer call (see :mod:`accel.processors`), and users of the functional API build their own::
+
+    layout = accel.TokenLayout(grid=(T, H, W), text_len=256, text_side="last", text_mask=mask)
+    out = accel.Dense()(q, k, v, layout)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+__all__ = ["TokenLayout", "TEXT_SIDES"]
+
+TEXT_SIDES = ("first", "last")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TokenLayout:
+    """Where each token of a joint (text + video/image) attention sequence sits.
+
+    Args:
+        grid: ``(T, H, W)``, the latent patch grid of the video tokens: ``T`` frames (after temporal
+            patching; 1 for images), ``H`` rows and ``W`` columns of patches. Three ints >= 1. The
+            sequence holds ``T * H * W`` video tokens.
+        text_len: number of text tokens in the joint sequence, an int >= 0 (default 0: no text).
+        text_side: where the text span sits: ``"first"`` (text tokens ``[0, text_len)``, then video;
+            FLUX), ``"last"`` (video tokens first, then text; HunyuanVideo) or ``None`` (no text).
+            Must be ``None`` exactly when ``text_len == 0``.
+        text_mask: optional bool tensor ``[B, text_len]``, True = the text token is valid (a real
+            prompt token), False = padding that no query may attend. ``None`` means every text token
+            is valid. Only allowed when ``text_len > 0``.
+        permutation: optional int64 tensor ``[T*H*W]``: the order of the video tokens in the
+            sequence. ``permutation[i]`` is the row-major ``(t, y, x)`` index of the video token at
+            video position ``i`` (so ``None`` = identity = row-major order). Used by tiled patterns
+            that reorder tokens so that grid neighbourhoods fall into contiguous blocks.
+
+    Raises:
+        ValueError / TypeError: naming the parameter, the value and what is allowed.
+
+    The layout is immutable; :meth:`cache` gives a per-instance dict in which methods keep the block
+    layouts they built for it, so the layers of one transformer call share them.
+    """
+
+    grid: tuple[int, int, int]
+    text_len: int = 0
+    text_side: str | None = None
+    text_mask: torch.Tensor | None = None
+    permutation: torch.Tensor | None = None
+    _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        grid = self.grid
+        if isinstance(grid, torch.Size):
+            grid = tuple(grid)
+        if not isinstance(grid, (tuple, list)) or len(grid) != 3 or not all(_is_int(g) and g >= 1 for g in grid):
+            raise ValueError(f"grid must be a tuple of three ints >= 1 (T, H, W), got {self.grid!r}")
+        object.__setattr__(self, "grid", tuple(int(g) for g in grid))
+        if not _is_int(self.text_len) or self.text_len < 0:
+            raise ValueError(f"text_len must be an int >= 0, got {self.text_len!r}")
+        if self.text_len == 0:
+            if self.text_side is not None:
+                raise ValueError(f"text_side must be None when text_len is 0, got {self.text_side!r}")
+            if self.text_mask is not None:
+                raise ValueError("text_mask must be None when text_len is 0")
+        elif self.text_side not in TEXT_SIDES:
+            raise ValueError(
+                f"text_side must be 'first' or 'last' when text_len > 0 (got text_len={self.text_len}), "
+                f"got {self.text_side!r}"
+            )
+        m = self.text_mask
+        if m is not None:
+            if not isinstance(m, torch.Tensor):
+                raise TypeError(f"text_mask must be a torch.Tensor or None, got {type(m).__name__}")
+            if m.dtype != torch.bool:
+                raise ValueError(f"text_mask must have dtype torch.bool (True = valid token), got {m.dtype}")
+            if m.dim() != 2 or m.shape[1] != self.text_len or m.shape[0] < 1:
+                raise ValueError(
+                    f"text_mask must have shape [B, text_len={self.text_len}], got {tuple(m.shape)}"
+                )
+        p = self.permutation
+        if p is not None:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"permutation must be a torch.Tensor or None, got {type(p).__name__}")
+            if p.dtype != torch.int64 or p.dim() != 1 or p.shape[0] != self.num_video_tokens:
+                raise ValueError(
+                    f"permutation must be an int64 tensor [T*H*W = {self.num_video_tokens}], got "
+                    f"dtype={p.dtype}, shape={tuple(p.shape)}"
+                )
+            if not _compiling():
+                seen = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+                in_range = bool(((p >= 0) & (p < p.shape[0])).all())
+                if in_range:
+                    seen[p] = True
+                if not in_range or not bool(seen.all()):
+                    raise ValueError("permutation must hold every index 0 .. T*H*W-1 exactly once")
+
+    # ------------------------------------------------------------------ sizes and spans
+    @property
+    def num_video_tokens(self) -> int:
+        """``T * H * W``, the number of video (image) tokens."""
+        t, h, w = self.grid
+        return t * h * w
+
+    @property
+    def seq_len(self) -> int:
+        """Length of the joint sequence: video tokens plus text tokens."""
+        return self.num_video_tokens + self.text_len
+
+    @property
+    def video_start(self) -> int:
+        """Index of the first video token in the joint sequence."""
+        return self.text_len if self.text_side == "first" else 0
+
+    @property
+    def text_start(self) -> int:
+        """Index of the first text token (``seq_len`` when there is no text)."""
+        if self.text_side == "first":
+            return 0
+        return self.num_video_tokens
+
+    @property
+    def video_slice(self) -> slice:
+        """The video tokens' span of the joint sequence, as a slice."""
+        return slice(self.video_start, self.video_start + self.num_video_tokens)
+
+    @property
+    def text_slice(self) -> slice:
+        """The text tokens' span of the joint sequence, as a slice (empty without text)."""
+        return slice(self.text_start, self.text_start + self.text_len)
+
+    @property
+    def has_text_padding(self) -> bool:
+        """True when a text mask is given (some text tokens may be padding)."""
+        return self.text_mask is not None
+
+    def check_sequence(self, seq_len: int, *, name: str = "sequence", batch: int | None = None) -> None:
+        """Raise ``ValueError`` unless ``seq_len`` equals :attr:`seq_len` (and, with a text mask, ``batch`` fits).
+
+        Args:
+            seq_len: the length of the tensor's sequence dimension.
+            name: what the tensor is called in the error message (e.g. ``"q"``).
+            batch: the tensor's batch size; with a ``text_mask`` of batch ``Bm`` it must equal ``Bm``
+                or ``Bm`` must be 1.
+        """
+        if seq_len != self.seq_len:
+            raise ValueError(
+                f"{name} has {seq_len} tokens but the token layout describes {self.seq_len} "
+                f"(grid {self.grid} = {self.num_video_tokens} video tokens + text_len {self.text_len}); "
+                "the sequence does not match the recorded layout"
+            )
+        if batch is not None and self.text_mask is not None and self.text_mask.shape[0] not in (1, batch):
+            raise ValueError(
+                f"{name} has batch {batch} but text_mask has batch {self.text_mask.shape[0]} (allowed: 1 or {batch})"
+            )
+
+    def key_padding_mask(self, batch: int | None = None) -> torch.Tensor | None:
+        """Validity of every key of the joint sequence: bool ``[B, seq_len]`` (True = valid), or ``None``.
+
+        ``None`` when there is no ``text_mask`` (every key valid). Video tokens are always valid.
+
+        Args:
+            batch: expand a batch-1 text mask to this batch size (``None``: keep the mask's batch).
+        """
+        m = self.text_mask
+        if m is None:
+            return None
+        if batch is not None and m.shape[0] != batch:
+            m = m.expand(batch, -1)
+        video = torch.ones(m.shape[0], self.num_video_tokens, dtype=torch.bool, device=m.device)
+        parts = (m, video) if self.text_side == "first" else (video, m)
+        return torch.cat(parts, dim=1)
+
+    def video_coords(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """int64 ``[T*H*W, 3]``: the ``(t, y, x)`` grid coordinate of the video token at each video position.
+
+        Follows :attr:`permutation` when given. ``device``: where to build it (default: the
+        permutation's device, else CPU).
+        """
+        t, h, w = self.grid
+        if device is None:
+            device = self.permutation.device if self.permutation is not None else "cpu"
+        idx = torch.arange(self.num_video_tokens, device=device)
+        if self.permutation is not None:
+            idx = self.permutation.to(device)
+        return torch.stack((idx // (h * w), (idx // w) % h, idx % w), dim=1)
+
+    # ------------------------------------------------------------------ caching
+    def static_key(self) -> tuple:
+        """A hashable key of everything but tensor contents: grid, text_len, text_side, mask/permutation presence.
+
+        Two layouts with the same key and no text mask and no permutation describe the same token
+        positions; block layouts built from such a layout can be cached across calls under this key.
+        """
+        return (
+            self.grid,
+            self.text_len,
+            self.text_side,
+            None if self.text_mask is None else tuple(self.text_mask.shape),
+            self.permutation is not None,
+        )
+
+    @property
+    def cache(self) -> dict:
+        """A dict private to this layout instance, for derived data (e.g. block layouts) built from it."""
+        return self._cache
+
+    def with_text_mask(self, text_mask: torch.Tensor | None) -> TokenLayout:
+        """The same layout with another ``text_mask`` (validated like the constructor's)."""
+        return TokenLayout(self.grid, self.text_len, self.text_side, text_mask, self.permutation)

@@ -1,0 +1,333 @@
+"""The attention-method protocol: a frozen dataclass callable as ``method(q, k, v, layout)``.
+
+Every attention method (``accel.Dense`` here; the sparse ones later) subclasses
+:class:`AttentionMethod`. A method turns queries, keys and values of one self-attention call,
+``[B, S, H, D]`` each (diffusers' layout), plus the :class:`~accel.grid.TokenLayout` of the sequence,
+into the attention output ``[B, S, H, D]``. The processors call exactly that; users with their own
+models call it directly.
+
+How a subclass describes its sparsity (pick the smallest hook that fits):
+
+* :meth:`AttentionMethod.video_block_layout` -- the block layout of **video queries x video keys**
+  (a :class:`~accel.kernels.BlockLayout` over the ``T*H*W`` video tokens, aligned to the first
+  video token), or ``None`` for dense. The base class adds the **default text rule**: text queries
+  attend to every valid key, video queries attend to every valid text key plus their pattern over
+  video keys; padded text keys (``layout.text_mask``) are never attended.
+* :meth:`AttentionMethod.build_block_layout` -- the block layout of the whole joint sequence, to
+  fuse text and video into one kernel call (the default fuses when the video part is dense or there
+  is no text, and otherwise returns ``None`` so that :meth:`forward` runs the text and video parts as
+  separate kernel calls merged exactly by log-sum-exp).
+* :meth:`AttentionMethod.forward` -- the whole computation (for methods that are not block-sparse,
+  e.g. linear/agent attention).
+
+:meth:`AttentionMethod.token_mask` is the brute-force token-level definition (tests only).
+
+Under ``torch.compile`` a method call is one opaque custom op (``accel::method_attention``), so layout
+construction (which reads tensor values) never breaks a ``fullgraph=True`` graph.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import threading
+
+import torch
+
+from accel.grid import TokenLayout
+from accel.kernels import BACKENDS, BlockLayout, block_sparse_attention, merge_attention
+
+__all__ = ["AttentionMethod", "DEFAULT_BLOCK"]
+
+DEFAULT_BLOCK = 128
+_LRU_SIZE = 64
+
+# Method configurations are immutable; the custom op below receives an int key and finds the
+# method here. The table only grows by one entry per constructed method object.
+_METHODS: dict[int, AttentionMethod] = {}
+_KEYS = itertools.count(1)
+_KEYS_LOCK = threading.Lock()
+
+# Block layouts that depend only on static information (no text mask, no permutation), shared
+# across calls and layers: (method key, role, static layout key, batch, heads, device) -> layout.
+_STATIC_LAYOUTS: collections.OrderedDict = collections.OrderedDict()
+_SIDE_CODES = {None: 0, "first": 1, "last": 2}
+_SIDE_NAMES = {v: k for k, v in _SIDE_CODES.items()}
+
+
+def _register(method: AttentionMethod) -> int:
+    with _KEYS_LOCK:
+        key = next(_KEYS)
+        _METHODS[key] = method
+    object.__setattr__(method, "_method_key", key)
+    return key
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AttentionMethod:
+    """Base class of attention-method configurations; instances are callable on tensors.
+
+    Args:
+        backend: which block-sparse kernel runs the attention: ``"auto"`` (default: Triton on CUDA,
+            FlexAttention or the dense reference on CPU by size), ``"triton"``, ``"flex"`` or
+            ``"reference"``; see :func:`accel.kernels.block_sparse_attention`. Keyword-only.
+
+    Subclasses are frozen dataclasses; a subclass that defines ``__post_init__`` must call
+    ``super().__post_init__()``.
+    """
+
+    backend: str = dataclasses.field(default="auto", kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        _register(self)
+
+    # ------------------------------------------------------------------ public call
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        layout: TokenLayout,
+        *,
+        scale: float | None = None,
+    ) -> torch.Tensor:
+        """Attention output ``[B, S, H, D]`` of one self-attention call.
+
+        Args:
+            q: queries ``[B, S, H, D]`` (any strides with a contiguous last axis), float32/16 or bf16.
+            k: keys ``[B, S, H, D]``, same dtype, device and shape as ``q``.
+            v: values ``[B, S, H, D]``, same as ``k``.
+            layout: the :class:`~accel.grid.TokenLayout` of the sequence; ``S`` must equal
+                ``layout.seq_len``, and a ``layout.text_mask`` must have batch 1 or ``B``.
+            scale: softmax scale; ``None`` (default) means ``1 / sqrt(D)``.
+
+        Returns:
+            ``[B, S, H, D]`` in q's dtype.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            ValueError: shapes do not match each other or the layout (naming the tensor, its size and
+                the layout's).
+        """
+        _check_call(q, k, v, layout)
+        if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0):
+            raise ValueError(f"scale must be a positive float or None, got {scale!r}")
+        if torch.compiler.is_compiling():
+            key = getattr(self, "_method_key", None)
+            if key is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}.__post_init__ did not call super().__post_init__(); the method "
+                    "cannot run under torch.compile"
+                )
+            return _method_attention_op(
+                q, k, v, layout.text_mask, layout.permutation, key, list(layout.grid), layout.text_len,
+                _SIDE_CODES[layout.text_side], None if scale is None else float(scale),
+            )
+        return self.forward(q, k, v, layout, scale=scale)
+
+    # ------------------------------------------------------------------ computation
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TokenLayout, *, scale: float | None = None
+    ) -> torch.Tensor:
+        """Compute the attention (inputs already validated by :meth:`__call__`; never traced by dynamo).
+
+        Default: one kernel call with :meth:`build_block_layout` when it returns a layout; otherwise
+        the default text rule in three kernel calls -- text queries over all keys, video queries over
+        video keys (:meth:`video_block_layout`) and over text keys -- the two video parts merged
+        exactly with :func:`accel.kernels.merge_attention`. Arguments as in :meth:`__call__`.
+        """
+        batch, _, heads, _ = q.shape
+        joint = self.build_block_layout(layout, batch=batch, heads=heads, device=q.device)
+        if joint is not None:
+            return block_sparse_attention(q, k, v, joint, scale=scale, backend=self.backend)
+        vs, ts = layout.video_slice, layout.text_slice
+        video = self._cached_video_layout(layout, batch, heads, q.device)
+        text_keys = self._cached(
+            layout, ("text_keys",), batch, heads, q.device,
+            lambda: _padded_full_layout(layout.num_video_tokens, layout.text_len, layout.text_mask, batch, q.device,
+                                        self.block_shape(), allow_empty_rows=True),
+        )
+        o_vv, l_vv = block_sparse_attention(q[:, vs], k[:, vs], v[:, vs], video, scale=scale, backend=self.backend,
+                                            return_lse=True)
+        o_vt, l_vt = block_sparse_attention(q[:, vs], k[:, ts], v[:, ts], text_keys, scale=scale,
+                                            backend=self.backend, return_lse=True)
+        o_video, _ = merge_attention([(o_vv, l_vv), (o_vt, l_vt)])
+        text_queries = self._cached(
+            layout, ("text_queries",), batch, heads, q.device,
+            lambda: _padded_full_layout(layout.text_len, layout.seq_len, layout.key_padding_mask(), batch, q.device,
+                                        self.block_shape()),
+        )
+        o_text = block_sparse_attention(q[:, ts], k, v, text_queries, scale=scale, backend=self.backend)
+        parts = (o_text, o_video) if layout.text_side == "first" else (o_video, o_text)
+        return torch.cat(parts, dim=1)
+
+    # ------------------------------------------------------------------ layout hooks
+    def block_shape(self) -> tuple[int, int]:
+        """``(q_block, kv_block)`` used for the layouts this method builds (default 128 x 128).
+
+        Subclasses with a ``block_size`` field return it here.
+        """
+        size = getattr(self, "block_size", DEFAULT_BLOCK)
+        return (size, size)
+
+    def video_block_layout(
+        self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device
+    ) -> BlockLayout | None:
+        """Block layout of video queries over video keys, or ``None`` for dense (the base class).
+
+        Args:
+            layout: the token layout; the returned layout must have ``q_len == kv_len ==
+                layout.num_video_tokens`` (video token ``i`` is at video position ``i``, following
+                ``layout.permutation``).
+            batch: the batch size ``B`` of the call (the layout's batch dimension may be 1 or B).
+            heads: the number of heads ``H`` (the layout's head dimension may be 1 or H).
+            device: the device of q/k/v; the returned layout must live there.
+        """
+        return None
+
+    def build_block_layout(
+        self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device
+    ) -> BlockLayout | None:
+        """Block layout of the whole joint sequence, or ``None`` to run text and video parts separately.
+
+        The default returns a layout when one kernel call can do it exactly: the video pattern is
+        dense (every query attends to every valid key; padded text keys become partial blocks), or
+        there is no text (the video layout itself). Arguments as in :meth:`video_block_layout`;
+        the returned layout has ``q_len == kv_len == layout.seq_len``.
+        """
+        video = self._cached_video_layout(layout, batch, heads, device)
+        if video is None:
+            return self._cached(
+                layout, ("joint_dense",), batch, heads, device,
+                lambda: _padded_full_layout(layout.seq_len, layout.seq_len, layout.key_padding_mask(), batch, device,
+                                            self.block_shape()),
+            )
+        if layout.text_len == 0:
+            return video
+        return None
+
+    def token_mask(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device | str = "cpu"
+                   ) -> torch.Tensor:
+        """The exact token-level rule as a bool ``[B|1, H|1, S, S]`` mask (tests and tiny sizes only).
+
+        ``mask[b, h, i, j]`` is True when query ``i`` attends key ``j``: key ``j`` is valid (not
+        padded text) and (``i`` is text, or ``j`` is text, or :meth:`video_token_mask` allows the
+        video pair). Arguments as in :meth:`video_block_layout`.
+        """
+        device = torch.device(device)
+        s = layout.seq_len
+        vv = self.video_token_mask(layout, batch=batch, heads=heads, device=device)
+        mask = torch.ones(vv.shape[0], vv.shape[1], s, s, dtype=torch.bool, device=device)
+        vs = layout.video_slice
+        mask[:, :, vs, vs] = vv
+        valid = layout.key_padding_mask(batch)
+        if valid is not None:
+            mask = mask & valid.to(device)[:, None, None, :]
+        return mask
+
+    def video_token_mask(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device | str = "cpu"
+                         ) -> torch.Tensor:
+        """bool ``[B|1, H|1, N, N]`` (``N = T*H*W``): the token-level video-video rule (tests only).
+
+        The default materialises :meth:`video_block_layout` (all True when it is ``None``). Patterns
+        with an independent brute-force definition override this so tests compare the two.
+        """
+        device = torch.device(device)
+        video = self.video_block_layout(layout, batch=batch, heads=heads, device=device)
+        n = layout.num_video_tokens
+        if video is None:
+            return torch.ones(1, 1, n, n, dtype=torch.bool, device=device)
+        return video.to_dense_mask()
+
+    # ------------------------------------------------------------------ caching
+    def _cached_video_layout(self, layout, batch, heads, device):
+        return self._cached(
+            layout, ("video",), batch, heads, device,
+            lambda: self.video_block_layout(layout, batch=batch, heads=heads, device=device),
+        )
+
+    def _cached(self, layout: TokenLayout, role: tuple, batch: int, heads: int, device, build):
+        """Build once per (method, role, layout, batch, heads, device).
+
+        Layouts without text mask and permutation depend only on static sizes and go to a small
+        process-wide LRU; others are kept in the TokenLayout instance (shared by the layers of one
+        transformer call).
+        """
+        device = torch.device(device)
+        key = (getattr(self, "_method_key", id(self)), role, batch, heads, str(device))
+        if layout.text_mask is None and layout.permutation is None:
+            full_key = key + (layout.static_key(),)
+            hit = _STATIC_LAYOUTS.get(full_key, _MISSING)
+            if hit is not _MISSING:
+                _STATIC_LAYOUTS.move_to_end(full_key)
+                return hit
+            value = build()
+            _STATIC_LAYOUTS[full_key] = value
+            while len(_STATIC_LAYOUTS) > _LRU_SIZE:
+                _STATIC_LAYOUTS.popitem(last=False)
+            return value
+        cache = layout.cache
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
+
+
+_MISSING = object()
+
+
+def _padded_full_layout(q_len, kv_len, key_valid, batch, device, block_shape, *, allow_empty_rows=False):
+    """Every query attends every key, except keys marked False in ``key_valid`` ``[B|1, kv_len]``."""
+    q_block, kv_block = block_shape
+    if key_valid is None:
+        return BlockLayout.full(q_len, kv_len, q_block=q_block, kv_block=kv_block, device=device)
+    key_valid = key_valid.to(device)
+    if key_valid.shape[0] != batch:
+        key_valid = key_valid.expand(batch, -1)
+    nq, nkv = -(-q_len // q_block), -(-kv_len // kv_block)
+    ones = torch.ones(1, 1, nq, nkv, dtype=torch.bool, device=device)
+    return BlockLayout.from_block_mask(ones, q_block, kv_block, q_len, kv_len, key_padding_mask=key_valid.contiguous(),
+                                       allow_empty_rows=allow_empty_rows)
+
+
+def _check_call(q, k, v, layout) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D [B, S, H, D] (diffusers' layout), got shape {tuple(t.shape)}")
+    if not isinstance(layout, TokenLayout):
+        raise TypeError(f"layout must be an accel.TokenLayout, got {type(layout).__name__}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got k={tuple(k.shape)}, v={tuple(v.shape)}")
+    if q.shape != k.shape:
+        raise ValueError(
+            f"q and k must have the same shape [B, S, H, D] (self-attention), got q={tuple(q.shape)}, k={tuple(k.shape)}"
+        )
+    layout.check_sequence(q.shape[1], name="q", batch=q.shape[0])
+
+
+# ---------------------------------------------------------------------- torch.compile boundary
+@torch.library.custom_op("accel::method_attention", mutates_args=())
+def _method_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    text_mask: torch.Tensor | None,
+    permutation: torch.Tensor | None,
+    method_key: int,
+    grid: list[int],
+    text_len: int,
+    text_side: int,
+    scale: float | None,
+) -> torch.Tensor:
+    method = _METHODS[method_key]
+    layout = TokenLayout(tuple(grid), text_len, _SIDE_NAMES[text_side], text_mask, permutation)
+    return method.forward(q, k, v, layout, scale=scale).contiguous()
+
+
+@_method_attention_op.register_fake
+def _(q, k, v, text_mask, permutation, method_key, grid, text_len, text_side, scale):
+    return q.new_empty(q.shape)

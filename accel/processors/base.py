@@ -1,0 +1,140 @@
+"""Shared machinery of the accel processors: routing upstream's core attention call to a method.
+
+Each accel processor subclasses the upstream diffusers processor. To keep upstream's projections,
+QK-norm, RoPE and text concatenation *literally* upstream's, a sparse call runs upstream's own
+``__call__`` code object, bound to a copy of its module globals in which the name
+``dispatch_attention_fn`` resolves to :func:`route_attention`. Upstream passes its ``attention_mask``
+argument verbatim to ``dispatch_attention_fn``; the accel processor passes a :class:`Route` there, and
+:func:`route_attention` sends that call to the accel method. Every other dispatch (Wan's image-to-video
+branch, for example) goes to diffusers' real ``dispatch_attention_fn`` unchanged. Nothing global is
+modified: upstream modules, classes and the attention-backend registry stay as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+from accel.methods.base import AttentionMethod
+
+if TYPE_CHECKING:
+    from accel.processors.state import LayerBinding
+
+__all__ = ["Route", "route_attention", "rebind_core_attention", "AccelProcessorMixin", "BINDING_ATTR"]
+
+# attribute set on each attention module by the root hook installer (state lives on the model)
+BINDING_ATTR = "_accel_binding"
+
+
+class Route(NamedTuple):
+    """Carried through upstream's ``attention_mask`` argument to :func:`route_attention`.
+
+    Attributes:
+        method: the accel method to run.
+        binding: the layer binding (root-hook state and layer index) of the attention module.
+    """
+
+    method: AttentionMethod
+    binding: LayerBinding
+
+
+def route_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: Any = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    attention_kwargs: dict[str, Any] | None = None,
+    *,
+    backend=None,
+    parallel_config=None,
+) -> torch.Tensor:
+    """Stand-in for diffusers' ``dispatch_attention_fn`` inside rebound upstream processor code.
+
+    Same signature as ``dispatch_attention_fn``. When ``attn_mask`` is a :class:`Route`, runs
+    ``route.method(query, key, value, layout, scale=scale)`` with the token layout recorded by the root
+    hook; otherwise forwards every argument to diffusers' ``dispatch_attention_fn``.
+
+    Raises:
+        NotImplementedError: a routed call under context parallelism (``parallel_config`` set), or with
+            dropout / causal masking, none of which accel methods implement.
+    """
+    if not isinstance(attn_mask, Route):
+        return dispatch_attention_fn(
+            query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+            enable_gqa=enable_gqa, attention_kwargs=attention_kwargs, backend=backend,
+            parallel_config=parallel_config,
+        )
+    if parallel_config is not None:
+        raise NotImplementedError(
+            "accel attention methods do not support diffusers' context parallelism (the processor sees a "
+            "sequence shard); disable parallelism or use accel.Schedule to keep those calls dense"
+        )
+    if dropout_p != 0.0 or is_causal:
+        raise NotImplementedError(f"accel methods support neither dropout nor causal masks (dropout_p={dropout_p}, "
+                                  f"is_causal={is_causal})")
+    layout = attn_mask.binding.layout()
+    return attn_mask.method(query, key, value, layout, scale=scale)
+
+
+def rebind_core_attention(function: types.FunctionType) -> types.FunctionType:
+    """A copy of upstream ``function`` whose global ``dispatch_attention_fn`` is :func:`route_attention`.
+
+    The code object, defaults and closure are upstream's; only the globals lookup table differs (a
+    copy of the upstream module's globals taken now). Raises ``RuntimeError`` if the function does
+    not call ``dispatch_attention_fn`` (an upstream change this version of accel does not know).
+    """
+    names = set(function.__code__.co_names)
+    for const in function.__code__.co_consts:  # nested functions (none call the dispatcher today)
+        if isinstance(const, types.CodeType):
+            names |= set(const.co_names)
+    if "dispatch_attention_fn" not in names:
+        raise RuntimeError(
+            f"{function.__qualname__} no longer calls dispatch_attention_fn; this diffusers version is not "
+            "supported by accel's processors"
+        )
+    scope = dict(function.__globals__)
+    scope["dispatch_attention_fn"] = route_attention
+    rebound = types.FunctionType(function.__code__, scope, function.__name__, function.__defaults__,
+                                 function.__closure__)
+    rebound.__kwdefaults__ = function.__kwdefaults__
+    return functools.update_wrapper(rebound, function)
+
+
+class AccelProcessorMixin:
+    """State-free part of every accel processor: the method and the dense/sparse decision.
+
+    The per-model state (token layout, step, schedule) is read from the attention module's
+    ``_accel_binding`` attribute, set by :func:`accel.apply` or :func:`accel.processors.attach`, so one
+    processor instance may serve several layers or models.
+    """
+
+    method: AttentionMethod
+
+    def _init_method(self, method: AttentionMethod) -> None:
+        if not isinstance(method, AttentionMethod):
+            raise TypeError(
+                f"method must be an accel attention method (e.g. accel.Dense()), got {type(method).__name__}"
+            )
+        self.method = method
+
+    def _binding(self, attn: torch.nn.Module) -> LayerBinding:
+        binding = getattr(attn, BINDING_ATTR, None)
+        if binding is None:
+            raise RuntimeError(
+                f"{type(self).__name__} does not know the token layout of this attention call: its transformer has "
+                "no accel root hook (or this module is not a self-attention layer accel supports). Install accel "
+                "with accel.apply(pipe_or_transformer, method), or, after transformer.set_attn_processor(...), "
+                "call accel.processors.attach(transformer)."
+            )
+        return binding
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(method={self.method!r})"
