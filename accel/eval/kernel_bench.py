@@ -78,15 +78,25 @@ def environment() -> dict:
     return env
 
 
-def _time_cpu(fn, reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def _time_once(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _paired_cpu(baseline, candidate, reps: int) -> tuple[float, float, float]:
+    """Alternate baseline and candidate runs so machine noise hits both alike.
+
+    Returns (median baseline ms, median candidate ms, median of the per-pair speedups).
+    """
+    base, cand, ratios = [], [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        b = _time_once(baseline)
+        c = _time_once(candidate)
+        base.append(b)
+        cand.append(c)
+        ratios.append(b / c)
+    return statistics.median(base), statistics.median(cand), statistics.median(ratios)
 
 
 def _dense_sdpa(q, k, v):
@@ -102,7 +112,8 @@ def run_cpu(seq_lens, head_dims, densities, *, heads=4, block=128, dtype=torch.b
         for d in head_dims:
             g = torch.Generator().manual_seed(0)
             q, k, v = (torch.randn(1, s, heads, d, generator=g).to(dtype) for _ in range(3))
-            dense_ms = _time_cpu(functools.partial(_dense_sdpa, q, k, v), reps)
+            dense = functools.partial(_dense_sdpa, q, k, v)
+            dense()  # warm up
             for dens in densities:
                 lay = band_layout(s, block, dens, "cpu")
                 bm = to_flex_block_mask(lay, 1, heads)
@@ -111,9 +122,8 @@ def run_cpu(seq_lens, head_dims, densities, *, heads=4, block=128, dtype=torch.b
                 run = functools.partial(flex_block_sparse_attention, q, k, v, lay, scale, False, block_mask=bm)
                 run()  # compile / warm up
                 first_s = time.perf_counter() - t0
-                flex_ms = _time_cpu(run, reps, warmup=0)
+                dense_ms, flex_ms, speedup = _paired_cpu(dense, run, reps)
                 density = lay.density()
-                speedup = dense_ms / flex_ms
                 rec = {
                     "device": "cpu", "dtype": str(dtype).replace("torch.", ""), "batch": 1, "heads": heads,
                     "seq_len": s, "head_dim": d, "block": block, "density": density,

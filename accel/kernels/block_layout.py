@@ -97,6 +97,14 @@ class BlockLayout:
     part_tile: torch.Tensor
     tiles: torch.Tensor
     allow_empty_rows: bool = False
+    _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def cached(self, key, build):
+        """Return ``build()`` computed once per ``key`` for this layout (derived data such as a backend's
+        translated mask or the density figure). Layouts are immutable, so the cache never goes stale."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
     def __post_init__(self) -> None:
         for name in ("q_len", "kv_len"):
@@ -189,7 +197,7 @@ class BlockLayout:
         moved = {
             f.name: getattr(self, f.name).to(device)
             for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
+            if f.init and isinstance(getattr(self, f.name), torch.Tensor)
         }
         return dataclasses.replace(self, **moved)
 
@@ -249,6 +257,9 @@ class BlockLayout:
         a partial block before masking them), clipped to the sequence bounds, averaged over the
         broadcast batch and head dimensions. 1.0 means dense attention.
         """
+        return self.cached("density", self._compute_density)
+
+    def _compute_density(self) -> float:
         rows, cols = self._block_extent()
         area = rows[:, None].double() * cols[None, :].double()
         visited = (self.block_kinds() > 0).double()

@@ -27,9 +27,22 @@ __all__ = ["flex_block_sparse_attention", "to_flex_block_mask"]
 logger = logging.getLogger(__name__)
 
 
+# Distinct shapes each compile once; past dynamo's recompile limit it would silently run *eager*
+# flex, which ignores the block structure (wrong results with our BlockMasks): raise the limit and make
+# hitting it an error instead.
+_RECOMPILE_LIMIT = 64
+
+
 @functools.cache
 def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
+
+
+def _run_flex(qt, kt, vt, block_mask, scale, return_lse):
+    if torch.compiler.is_compiling():  # inside the user's torch.compile: their graph compiles flex
+        return flex_attention(qt, kt, vt, block_mask=block_mask, scale=scale, return_lse=return_lse)
+    with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
+        return _compiled_flex()(qt, kt, vt, block_mask=block_mask, scale=scale, return_lse=return_lse)
 
 
 def _flex_head_dim(d: int) -> int:
@@ -111,7 +124,8 @@ def flex_block_sparse_attention(q, k, v, layout, scale: float, return_lse: bool,
         scale: softmax scale.
         return_lse: also return the LSE ``[B, Sq, H]`` (float32). On CPU this falls back to the
             reference backend (compiled CPU flex has no LSE output), logged once.
-        block_mask: an already translated BlockMask for this layout and shape (optional cache).
+        block_mask: an already translated BlockMask for this layout and shape (default: translated
+            once per (layout, batch, heads) and cached on the layout).
     """
     if return_lse and q.device.type == "cpu":
         from .reference import reference_attention
@@ -120,12 +134,12 @@ def flex_block_sparse_attention(q, k, v, layout, scale: float, return_lse: bool,
         return reference_attention(q, k, v, layout, scale, True)
     bsz, _, heads, d = q.shape
     if block_mask is None:
-        block_mask = to_flex_block_mask(layout, bsz, heads)
+        block_mask = layout.cached(("flex_block_mask", bsz, heads), lambda: to_flex_block_mask(layout, bsz, heads))
     qt, kt, vt = (x.permute(0, 2, 1, 3) for x in (q, k, v))
     dp = _flex_head_dim(d)
     if dp != d:  # zero-padding the head dim changes neither q.k nor the kept v columns
         qt, kt, vt = (torch.nn.functional.pad(x, (0, dp - d)) for x in (qt, kt, vt))
-    result = _compiled_flex()(qt, kt, vt, block_mask=block_mask, scale=scale, return_lse=return_lse)
+    result = _run_flex(qt, kt, vt, block_mask, scale, return_lse)
     if return_lse:
         out, lse = result
         return out[..., :d].permute(0, 2, 1, 3), lse.float().permute(0, 2, 1)
