@@ -163,7 +163,9 @@ if HAVE_TRITON:
         tl.store(LSE + b * stride_lb + h * stride_lh + offs_m * stride_ls, lse, mask=m_ok)
 
     def _prune_configs(configs, named_args, **kwargs):
-        q_block, kv_block, block_d = kwargs["Q_BLOCK"], kwargs["KV_BLOCK"], kwargs["BLOCK_D"]
+        # Triton versions differ in whether constexpr launch arguments arrive in named_args or kwargs
+        params = {**named_args, **kwargs}
+        q_block, kv_block, block_d = params["Q_BLOCK"], params["KV_BLOCK"], params["BLOCK_D"]
         kept = [
             c for c in configs
             if c.kwargs["BLOCK_M"] <= q_block and c.kwargs["BLOCK_N"] <= kv_block

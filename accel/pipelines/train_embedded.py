@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import embedded as emb
-from .embedded_data import render_clip, sample_spec, training_captions
+from .embedded_data import object_track, render_clip, sample_spec, training_captions
 
 STAGES = ("vae", "latents", "transformer", "export")
 CLIP_FRAMES = 17
@@ -88,14 +88,24 @@ def train_vae(pipe, work: Path, *, steps: int, batch: int, seed: int, lr: float,
             spec = sample_spec(seed + 1, step * batch + j, exclude_held_out=False)
             full = render_clip(spec, num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE)
             f0 = int(rng.integers(0, CLIP_FRAMES - frames + 1))
-            y0, x0 = (int(v) for v in rng.integers(0, CLIP_SIZE - crop + 1, size=2))
+            if rng.random() < 0.8:
+                # Most crops are centred (with jitter) on the object: it covers ~5% of a full frame and
+                # would otherwise be nearly absent from the loss.
+                cx, cy = object_track(spec, CLIP_FRAMES)[f0 + frames // 2]
+                x0 = int(np.clip(cx - crop / 2 + rng.integers(-16, 17), 0, CLIP_SIZE - crop))
+                y0 = int(np.clip(cy - crop / 2 + rng.integers(-16, 17), 0, CLIP_SIZE - crop))
+            else:
+                y0, x0 = (int(v) for v in rng.integers(0, CLIP_SIZE - crop + 1, size=2))
             clips.append(_to_model_range(full[f0:f0 + frames, y0:y0 + crop, x0:x0 + crop]))
         x = torch.stack(clips)
+        # Object pixels (saturated) weigh 5x in the reconstruction loss.
+        weight = 1.0 + 4.0 * ((x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) > 0.5).float()
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup=20)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        rec = (recon - x).abs().mean() + (recon - x).square().mean()
+        err = recon - x
+        rec = (weight * (err.abs() + err.square())).mean() / weight.mean()
         kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar).mean()
         loss = rec + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
