@@ -20,7 +20,7 @@ import functools
 import logging
 
 import torch
-from torch.nn.attention.flex_attention import BlockMask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, flex_attention, noop_mask
 
 __all__ = ["flex_block_sparse_attention", "to_flex_block_mask"]
 
@@ -39,10 +39,15 @@ def _compiled_flex():
 
 
 def _run_flex(qt, kt, vt, block_mask, scale, return_lse):
+    options = None
+    if qt.device.type == "cpu" and block_mask.mask_mod is noop_mask:
+        options = {"SKIP_MASK_SCORE": True}  # CPU template: no mask/score code at all (~5-10% faster)
     if torch.compiler.is_compiling():  # inside the user's torch.compile: their graph compiles flex
-        return flex_attention(qt, kt, vt, block_mask=block_mask, scale=scale, return_lse=return_lse)
+        return flex_attention(qt, kt, vt, block_mask=block_mask, scale=scale, return_lse=return_lse,
+                              kernel_options=options)
     with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
-        return _compiled_flex()(qt, kt, vt, block_mask=block_mask, scale=scale, return_lse=return_lse)
+        return _compiled_flex()(qt, kt, vt, block_mask=block_mask, scale=scale, return_lse=return_lse,
+                                kernel_options=options)
 
 
 def _flex_head_dim(d: int) -> int:
