@@ -17,6 +17,12 @@ _EXPORTS = {
     "Dense": "accel.methods.dense",
     "apply": "accel.processors.apply",
     "remove": "accel.processors.apply",
+    "attach": "accel.processors.apply",
+    "AccelHandle": "accel.processors.apply",
+    "AttentionMethod": "accel.methods.base",
+    "AccelWanAttnProcessor": "accel.processors.wan",
+    "AccelHunyuanVideoAttnProcessor": "accel.processors.hunyuan_video",
+    "AccelFluxAttnProcessor": "accel.processors.flux",
 }
 
 __all__ = sorted([*_EXPORTS, "kernels", "__version__"])
