@@ -158,8 +158,7 @@ def tiny_wan_i2v_pipeline(seed: int = 0, *, num_layers: int = 2):
         num_layers: transformer blocks, an int >= 1 (default 2).
     """
     from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config
-    from transformers import UMT5EncoderModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 
     seed = _check_seed(seed)
     _check_count("num_layers", num_layers, 1)

@@ -116,7 +116,7 @@ class AccelHandle:
         """Restore the previous processors exactly and remove the root hooks (idempotent)."""
         if self._removed:
             return
-        for model, saved, bound, run in zip(self.transformers, self._saved, self._bound, self._runs):
+        for model, saved, bound, run in zip(self.transformers, self._saved, self._bound, self._runs, strict=True):
             for module, processor in saved:
                 module.set_processor(processor)
             for module in bound:

@@ -232,6 +232,13 @@ class ContextWatcher(StateManager):
 class RootHook(ModelHook):
     """diffusers ``ModelHook`` on the transformer root: records the token layout and counts steps.
 
+    As a stateful diffusers hook it is reset by the pipeline at the end of every call and receives
+    the pipeline's cache contexts. The per-call recording runs in a PyTorch forward pre-hook that
+    :meth:`initialize_hook` adds to the module (``register_forward_pre_hook(with_kwargs=True)``)
+    rather than in a replaced ``forward``, so it survives tools that swap ``module.forward`` after
+    accel is installed (accelerate's offloading hooks restore the forward they saw when they are
+    re-installed at the end of each offloaded pipeline call).
+
     Args:
         family: the model-family adapter (:mod:`accel.processors.families`) that reads the layout
             from the forward arguments.
@@ -246,14 +253,23 @@ class RootHook(ModelHook):
         self.run = run
         self.watcher = ContextWatcher(run.counter)
         self._param_names: tuple[str, ...] = ()
+        self._torch_hook = None
 
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
         params = list(inspect.signature(type(module).forward).parameters)
         self._param_names = tuple(params[1:])
+        self._torch_hook = module.register_forward_pre_hook(self.record, with_kwargs=True)
         return module
 
-    def pre_forward(self, module: torch.nn.Module, *args, **kwargs):
-        inputs = dict(zip(self._param_names, args))
+    def deinitalize_hook(self, module: torch.nn.Module) -> torch.nn.Module:  # (sic) diffusers' spelling
+        if self._torch_hook is not None:
+            self._torch_hook.remove()
+            self._torch_hook = None
+        return module
+
+    def record(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook: record the call's TokenLayout; count the step when no cache context is active."""
+        inputs = dict(zip(self._param_names, args, strict=False))
         inputs.update(kwargs)
         self.run.layout = self.family.token_layout(module, inputs, self.run)
         counter = self.run.counter
@@ -267,7 +283,7 @@ class RootHook(ModelHook):
                     )
             else:
                 counter.observe(_timestep_key(inputs.get("timestep")))
-        return args, kwargs
+        return None
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.run.counter.reset()

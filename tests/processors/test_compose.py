@@ -91,6 +91,28 @@ def test_compiled_transformer_outside_a_pipeline_with_step_schedule_explains_the
         assert handle.step == 4
 
 
+def test_survives_forward_swapping_hooks_installed_after_apply():
+    """The order users write -- enable_model_cpu_offload() then accel.apply() -- with accelerate's hook
+    removed and re-added around every call, as diffusers' offloading does (emulated on CPU)."""
+    from accelerate.hooks import ModelHook as AccelerateHook
+    from accelerate.hooks import add_hook_to_module, remove_hook_from_module
+
+    pipe = shared_pipe("wan")
+    stock = run(pipe, "wan")
+    add_hook_to_module(pipe.transformer, AccelerateHook())
+    try:
+        spy, handle = apply_spy(pipe)
+        with handle:
+            for _ in range(2):
+                out = run(pipe, "wan")
+                remove_hook_from_module(pipe.transformer)
+                add_hook_to_module(pipe.transformer, AccelerateHook())
+    finally:
+        remove_hook_from_module(pipe.transformer)
+    assert torch.equal(out, stock)
+    assert [s for s, *_ in spy.log] == ([0] * 4 + [1] * 4) * 2  # 2 layers x (cond, uncond)
+
+
 @pytest.mark.parametrize("family", ["wan", "flux"])
 def test_first_block_cache_composes(family):
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
