@@ -32,6 +32,7 @@ import collections
 import dataclasses
 import itertools
 import threading
+import weakref
 
 import torch
 
@@ -43,15 +44,13 @@ __all__ = ["AttentionMethod", "DEFAULT_BLOCK"]
 DEFAULT_BLOCK = 128
 _LRU_SIZE = 64
 
-# Method configurations are immutable; the custom op below receives an int key and finds the
-# method here. The table only grows by one entry per constructed method object.
-_METHODS: dict[int, AttentionMethod] = {}
+# Under torch.compile a method call is a custom op that receives an int key and finds the method
+# here. Weak values: an entry lives exactly as long as its method object (held by the processors or
+# the caller), so the table never keeps methods alive and never grows without bound.
+_METHODS: weakref.WeakValueDictionary[int, AttentionMethod] = weakref.WeakValueDictionary()
 _KEYS = itertools.count(1)
 _KEYS_LOCK = threading.Lock()
 
-# Block layouts that depend only on static information (no text mask, no permutation), shared
-# across calls and layers: (method key, role, static layout key, batch, heads, device) -> layout.
-_STATIC_LAYOUTS: collections.OrderedDict = collections.OrderedDict()
 _SIDE_CODES = {None: 0, "first": 1, "last": 2}
 _SIDE_NAMES = {v: k for k, v in _SIDE_CODES.items()}
 
@@ -82,6 +81,8 @@ class AttentionMethod:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        # layouts that depend only on static sizes, per method object: key -> BlockLayout (LRU)
+        object.__setattr__(self, "_static_layouts", collections.OrderedDict())
         _register(self)
 
     # ------------------------------------------------------------------ public call
@@ -253,21 +254,25 @@ class AttentionMethod:
         """Build once per (method, role, layout, batch, heads, device).
 
         Layouts without text mask and permutation depend only on static sizes and go to a small
-        process-wide LRU; others are kept in the TokenLayout instance (shared by the layers of one
-        transformer call).
+        LRU on this method object; others are kept in the TokenLayout instance (shared by the layers
+        of one transformer call).
         """
         device = torch.device(device)
         key = (getattr(self, "_method_key", id(self)), role, batch, heads, str(device))
         if layout.text_mask is None and layout.permutation is None:
+            lru = getattr(self, "_static_layouts", None)
+            if lru is None:  # a subclass whose __post_init__ skipped ours
+                lru = collections.OrderedDict()
+                object.__setattr__(self, "_static_layouts", lru)
             full_key = key + (layout.static_key(),)
-            hit = _STATIC_LAYOUTS.get(full_key, _MISSING)
+            hit = lru.get(full_key, _MISSING)
             if hit is not _MISSING:
-                _STATIC_LAYOUTS.move_to_end(full_key)
+                lru.move_to_end(full_key)
                 return hit
             value = build()
-            _STATIC_LAYOUTS[full_key] = value
-            while len(_STATIC_LAYOUTS) > _LRU_SIZE:
-                _STATIC_LAYOUTS.popitem(last=False)
+            lru[full_key] = value
+            while len(lru) > _LRU_SIZE:
+                lru.popitem(last=False)
             return value
         cache = layout.cache
         if key not in cache:
@@ -323,7 +328,12 @@ def _method_attention_op(
     text_side: int,
     scale: float | None,
 ) -> torch.Tensor:
-    method = _METHODS[method_key]
+    method = _METHODS.get(method_key)
+    if method is None:
+        raise RuntimeError(
+            f"accel: the attention method (key {method_key}) this compiled graph was traced with no longer exists; "
+            "keep the method object (or the apply() handle) alive while the compiled model is used"
+        )
     layout = TokenLayout(tuple(grid), text_len, _SIDE_NAMES[text_side], text_mask, permutation)
     return method.forward(q, k, v, layout, scale=scale).contiguous()
 
