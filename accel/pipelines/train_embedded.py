@@ -80,7 +80,9 @@ def train_vae(pipe, work: Path, *, steps: int, batch: int, seed: int, lr: float,
         return
     vae.train()
     rng = np.random.default_rng([seed, 11, start])
-    crop, frames = 64, 5
+    # Whole 17-frame clips in time: the causal caches carry state from chunk to chunk, and a VAE trained
+    # on shorter windows (5 or 9 frames were tried) breaks down on the chunks after them.
+    crop, frames = 64, CLIP_FRAMES
     t0, ema = time.time(), None
     for step in range(start, steps):
         clips = []
@@ -262,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated subset of {','.join(STAGES)} (default: all, in order)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data and noise (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--vae-steps", type=int, default=500, help="VAE training steps (default 500)")
-    p.add_argument("--vae-batch", type=int, default=4, help="VAE batch size in 5x64x64 crops (default 4)")
+    p.add_argument("--vae-steps", type=int, default=1450, help="VAE training steps (default 1450)")
+    p.add_argument("--vae-batch", type=int, default=1, help="VAE batch size in 17x64x64 crops (default 1)")
     p.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
     p.add_argument("--clips", type=int, default=800, help="number of training clips to encode (default 800)")
     p.add_argument("--steps", type=int, default=1400, help="transformer training steps (default 1400)")
