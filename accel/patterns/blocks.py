@@ -106,6 +106,13 @@ class GridRule:
         """int64 ``[..., f]`` translation-independent key features, or ``None`` (default)."""
         return None
 
+    #: True when the rule is a product over axes; such rules implement :meth:`axis_mask`
+    separable: bool = False
+
+    def axis_mask(self, a: int, qf_axis: torch.Tensor, kc_axis: torch.Tensor) -> torch.Tensor:
+        """Separable rules only: the factor of axis ``a`` (``qf_axis`` = the feature columns of that axis)."""
+        raise NotImplementedError
+
     def pair_mask(self, qf: torch.Tensor, kc: torch.Tensor) -> torch.Tensor:
         """bool, broadcast of ``qf[..., 0]`` and ``kc[..., 0]``: may the query with features ``qf``
         attend the key at coordinates ``kc``?"""
@@ -196,9 +203,63 @@ class _Classified:
     tiles: torch.Tensor | None  # bool [n_tiles, qb, kb]
 
 
+def _runs(coords: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Split each block into *runs* (maximal stretches of consecutive tokens stepping +1 along x in
+    the same t, y): int64 ``[NB, R, 3]`` lower and upper corners (unused run slots repeat run 0) and R."""
+    n = coords.shape[0]
+    nb = _ceil_div(n, block)
+    pos = torch.arange(n)
+    cont = torch.zeros(n, dtype=torch.bool)
+    if n > 1:
+        diff = coords[1:] - coords[:-1]
+        cont[1:] = (diff[:, 0] == 0) & (diff[:, 1] == 0) & (diff[:, 2] == 1)
+    start = ~cont | (pos % block == 0)
+    run_id = torch.cumsum(start.long(), 0) - 1
+    run_start = pos[start]
+    run_end = torch.cat([run_start[1:] - 1, torch.tensor([n - 1])])
+    run_block = run_start // block
+    first = run_id[torch.arange(nb) * block]
+    local = torch.arange(run_start.shape[0]) - first[run_block]
+    r = int(local.max()) + 1
+    lo = coords[run_start[first]][:, None, :].repeat(1, r, 1)
+    hi = coords[run_end[first]][:, None, :].repeat(1, r, 1)
+    lo[run_block, local] = coords[run_start]
+    hi[run_block, local] = coords[run_end]
+    return lo, hi, r
+
+
+_MAX_RUNS = 4
+
+
+def _refine_with_runs(rule, qcoords, kcoords, q_block, kv_block, pairs):
+    """Exact-box any/all of uncertain block pairs from their runs, or None when blocks have too many runs."""
+    qlo, qhi, rq = _runs(qcoords, q_block)
+    klo, khi, rk = _runs(kcoords, kv_block)
+    if rq > _MAX_RUNS or rk > _MAX_RUNS or (rq == 1 and rk == 1):
+        return None
+    p = pairs.shape[0]
+    any_ = torch.empty(p, dtype=torch.bool)
+    all_ = torch.empty(p, dtype=torch.bool)
+    step = max(1, _BOX_PAIRS_PER_CHUNK // (rq * rk))
+    for s in range(0, p, step):
+        qi, kj = pairs[s:s + step, 0], pairs[s:s + step, 1]
+        a, b = rule.box_relation(qlo[qi][:, :, None], qhi[qi][:, :, None], klo[kj][:, None], khi[kj][:, None])
+        any_[s:s + step] = a.flatten(1).any(1)
+        all_[s:s + step] = b.flatten(1).all(1)
+    return any_, all_
+
+
+def _unique_reps(sig: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index of one representative per distinct value, inverse map value -> representative slot)."""
+    uniq, inverse = torch.unique(sig, return_inverse=True)
+    rep = torch.full((uniq.shape[0],), sig.shape[0], dtype=torch.int64)
+    rep.scatter_reduce_(0, inverse, torch.arange(sig.shape[0]), reduce="amin")
+    return rep, inverse
+
+
 def _classify(rule: GridRule, coords: torch.Tensor, q_block: int, kv_block: int, *, want_tiles: bool,
               any_is_full: bool) -> _Classified:
-    """The three steps of the module docstring; returns full blocks and partial tiles."""
+    """The steps of the module docstring; returns full blocks and partial tiles."""
     coords = rule.rule_coords(coords.to("cpu", torch.int64))
     qf_all = rule.query_features(coords)
     qc, qvalid = _blockify(coords, q_block)
@@ -209,65 +270,123 @@ def _classify(rule: GridRule, coords: torch.Tensor, q_block: int, kv_block: int,
     # 1. bounding boxes (the ragged tail repeats the last token, so it does not widen the box)
     any_, all_ = _box_relations(rule, qc.amin(1), qc.amax(1), kc.amin(1), kc.amax(1))
     full = all_ & any_
-    uncertain = any_ & ~all_
     tile_map = torch.full((nq, nk), -1, dtype=torch.int64)
-    pairs = uncertain.nonzero()
+    pairs = (any_ & ~all_).nonzero()
+    # 1b. runs: blocks made of a few straight runs (row-major order) are unions of exact boxes
+    if pairs.shape[0]:
+        refined = _refine_with_runs(rule, coords, coords, q_block, kv_block, pairs)
+        if refined is not None:
+            r_any, r_all = refined
+            sure = r_all & r_any
+            full[pairs[sure, 0], pairs[sure, 1]] = True
+            if any_is_full:
+                full[pairs[r_any, 0], pairs[r_any, 1]] = True
+                r_all = r_all | r_any
+            pairs = pairs[r_any & ~r_all]
     if pairs.shape[0] == 0:
         return _Classified(full, tile_map, None)
-
-    # 2. signatures
-    ignored = set(rule.ignored_axes)
-    f_axes = torch.tensor(rule.feature_axes)
-    keep_f = torch.tensor([a not in ignored for a in rule.feature_axes])
-    keep_c = torch.tensor([a not in ignored for a in range(3)])
+    qi, kj = pairs[:, 0], pairs[:, 1]
     q_origin = qc[:, 0, :]  # [NQ, 3]
     k_origin = kc[:, 0, :]
-    q_rel = (qf - q_origin[:, None, f_axes]) * keep_f
-    q_rel = torch.where(qvalid[..., None], q_rel, 0)
-    q_sig = torch.cat([q_rel.reshape(nq, -1), qvalid.long()], dim=1)
-    k_rel = (kc - k_origin[:, None, :]) * keep_c
-    k_parts = [k_rel]
+    ignored = set(rule.ignored_axes)
     flags = rule.key_flags(coords)
-    if flags is not None:
-        k_parts.append(_blockify(flags.to(torch.int64), kv_block)[0])
-    k_rel = torch.where(kvalid[..., None], torch.cat(k_parts, dim=-1), 0)
-    k_sig = torch.cat([k_rel.reshape(nk, -1), kvalid.long()], dim=1)
-    q_id = _row_ids(q_sig)
-    k_id = _row_ids(k_sig)
-    qi, kj = pairs[:, 0], pairs[:, 1]
-    delta = (k_origin[kj] - q_origin[qi]) * keep_c  # [P, 3]
-    t, h, w = rule.extent
-    spans = torch.tensor([2 * t + 1, 2 * h + 1, 2 * w + 1])
-    dkey = ((delta[:, 0] + t) * spans[1] + (delta[:, 1] + h)) * spans[2] + (delta[:, 2] + w)
-    n_k_ids = int(k_id.max()) + 1
-    sig = (q_id[qi] * n_k_ids + k_id[kj]) * int(spans.prod()) + dkey
-    uniq, inverse = torch.unique(sig, return_inverse=True)
-    rep = torch.full((uniq.shape[0],), pairs.shape[0], dtype=torch.int64)
-    rep.scatter_reduce_(0, inverse, torch.arange(pairs.shape[0]), reduce="amin")
-    rqi, rkj = qi[rep], kj[rep]
+    kflags = None if flags is None else _blockify(flags.to(torch.int64), kv_block)[0]
+    extent = rule.extent
+    qcount = qvalid.sum(1)
+    kcount = kvalid.sum(1)
 
-    # 3. tiles of the representatives
-    n_rep = rep.shape[0]
-    kind = torch.empty(n_rep, dtype=torch.int8)  # 0 empty, 1 full, 2 partial
-    packed_parts: list[torch.Tensor] = []
+    def axis_ids(axes):
+        """Ids of the query / key block shapes restricted to ``axes`` (relative to the block origin)."""
+        cols = [i for i, a in enumerate(rule.feature_axes) if a in axes]
+        fa = torch.tensor([rule.feature_axes[i] for i in cols], dtype=torch.int64)
+        q_rel = qf[:, :, cols] - q_origin[:, None, fa]
+        q_rel = torch.where(qvalid[..., None], q_rel, 0)
+        ax = torch.tensor(sorted(axes), dtype=torch.int64)
+        k_rel = kc[:, :, ax] - k_origin[:, None, ax]
+        if kflags is not None and 0 in axes:
+            k_rel = torch.cat([k_rel, kflags], dim=-1)
+        k_rel = torch.where(kvalid[..., None], k_rel, 0)
+        q_id = _row_ids(torch.cat([q_rel.reshape(nq, -1), qcount[:, None]], dim=1))
+        k_id = _row_ids(torch.cat([k_rel.reshape(nk, -1), kcount[:, None]], dim=1))
+        sig = q_id[qi] * (int(k_id.max()) + 1) + k_id[kj]
+        for a in sorted(axes):
+            span = 2 * extent[a] + 1
+            sig = sig * span + (k_origin[kj, a] - q_origin[qi, a] + extent[a])
+        return sig
+
     step = max(1, _PAIRS_PER_CHUNK // (q_block * kv_block))
-    for s in range(0, n_rep, step):
-        a, b = rqi[s:s + step], rkj[s:s + step]
-        m = rule.pair_mask(qf[a][:, :, None, :], kc[b][:, None, :, :])
-        valid = qvalid[a][:, :, None] & kvalid[b][:, None, :]
-        m &= valid
-        cnt = m.sum((1, 2))
-        vcnt = valid.sum((1, 2))
-        k_ = torch.full_like(cnt, 2)
-        k_[cnt == 0] = 0
-        k_[cnt == vcnt] = 1
+    qf32, kc32 = qf.to(torch.int32), kc.to(torch.int32)
+    words = q_block * kv_block // 64
+    valid_packed: dict = {}
+
+    def validity(qcnt: int, kcnt: int) -> torch.Tensor:
+        if (qcnt, kcnt) not in valid_packed:
+            v = torch.zeros(1, q_block, kv_block, dtype=torch.bool)
+            v[0, :qcnt, :kcnt] = True
+            valid_packed[(qcnt, kcnt)] = _pack_bits(v)[0]
+        return valid_packed[(qcnt, kcnt)]
+
+    live = [a for a in range(3) if a not in ignored]
+    if getattr(rule, "separable", False):
+        # 2s. separable rules (a product over axes): deduplicate per-axis tiles by content, then
+        # combine the packed per-axis tiles with a bitwise AND.
+        cids, tables = [], []
+        for a in live:
+            rep, inverse = _unique_reps(axis_ids({a}))
+            cols = [i for i, fa in enumerate(rule.feature_axes) if fa == a]
+            packed = []
+            for s in range(0, rep.shape[0], step):
+                ra, rb = qi[rep[s:s + step]], kj[rep[s:s + step]]
+                m = rule.axis_mask(a, qf32[ra][:, :, None][..., cols], kc32[rb][:, None, :, a])
+                packed.append(_pack_bits(m.expand(ra.shape[0], q_block, kv_block)))
+            utab, cinv = torch.unique(torch.cat(packed), dim=0, return_inverse=True)
+            cids.append(cinv[inverse])
+            tables.append(utab)
+        combo = qcount[qi] * (kv_block + 1) + kcount[kj]
+        for c, tab in zip(cids, tables):
+            combo = combo * tab.shape[0] + c
+        rep, inverse = _unique_reps(combo)
+        vq, vk = qcount[qi[rep]], kcount[kj[rep]]
+        tiles_p = torch.full((rep.shape[0], words), -1, dtype=torch.int64)
+        for c, tab in zip(cids, tables):
+            tiles_p &= tab[c[rep]]
+        vmask = torch.stack([validity(int(x), int(y)) for x, y in zip(vq.tolist(), vk.tolist())]) \
+            if rep.shape[0] else torch.zeros(0, words, dtype=torch.int64)
+        tiles_p &= vmask
+        any_t = (tiles_p != 0).any(1)
+        all_t = (tiles_p == vmask).all(1)
+        kind = torch.full((rep.shape[0],), 2, dtype=torch.int8)
+        kind[~any_t] = 0
+        kind[all_t] = 1
         if any_is_full:
-            k_[cnt > 0] = 1
-        kind[s:s + step] = k_.to(torch.int8)
-        if want_tiles:
-            part = k_ == 2
-            if bool(part.any()):
-                packed_parts.append(_pack_bits(m[part]))
+            kind[any_t] = 1
+        part_packed = tiles_p[kind == 2]
+    else:
+        # 2j. joint signatures: query/key block shapes over all live axes plus the block offset.
+        rep, inverse = _unique_reps(axis_ids(set(live)))
+        kind = torch.empty(rep.shape[0], dtype=torch.int8)  # 0 empty, 1 full, 2 partial
+        packed_parts: list[torch.Tensor] = []
+        for s in range(0, rep.shape[0], step):
+            a, b = qi[rep[s:s + step]], kj[rep[s:s + step]]
+            m = rule.pair_mask(qf32[a][:, :, None, :], kc32[b][:, None, :, :])
+            qv, kv = qvalid[a], kvalid[b]
+            ragged = not (bool(qv.all()) and bool(kv.all()))
+            if ragged:
+                valid = qv[:, :, None] & kv[:, None, :]
+                m &= valid
+            flat = m.reshape(m.shape[0], -1)
+            any_t = flat.any(1)
+            all_t = (m | ~valid).reshape(m.shape[0], -1).all(1) if ragged else flat.all(1)
+            k_ = torch.full((m.shape[0],), 2, dtype=torch.int8)
+            k_[~any_t] = 0
+            k_[all_t] = 1
+            if any_is_full:
+                k_[any_t] = 1
+            kind[s:s + step] = k_
+            if want_tiles and bool((k_ == 2).any()):
+                packed_parts.append(_pack_bits(m[k_ == 2]))
+        part_packed = torch.cat(packed_parts) if packed_parts else None
+
     pair_kind = kind[inverse]
     full[qi[pair_kind == 1], kj[pair_kind == 1]] = True
     tiles = None
@@ -276,9 +395,8 @@ def _classify(rule: GridRule, coords: torch.Tensor, q_block: int, kv_block: int,
         if not want_tiles:
             tile_map[qi[part_pairs], kj[part_pairs]] = 0
         else:
-            packed = torch.cat(packed_parts, dim=0)
-            utiles, tinv = torch.unique(packed, dim=0, return_inverse=True)
-            rep_tile = torch.full((n_rep,), -1, dtype=torch.int64)
+            utiles, tinv = torch.unique(part_packed, dim=0, return_inverse=True)
+            rep_tile = torch.full((rep.shape[0],), -1, dtype=torch.int64)
             rep_tile[kind == 2] = tinv
             tile_map[qi[part_pairs], kj[part_pairs]] = rep_tile[inverse[part_pairs]]
             tiles = _unpack_bits(utiles, q_block, kv_block)

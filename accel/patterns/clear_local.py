@@ -90,9 +90,13 @@ class ClearLocalRule(GridRule):
         return limits
 
     def pair_mask(self, qf, kc):
-        s = self.spatial_limits()
-        d = qf - kc
-        return d[..., 1] ** 2 + d[..., 2] ** 2 <= s[d[..., 0].abs()]
+        s = self.spatial_limits().to(qf.dtype)
+        dy = qf[..., 1] - kc[..., 1]
+        dx = qf[..., 2] - kc[..., 2]
+        dist = dy.mul_(dy).add_(dx * dx)
+        if self.radius_t is None:
+            return dist <= s[0]
+        return dist <= s[(qf[..., 0] - kc[..., 0]).abs_().long()]
 
     def box_relation(self, qlo, qhi, klo, khi):
         s = self.spatial_limits()

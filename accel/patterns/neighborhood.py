@@ -149,6 +149,7 @@ class NeighborhoodRule(GridRule):
     causal: tuple[bool, bool, bool] = (False, False, False)
 
     feature_axes = (0, 0, 1, 1, 2, 2)
+    separable = True  # the rule is a product over axes (see GridRule.axis_mask)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.grid, tuple) and len(self.grid) == 3 and all(_is_int(g) and g >= 1 for g in self.grid)):
@@ -246,6 +247,10 @@ class NeighborhoodRule(GridRule):
             lo, hi = tables[a]
             cols += [lo[coords[..., a]], hi[coords[..., a]]]
         return torch.stack(cols, dim=-1)
+
+    def axis_mask(self, a: int, qf_axis: torch.Tensor, kc_axis: torch.Tensor) -> torch.Tensor:
+        """The rule on axis ``a`` alone: ``qf_axis[..., :2]`` = (lo, hi) features, ``kc_axis`` key coordinate."""
+        return (qf_axis[..., 0] <= kc_axis) & (kc_axis <= qf_axis[..., 1])
 
     def pair_mask(self, qf: torch.Tensor, kc: torch.Tensor) -> torch.Tensor:
         out = None

@@ -129,23 +129,35 @@ class RadialRule(GridRule):
             object.__setattr__(self, "_ranges", tabs)
         return tabs
 
+    # rule space: (t, 0, l) with l = y * W + x, so a row-major run of a frame is one exact interval
+    @property
+    def extent(self) -> tuple[int, int, int]:
+        t, h, w = self.grid
+        return (t, 1, h * w)
+
+    @property
+    def ignored_axes(self) -> tuple[int, ...]:
+        return (1,)
+
+    def rule_coords(self, coords):
+        w = self.grid[2]
+        return torch.stack([coords[..., 0], torch.zeros_like(coords[..., 0]), coords[..., 1] * w + coords[..., 2]], -1)
+
     def key_flags(self, coords):
         return (coords[..., :1] == 0).long() if self.sink else None
 
     def pair_mask(self, qf, kc):
-        w = self.grid[2]
-        hw = self.half_widths()
-        d = qf - kc
-        ok = (d[..., 1] * w + d[..., 2]).abs() <= hw[d[..., 0].abs()]
+        hw = self.half_widths().to(qf.dtype)
+        dl = qf[..., 2] - kc[..., 2]
+        dt = qf[..., 0] - kc[..., 0]
+        ok = dl.abs_() <= hw[dt.abs_().long()]
         if self.sink:
             ok = ok | (kc[..., 0] == 0)
         return ok
 
     def box_relation(self, qlo, qhi, klo, khi):
-        w = self.grid[2]
         rmax, rmin = self._range_tables()
-        ql0, ql1 = qlo[..., 1] * w + qlo[..., 2], qhi[..., 1] * w + qhi[..., 2]
-        kl0, kl1 = klo[..., 1] * w + klo[..., 2], khi[..., 1] * w + khi[..., 2]
+        ql0, ql1, kl0, kl1 = qlo[..., 2], qhi[..., 2], klo[..., 2], khi[..., 2]
         lgap = torch.maximum(torch.maximum(kl0 - ql1, ql0 - kl1), torch.zeros_like(ql0))
         lfar = torch.maximum(kl1 - ql0, ql1 - kl0)
         a, b, c, e = qlo[..., 0], qhi[..., 0], klo[..., 0], khi[..., 0]
