@@ -1,0 +1,293 @@
+"""Shared machinery of the static-pattern attention methods (Radial, ClearLocal, Neighborhood).
+
+:class:`StaticPatternMethod` is an :class:`~accel.methods.base.AttentionMethod` whose video x video
+pattern is a :class:`~accel.patterns.blocks.GridRule` of the call's grid. It provides
+
+* :meth:`~StaticPatternMethod.video_block_layout`: the exact analytic block layout, cached per
+  (rule, token order, block size, granularity, device) in a process-wide LRU;
+* :meth:`~StaticPatternMethod.video_token_mask`: the brute-force token rule (tests);
+* tiling: when the method's tile order is on, :meth:`~StaticPatternMethod.forward` gathers the
+  video tokens of q/k/v into tile order once, runs the kernel with a permuted
+  :class:`~accel.TokenLayout`, and scatters the output back (one gather each way);
+* :meth:`~StaticPatternMethod.describe`: density, visited blocks and attention FLOPs for a resolution.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+import threading
+from typing import NamedTuple
+
+import torch
+
+from accel.grid import TokenLayout
+from accel.methods.base import AttentionMethod
+
+from .blocks import GridRule, block_kind_counts, build_grid_layout, cached_grid_layout, order_key
+from .tiling import choose_tile, grid_coords, inverse_permutation, tile_order
+
+__all__ = ["StaticPatternMethod", "Preset", "check_tiling"]
+
+_ORDER_KEY = "accel.patterns.order_key"
+_TILED = "accel.patterns.tiled_layout"
+_PERMS: collections.OrderedDict = collections.OrderedDict()  # (rule key, tile) -> (perm, inv) on CPU
+_TILED_LAYOUTS: collections.OrderedDict = collections.OrderedDict()  # static tiled TokenLayouts
+_LOCK = threading.Lock()
+_LRU = 32
+
+
+class Preset(NamedTuple):
+    """A published (or documented) configuration: the method, the dense schedule, and where it comes from.
+
+    Use as ``accel.apply(pipe, preset.method, schedule=preset.schedule)``.
+    """
+
+    method: AttentionMethod
+    schedule: object
+    source: str
+
+
+def check_tiling(value) -> None:
+    """Validate a ``tiling`` field: True (automatic tile), False (row-major) or a tuple of three
+    powers of two ``(tt, th, tw)``."""
+    if isinstance(value, bool):
+        return
+    if (isinstance(value, tuple) and len(value) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v & (v - 1) == 0 for v in value)):
+        return
+    raise ValueError(f"tiling must be True, False or a tuple of three powers of two (tt, th, tw), got {value!r}")
+
+
+def _lru_get(store, key, build):
+    with _LOCK:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    value = build()
+    with _LOCK:
+        store[key] = value
+        while len(store) > _LRU:
+            store.popitem(last=False)
+    return value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StaticPatternMethod(AttentionMethod):
+    """Base of the static-pattern methods; subclasses define their fields and :meth:`rule`.
+
+    Subclass contract: a ``block_size`` field (power of two >= 16), :meth:`rule` (the validated
+    :class:`~accel.patterns.blocks.GridRule` for a grid), and optionally :attr:`granularity` and
+    :meth:`tile_for`.
+    """
+
+    #: ``"token"``: exact rule with partial blocks; ``"block"``: rule rounded up to whole blocks
+    granularity = "token"
+
+    def rule(self, grid: tuple[int, int, int]) -> GridRule:  # pragma: no cover - abstract
+        """The token rule of this method on ``grid`` (raises ``ValueError`` for parameters the grid cannot take)."""
+        raise NotImplementedError
+
+    def _rule(self, grid) -> GridRule:
+        rules = self.__dict__.setdefault("_rules", {})
+        if grid not in rules:
+            rules[grid] = self.rule(tuple(grid))
+        return rules[grid]
+
+    def tile_for(self, grid: tuple[int, int, int]) -> tuple[int, int, int] | None:
+        """The tile shape of the token order used on ``grid``, or ``None`` for row-major order.
+
+        ``tiling=True`` picks one with :func:`~accel.patterns.tiling.choose_tile` (cached); a tuple is
+        used as given; ``False`` (or no ``tiling`` field) gives ``None``. Grids of at most one block
+        are never tiled (nothing to gain).
+        """
+        tiling = getattr(self, "tiling", False)
+        if tiling is False:
+            return None
+        t, h, w = grid
+        if t * h * w <= self.block_size:
+            return None
+        if tiling is True:
+            rule = self._rule(grid)
+            return _lru_get(_PERMS, ("tile", rule.key(), self.block_size), lambda: choose_tile(rule, self.block_size))
+        return tiling
+
+    def tile_permutation(self, grid: tuple[int, int, int]) -> torch.Tensor | None:
+        """int64 ``[T*H*W]`` (CPU): the tiled token order for ``grid`` (``TokenLayout.permutation``
+        semantics), or ``None`` when the method runs in row-major order."""
+        pair = self._perm_pair(grid)
+        return None if pair is None else pair[0]
+
+    def _perm_pair(self, grid):
+        tile = self.tile_for(grid)
+        if tile is None:
+            return None
+        rule = self._rule(grid)
+
+        def build():
+            perm = tile_order(rule.rule_coords(grid_coords(grid)), tile)
+            return perm, inverse_permutation(perm)
+
+        return _lru_get(_PERMS, ("perm", rule.key(), tile), build)
+
+    # ------------------------------------------------------------------ AttentionMethod hooks
+    def video_block_layout(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device):
+        """Exact block layout of the rule over the video tokens in ``layout``'s order (cached).
+
+        Arguments as in :meth:`AttentionMethod.video_block_layout`; the layout is batch- and
+        head-independent (broadcast dimensions 1).
+        """
+        rule = self._rule(layout.grid)
+        okey = layout.cache.get(_ORDER_KEY)
+        if okey is None:
+            okey = order_key(layout.permutation)
+            layout.cache[_ORDER_KEY] = okey
+        dev = torch.device(device)
+        key = (rule.key(), okey, self.block_size, self.granularity, str(dev))
+        return cached_grid_layout(key, lambda: build_grid_layout(
+            rule, layout.video_coords("cpu"), self.block_size, self.block_size, granularity=self.granularity,
+            device=dev))
+
+    def video_token_mask(self, layout: TokenLayout, *, batch: int, heads: int, device="cpu") -> torch.Tensor:
+        """The brute-force video x video rule, bool ``[1, 1, N, N]`` (tests / tiny sizes only)."""
+        mask = self._rule(layout.grid).token_mask(layout.video_coords("cpu"))
+        return mask[None, None].to(device)
+
+    def forward(self, q, k, v, layout: TokenLayout, *, scale=None):
+        """Attention with the pattern; in tile order when tiling is on (see the module docstring).
+
+        A layout that already carries a permutation is used as given (no second permutation).
+        """
+        pair = None if layout.permutation is not None else self._perm_pair(layout.grid)
+        if pair is None:
+            return super().forward(q, k, v, layout, scale=scale)
+        tiled = self._tiled_layout(layout, pair[0])
+        dev = q.device
+        perm, inv = self._perm_on(layout, pair, dev)
+        vs, ts = layout.video_slice, layout.text_slice
+
+        def to_tiles(x):
+            video = x[:, vs].index_select(1, perm)
+            if layout.text_len == 0:
+                return video
+            parts = (x[:, ts], video) if layout.text_side == "first" else (video, x[:, ts])
+            return torch.cat(parts, dim=1)
+
+        out = super().forward(to_tiles(q), to_tiles(k), to_tiles(v), tiled, scale=scale)
+        video = out[:, vs].index_select(1, inv)
+        if layout.text_len == 0:
+            return video
+        parts = (out[:, ts], video) if layout.text_side == "first" else (video, out[:, ts])
+        return torch.cat(parts, dim=1)
+
+    def _perm_on(self, layout, pair, device):
+        key = ("accel.patterns.perm", id(self), str(device))
+        cached = layout.cache.get(key)
+        if cached is None:
+            cached = (pair[0].to(device), pair[1].to(device))
+            layout.cache[key] = cached
+        return cached
+
+    def _tiled_layout(self, layout: TokenLayout, perm: torch.Tensor) -> TokenLayout:
+        cached = layout.cache.get((_TILED, id(self)))
+        if cached is not None:
+            return cached
+        rule_key = self._rule(layout.grid).key()
+
+        def build():
+            tiled = TokenLayout(layout.grid, layout.text_len, layout.text_side, layout.text_mask, perm)
+            tiled.cache[_ORDER_KEY] = ("tiled", rule_key, self.tile_for(layout.grid))
+            return tiled
+
+        if layout.text_mask is None:  # depends on static sizes only: share across calls
+            tiled = _lru_get(_TILED_LAYOUTS, (layout.static_key(), rule_key, self.tile_for(layout.grid)), build)
+        else:
+            tiled = build()
+        layout.cache[(_TILED, id(self))] = tiled
+        return tiled
+
+    # ------------------------------------------------------------------ reporting
+    def describe(self, grid, *, text_len: int = 0, heads: int = 1, head_dim: int = 128, batch: int = 1,
+                 file=sys.stdout) -> dict:
+        """Print and return what this method computes at one resolution.
+
+        Args:
+            grid: ``(T, H, W)`` latent token grid (e.g. ``(33, 45, 80)`` for HunyuanVideo 720p, 129
+                frames), or a :class:`~accel.TokenLayout` (then ``text_len`` is taken from it).
+            text_len: text tokens in the joint sequence (dense under the default text rule).
+            heads: attention heads per call; head_dim: head dimension; batch: batch size (FLOPs scale).
+            file: where to print (``None``: do not print).
+
+        Returns:
+            dict with ``grid``, ``tile`` (tile shape or None), ``video_density`` (fraction of the
+            video x video pairs in visited blocks, tiled order when tiling is on),
+            ``video_density_rowmajor`` (same in row-major order), ``mask_density`` (fraction of video
+            pairs the rule allows), ``full_blocks``, ``partial_blocks``, ``video_blocks``
+            (``NQ * NKV``), ``density`` (whole joint sequence, text rule included), ``flops`` and
+            ``dense_flops`` (attention matmul FLOPs of one call: ``4 * batch * heads * head_dim *``
+            computed pairs), ``speedup_bound`` (``dense_flops / flops``).
+        """
+        if isinstance(grid, TokenLayout):
+            text_len = grid.text_len
+            grid = grid.grid
+        grid = tuple(int(g) for g in grid)
+        rule = self._rule(grid)
+        n = grid[0] * grid[1] * grid[2]
+        perm = self.tile_permutation(grid)
+        tl = TokenLayout(grid, permutation=perm)
+        if perm is not None:
+            tl.cache[_ORDER_KEY] = ("tiled", rule.key(), self.tile_for(grid))
+        video = self.video_block_layout(tl, batch=1, heads=1, device="cpu")
+        counts = _layout_counts(video)
+        rowmajor = counts if perm is None else block_kind_counts(
+            rule, grid_coords(grid), self.block_size, self.block_size, granularity=self.granularity)
+        allowed = counts["allowed"]
+        s = n + text_len
+        pairs_video = counts["density"] * n * n
+        pairs = pairs_video + n * text_len + text_len * s
+        unit = 4.0 * batch * heads * head_dim
+        info = {
+            "grid": grid,
+            "tile": self.tile_for(grid),
+            "video_density": counts["density"],
+            "video_density_rowmajor": rowmajor["density"],
+            "mask_density": allowed / (n * n),
+            "full_blocks": counts["full"],
+            "partial_blocks": counts["partial"],
+            "video_blocks": counts["blocks"],
+            "density": pairs / (s * s),
+            "flops": unit * pairs,
+            "dense_flops": unit * s * s,
+            "speedup_bound": (s * s) / pairs,
+        }
+        if file is not None:
+            print(f"{self!r} on grid {grid} (+{text_len} text tokens), blocks of {self.block_size}:", file=file)
+            print(f"  token order: {'tiles of ' + str(info['tile']) if info['tile'] else 'row-major'}", file=file)
+            print(f"  video x video: {info['video_density']:.2%} of pairs in visited blocks "
+                  f"(row-major: {info['video_density_rowmajor']:.2%}); the rule allows {info['mask_density']:.2%}",
+                  file=file)
+            print(f"  visited blocks: {info['full_blocks']} full + {info['partial_blocks']} partial "
+                  f"of {info['video_blocks']}", file=file)
+            print(f"  joint sequence: density {info['density']:.2%}; attention FLOPs per call "
+                  f"{info['flops'] / 1e12:.3f} T vs dense {info['dense_flops'] / 1e12:.3f} T "
+                  f"(at most {info['speedup_bound']:.2f}x)", file=file)
+        return info
+
+
+def _layout_counts(layout) -> dict:
+    """Block counts, density and allowed token pairs of a batch/head-broadcast layout (no S x S)."""
+    kinds = layout.block_kinds()[0, 0]
+    rows = (layout.q_len - torch.arange(layout.num_q_blocks) * layout.q_block).clamp(max=layout.q_block)
+    cols = (layout.kv_len - torch.arange(layout.num_kv_blocks) * layout.kv_block).clamp(max=layout.kv_block)
+    area = rows[:, None].double() * cols[None, :].double()
+    tmap = layout.tile_map()[0, 0].long()
+    per_tile = layout.tiles.sum((1, 2)).double()  # builder tiles are False outside the sequence
+    allowed = float((area * (kinds == 1)).sum() + torch.where(tmap >= 0, per_tile[tmap.clamp_min(0)], 0.0).sum())
+    return {
+        "full": int((kinds == 1).sum()),
+        "partial": int((kinds == 2).sum()),
+        "blocks": int(kinds.numel()),
+        "density": layout.density(),
+        "allowed": allowed,
+    }
