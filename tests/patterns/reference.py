@@ -1,0 +1,122 @@
+"""Independent brute-force definitions of the three token rules (tests only).
+
+Written directly from the issue's wording with Python ints, sets and Fractions -- no tensors, no
+code shared with accel.patterns -- so that tests compare two implementations of the rule.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+
+def natten_axis(n, w, s=1, d=1, causal=False):
+    """List over queries x of the set of key coordinates on one axis (NATTEN 0.21 rule)."""
+    if n == 1:
+        return [{0}]
+    out = []
+    for x in range(n):
+        g, xg = x % d, x // d
+        ng = len(range(g, n, d))
+        ww = ng if w == -1 else w
+        if causal:
+            lead = min((xg // s) * s + s - 1, ng - 1)
+            lo, hi = max(lead - ww + 1, 0), xg
+        else:
+            lead = min((xg // s) * s + s // 2, ng - 1)
+            lo = min(max(lead - ww // 2, 0), ng - ww)
+            hi = lo + ww - 1
+        out.append({g + d * j for j in range(lo, hi + 1)})
+    return out
+
+
+def coords_of(grid, order=None):
+    """(t, y, x) of the token at each position; ``order[i]`` = row-major index at position i."""
+    t, h, w = grid
+    n = t * h * w
+    order = list(range(n)) if order is None else [int(i) for i in order]
+    return [(i // (h * w), (i // w) % h, i % w) for i in order]
+
+
+def natten_mask(grid, window, stride, dilation, causal, order=None):
+    axes = [natten_axis(grid[a], window[a], stride[a], dilation[a], causal[a]) for a in range(3)]
+    cs = coords_of(grid, order)
+    return [[all(k[a] in axes[a][q[a]] for a in range(3)) for k in cs] for q in cs]
+
+
+def clear_mask(grid, radius, radius_t, order=None):
+    cs = coords_of(grid, order)
+    r = Fraction(radius)
+    rt = None if radius_t is None else Fraction(radius_t)
+
+    def ok(q, k):
+        dt, dy, dx = q[0] - k[0], q[1] - k[1], q[2] - k[2]
+        v = Fraction(dy * dy + dx * dx)
+        if rt is not None:
+            v += (Fraction(dt) * r / rt) ** 2
+        return v < r * r
+
+    return [[ok(q, k) for k in cs] for q in cs]
+
+
+def radial_allowed(i, k, j, l, s, decay, block, sink):
+    """Query (frame i, spatial index k) vs key (frame j, spatial index l), frames of s tokens."""
+    if sink and j == 0:
+        return True
+    d = abs(i - j)
+    if d <= 1:
+        return True
+    band = d.bit_length() - 1  # floor(log2 d)
+    p = 1 << s.bit_length()  # smallest power of two > s
+    h = Fraction(decay) * p / (2 ** (band + 1))
+    if h >= block:
+        return abs(k - l) <= h
+    m = int(Fraction(block) / h)
+    return d % m == 0 and abs(k - l) <= block
+
+
+def radial_mask(grid, decay, block, sink, order=None):
+    t, hh, w = grid
+    cs = coords_of(grid, order)
+    s = hh * w
+    return [[radial_allowed(q[0], q[1] * w + q[2], k[0], k[1] * w + k[2], s, decay, block, sink) for k in cs]
+            for q in cs]
+
+
+def round_up_to_blocks(mask, block):
+    """Every (query block, key block) with an allowed pair becomes all-allowed (sequence order)."""
+    n = len(mask)
+    nb = -(-n // block)
+    keep = [[False] * nb for _ in range(nb)]
+    for i in range(n):
+        row = mask[i]
+        for j in range(n):
+            if row[j]:
+                keep[i // block][j // block] = True
+    return [[keep[i // block][j // block] for j in range(n)] for i in range(n)]
+
+
+def joint_mask(video, grid, text_len, text_side, text_valid):
+    """Default text rule around a video mask: text queries see all valid keys; video queries see all
+    valid text keys plus ``video``; ``text_valid`` is a list of bools (or None = all valid)."""
+    n = grid[0] * grid[1] * grid[2]
+    s = n + text_len
+    v0 = text_len if text_side == "first" else 0
+    t0 = 0 if text_side == "first" else n
+    valid = [True] * s
+    if text_valid is not None:
+        for i, ok in enumerate(text_valid):
+            valid[t0 + i] = bool(ok)
+    out = []
+    for i in range(s):
+        qi_video = v0 <= i < v0 + n
+        row = []
+        for j in range(s):
+            kj_video = v0 <= j < v0 + n
+            if not valid[j]:
+                row.append(False)
+            elif qi_video and kj_video:
+                row.append(video[i - v0][j - v0])
+            else:
+                row.append(True)
+        out.append(row)
+    return out
