@@ -21,12 +21,13 @@ AUTO_FLEX_MIN_PAIRS = 4096 * 4096
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int) -> str:
+def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int, *, dense_layout: bool = False) -> str:
     """The concrete backend ``"auto"`` stands for on this device and size (others are returned as is).
 
-    ``"auto"`` picks ``"triton"`` on CUDA (``"flex"`` if triton is missing), ``"flex"`` on CPU when
-    ``q_len * kv_len >= AUTO_FLEX_MIN_PAIRS``, and ``"reference"`` below that. All backends compute the
-    same attention; they differ only in speed and rounding.
+    ``"auto"`` picks ``"triton"`` on CUDA (``"flex"`` if triton is missing). On CPU it picks
+    ``"reference"`` for a fully dense layout (``dense_layout=True``: plain SDPA, faster than flex
+    there) or below ``AUTO_FLEX_MIN_PAIRS`` query-key pairs, and ``"flex"`` otherwise. All backends
+    compute the same attention; they differ only in speed and rounding.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -34,6 +35,8 @@ def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int)
         return backend
     if device.type == "cuda":
         return "triton" if HAVE_TRITON else "flex"
+    if dense_layout:
+        return "reference"
     return "flex" if q_len * kv_len >= AUTO_FLEX_MIN_PAIRS else "reference"
 
 
@@ -120,7 +123,8 @@ def block_sparse_attention(
         scale = 1.0 / math.sqrt(d)
     elif not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
-    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1])
+    dense_layout = backend == "auto" and q.device.type == "cpu" and not return_lse and layout.is_dense
+    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout)
     if chosen == "triton":
         if q.device.type != "cuda" and not INTERPRET:
             raise ValueError(

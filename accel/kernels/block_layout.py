@@ -187,7 +187,9 @@ class BlockLayout:
     @property
     def is_dense(self) -> bool:
         """True when every query block visits every key block as a full block (plain dense attention)."""
-        return bool((self.full_cnt == self.num_kv_blocks).all()) and not bool(self.part_cnt.any())
+        return self.cached(
+            "is_dense", lambda: bool((self.full_cnt == self.num_kv_blocks).all()) and not bool(self.part_cnt.any())
+        )
 
     def to(self, device: torch.device | str) -> BlockLayout:
         """Return the same layout with its tensors on ``device`` (self if already there)."""

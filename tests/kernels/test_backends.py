@@ -116,3 +116,4 @@ def test_auto_picks_reference_for_small_cpu_inputs():
     assert resolve_backend("auto", torch.device("cpu"), 8192, 8192) == "flex"
     assert resolve_backend("auto", torch.device("cuda"), 10, 10) == "triton"
     assert resolve_backend("flex", torch.device("cpu"), 10, 10) == "flex"
+    assert resolve_backend("auto", torch.device("cpu"), 8192, 8192, dense_layout=True) == "reference"
