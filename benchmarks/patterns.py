@@ -1,0 +1,229 @@
+"""Static patterns at real sizes: density with/without tiling, layout build time, CPU flex speedup.
+
+For each model size (HunyuanVideo 720p 129 frames: 33 x 45 x 80 + 256 text; Wan 720p 81 frames:
+21 x 45 x 80; FLUX 1024^2: 64 x 64 + 512 text) and each pattern preset (plus row-major variants
+of the local patterns), this script
+
+* builds the video x video block layout cold (caches cleared) and times the tile choice and the
+  build;
+* reports the layout's density (fraction of token pairs in visited blocks), the rule's mask density
+  (pairs actually allowed), and full / partial block counts, in the tiled and the row-major order;
+* measures, on CPU, compiled FlexAttention on that layout against dense SDPA for one head on a
+  *query slice* (``--slice-blocks`` query blocks from the middle of the sequence against all keys;
+  dense attention over 118,800 keys takes minutes per head on a CPU, so the full call is not timed),
+  alternating the two runs so machine noise hits both alike;
+* relates the build time to the attention time it serves: one call of all heads (estimated from the
+  measured slice) and the whole generation (the layout is cached across layers and steps).
+
+Nothing here is a test; it writes JSON (``--out``). Usage::
+
+    .venv/bin/python benchmarks/patterns.py --out bench-results/patterns.json
+    .venv/bin/python benchmarks/patterns.py --quick   # FLUX only, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from accel.eval.kernel_bench import environment
+from accel.grid import TokenLayout
+from accel.kernels import BlockLayout
+from accel.kernels.flex import flex_block_sparse_attention, to_flex_block_mask
+from accel.methods.clear_local import ClearLocal
+from accel.methods.neighborhood import Neighborhood
+from accel.methods.radial import Radial
+from accel.patterns import blocks as pattern_blocks
+from accel.patterns import method as pattern_method
+from accel.patterns.blocks import block_kind_counts
+from accel.patterns.tiling import grid_coords
+
+# model -> grid, text tokens, heads, head dim, self-attention layers, denoising steps (for amortisation)
+MODELS = {
+    "hunyuan_video": dict(grid=(33, 45, 80), text_len=256, heads=24, head_dim=128, layers=60, steps=50),
+    "wan": dict(grid=(21, 45, 80), text_len=0, heads=40, head_dim=128, layers=40, steps=50),
+    "flux": dict(grid=(1, 64, 64), text_len=512, heads=24, head_dim=128, layers=57, steps=28),
+}
+
+
+def configurations(model: str) -> list[tuple[str, object]]:
+    """(name, method) pairs benchmarked for ``model``: the presets, and row-major variants of local ones."""
+    out = []
+    if model != "flux":
+        out.append(("radial preset", Radial.preset(model).method))
+    clear = ClearLocal.preset(model).method
+    nat = Neighborhood.preset(model).method
+    out += [("clear_local preset", clear), ("clear_local row-major", ClearLocal(radius=clear.radius,
+                                                                                 radius_t=clear.radius_t,
+                                                                                 tiling=False))]
+    out += [("neighborhood preset", nat), ("neighborhood row-major", Neighborhood(window=nat.window, stride=nat.stride,
+                                                                                   tiling=False))]
+    small = Neighborhood(window=(3, 9, 9) if model != "flux" else (9, 9), tiling=True)
+    out.append(("neighborhood 9x9 window", small))
+    return out
+
+
+def clear_caches() -> None:
+    pattern_blocks.clear_layout_cache()
+    with pattern_method._LOCK:
+        pattern_method._PERMS.clear()
+        pattern_method._TILED_LAYOUTS.clear()
+
+
+def build_cold(method, grid, threads: int) -> tuple[BlockLayout, dict]:
+    """Build the video layout from empty caches; returns it and the timings (seconds)."""
+    clear_caches()
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        perm = method.tile_permutation(grid)
+        t1 = time.perf_counter()
+        layout = TokenLayout(grid, permutation=perm)
+        if perm is not None:
+            layout.cache[pattern_method._ORDER_KEY] = ("tiled", method._rule(grid).key(), method.tile_for(grid))
+        video = method.video_block_layout(layout, batch=1, heads=1, device="cpu")
+        t2 = time.perf_counter()
+        _ = method.video_block_layout(layout, batch=1, heads=1, device="cpu")
+        t3 = time.perf_counter()
+    finally:
+        torch.set_num_threads(saved)
+    return video, {"tile_choice_s": t1 - t0, "build_s": t2 - t1, "cached_lookup_s": t3 - t2}
+
+
+def slice_rows(layout: BlockLayout, first: int, count: int) -> BlockLayout:
+    """The layout restricted to ``count`` query blocks starting at block ``first`` (all keys kept)."""
+    sl = slice(first, first + count)
+    q_len = min(count * layout.q_block, layout.q_len - first * layout.q_block)
+    return BlockLayout(q_len, layout.kv_len, layout.q_block, layout.kv_block, layout.full_idx[:, :, sl].contiguous(),
+                       layout.full_cnt[:, :, sl].contiguous(), layout.part_idx[:, :, sl].contiguous(),
+                       layout.part_cnt[:, :, sl].contiguous(), layout.part_tile[:, :, sl].contiguous(), layout.tiles,
+                       allow_empty_rows=True)
+
+
+def time_pair(dense, sparse, reps: int) -> tuple[float, float, float]:
+    d, s, r = [], [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dense()
+        t1 = time.perf_counter()
+        sparse()
+        t2 = time.perf_counter()
+        d.append(t1 - t0)
+        s.append(t2 - t1)
+        r.append((t1 - t0) / (t2 - t1))
+    return statistics.median(d), statistics.median(s), statistics.median(r)
+
+
+def allowed_fraction(layout: BlockLayout) -> float:
+    """Fraction of in-bounds pairs allowed by a broadcast layout (full pairs + True tile entries)."""
+    kinds = layout.block_kinds()[0, 0]
+    rows = (layout.q_len - torch.arange(layout.num_q_blocks) * layout.q_block).clamp(max=layout.q_block).double()
+    cols = (layout.kv_len - torch.arange(layout.num_kv_blocks) * layout.kv_block).clamp(max=layout.kv_block).double()
+    full = float(rows @ (kinds == 1).double() @ cols)
+    tmap = layout.tile_map()[0, 0].long()
+    per_tile = layout.tiles.sum((1, 2)).double()
+    part = float(torch.where(tmap >= 0, per_tile[tmap.clamp_min(0)], 0.0).sum())
+    return (full + part) / (layout.q_len * layout.kv_len)
+
+
+def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: bool, log=print) -> list:
+    records = []
+    for model in models:
+        spec = MODELS[model]
+        grid = spec["grid"]
+        n = grid[0] * grid[1] * grid[2]
+        g = torch.Generator().manual_seed(0)
+        d = spec["head_dim"]
+        q, k, v = (torch.randn(1, n, 1, d, generator=g).to(dtype) for _ in range(3))
+        for name, method in configurations(model):
+            video, times = build_cold(method, grid, threads)
+            kinds = video.block_kinds()[0, 0]
+            rec = {
+                "model": model, "grid": list(grid), "text_len": spec["text_len"], "config": name, "method": repr(method),
+                "tile": method.tile_for(grid), "block": method.block_size, **times,
+                "density": video.density(), "mask_density": allowed_fraction(video),
+                "full_blocks": int((kinds == 1).sum()), "partial_blocks": int((kinds == 2).sum()),
+                "video_blocks": int(kinds.numel()), "distinct_tiles": int(video.tiles.shape[0]),
+            }
+            if method.tile_for(grid) is not None:
+                rule = method._rule(grid)
+                rm = block_kind_counts(rule, grid_coords(grid), method.block_size, method.block_size,
+                                       granularity=method.granularity)
+                rec["density_rowmajor"] = rm["density"]
+            log(f"{model:13s} {name:24s} tile={str(rec['tile']):12s} density={rec['density']:.4f} "
+                f"(row-major {rec.get('density_rowmajor', rec['density']):.4f}) mask={rec['mask_density']:.4f} "
+                f"full={rec['full_blocks']} partial={rec['partial_blocks']} tiles={rec['distinct_tiles']} "
+                f"choose={times['tile_choice_s']:.2f}s build={times['build_s']:.2f}s "
+                f"lookup={times['cached_lookup_s'] * 1e3:.2f}ms")
+            if measure:
+                nq = video.num_q_blocks
+                count = min(slice_blocks, nq)
+                first = max(0, nq // 2 - count // 2)
+                part = slice_rows(video, first, count)
+                a, b = first * video.q_block, first * video.q_block + part.q_len
+                perm = method.tile_permutation(grid)
+                qq, kk, vv = (x if perm is None else x.index_select(1, perm) for x in (q, k, v))
+                qs = qq[:, a:b]
+                bm = to_flex_block_mask(part, 1, 1)
+                scale = d ** -0.5
+
+                def dense():
+                    return torch.nn.functional.scaled_dot_product_attention(
+                        qs.transpose(1, 2), kk.transpose(1, 2), vv.transpose(1, 2)).transpose(1, 2)
+
+                def sparse():
+                    return flex_block_sparse_attention(qs, kk, vv, part, scale, False, block_mask=bm)
+
+                t0 = time.perf_counter()
+                sparse()
+                compile_s = time.perf_counter() - t0
+                dense_s, sparse_s, speedup = time_pair(dense, sparse, reps)
+                sl_density = part.density()
+                per_call = sparse_s * (n / part.q_len) * spec["heads"]  # one call, all heads (estimate)
+                rec.update({
+                    "slice_query_blocks": count, "slice_density": sl_density, "flex_compile_s": compile_s,
+                    "dense_slice_s": dense_s, "flex_slice_s": sparse_s, "speedup": speedup,
+                    "ideal_speedup": 1 / sl_density, "fraction_of_ideal": speedup * sl_density,
+                    "est_cpu_call_all_heads_s": per_call,
+                    "build_over_cpu_call": times["build_s"] / per_call,
+                    "build_over_generation": times["build_s"] / (per_call * spec["layers"] * spec["steps"]),
+                })
+                log(f"{'':13s} slice of {count} query blocks (density {sl_density:.4f}): dense {dense_s:.2f}s "
+                    f"flex {sparse_s:.2f}s -> x{speedup:.2f} (ideal x{1 / sl_density:.2f}); build = "
+                    f"{rec['build_over_cpu_call']:.2%} of one CPU call, {rec['build_over_generation']:.4%} of a "
+                    f"generation")
+            records.append(rec)
+    return records
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["hunyuan_video", "wan", "flux"])
+    p.add_argument("--slice-blocks", type=int, default=32, help="query blocks in the timed slice (default 32)")
+    p.add_argument("--reps", type=int, default=3, help="alternating dense/flex repetitions (median)")
+    p.add_argument("--build-threads", type=int, default=1,
+                   help="torch threads while building layouts (default 1: small ops, less noise on shared CPUs)")
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    p.add_argument("--no-speed", action="store_true", help="layouts and densities only (no flex timing)")
+    p.add_argument("--quick", action="store_true", help="FLUX only")
+    p.add_argument("--out", type=Path, default=Path("bench-results/patterns.json"))
+    args = p.parse_args(argv)
+    models = ["flux"] if args.quick else args.models
+    records = run(models, slice_blocks=args.slice_blocks, reps=args.reps, threads=args.build_threads,
+                  dtype=getattr(torch, args.dtype), measure=not args.no_speed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"environment": environment(), "args": vars(args) | {"out": str(args.out)},
+                                    "records": records}, indent=1, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
