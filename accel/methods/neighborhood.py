@@ -68,12 +68,12 @@ class Neighborhood(StaticPatternMethod):
         d = normalize_per_axis("dilation", self.dilation, default_t=1)
         normalize_per_axis("causal", self.causal, default_t=False, kind=bool)
         for name, vals in (("window", w), ("stride", s), ("dilation", d)):
-            for axis, v in zip("THW", vals):
+            for axis, v in zip("THW", vals, strict=True):
                 if name == "window" and not (v == -1 or v >= 2):
                     raise ValueError(f"window on axis {axis} must be -1 (whole axis) or >= 2, got {v}")
                 if name != "window" and v < 1:
                     raise ValueError(f"{name} on axis {axis} must be >= 1, got {v}")
-        for axis, wv, sv in zip("THW", w, s):
+        for axis, wv, sv in zip("THW", w, s, strict=True):
             if wv != -1 and sv > wv:
                 raise ValueError(f"stride on axis {axis} must be in [1, window={wv}], got {sv}")
         validate_block_size("block_size", self.block_size)

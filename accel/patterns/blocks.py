@@ -32,7 +32,7 @@ import collections
 import dataclasses
 import hashlib
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -343,14 +343,14 @@ def _classify(rule: GridRule, coords: torch.Tensor, q_block: int, kv_block: int,
             cids.append(cinv[inverse])
             tables.append(utab)
         combo = qcount[qi] * (kv_block + 1) + kcount[kj]
-        for c, tab in zip(cids, tables):
+        for c, tab in zip(cids, tables, strict=True):
             combo = combo * tab.shape[0] + c
         rep, inverse = _unique_reps(combo)
         vq, vk = qcount[qi[rep]], kcount[kj[rep]]
         tiles_p = torch.full((rep.shape[0], words), -1, dtype=torch.int64)
-        for c, tab in zip(cids, tables):
+        for c, tab in zip(cids, tables, strict=True):
             tiles_p &= tab[c[rep]]
-        vmask = torch.stack([validity(int(x), int(y)) for x, y in zip(vq.tolist(), vk.tolist())]) \
+        vmask = torch.stack([validity(int(x), int(y)) for x, y in zip(vq.tolist(), vk.tolist(), strict=True)]) \
             if rep.shape[0] else torch.zeros(0, words, dtype=torch.int64)
         tiles_p &= vmask
         any_t = (tiles_p != 0).any(1)

@@ -71,8 +71,8 @@ def normalize_per_axis(name: str, value, *, default_t, kind: type = int) -> tupl
         return (value, value, value)
     if isinstance(value, (tuple, list)) and len(value) in (2, 3) and all(ok(v) for v in value):
         return tuple(value) if len(value) == 3 else (default_t, *value)
-    what = "bool" if kind is bool else "int"
-    raise ValueError(f"{name} must be an {what} or a tuple of 2 (H, W) or 3 (T, H, W) {what}s, got {value!r}")
+    what, article = ("bool", "a") if kind is bool else ("int", "an")
+    raise ValueError(f"{name} must be {article} {what} or a tuple of 2 (H, W) or 3 (T, H, W) {what}s, got {value!r}")
 
 
 def _check_axis(axis: str, n: int, w: int, s: int, d: int) -> None:

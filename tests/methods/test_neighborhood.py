@@ -43,8 +43,8 @@ def configs(draw, grid):
 def test_equals_masked_dense(data):
     grid = data.draw(grids(max_tokens=96))
     window, stride, dilation, causal = data.draw(configs(grid))
-    if any(n > 1 and n // d < 2 for n, d in zip(grid, dilation)):
-        dilation = tuple(1 if n // d < 2 else d for n, d in zip(grid, dilation))
+    if any(n > 1 and n // d < 2 for n, d in zip(grid, dilation, strict=True)):
+        dilation = tuple(1 if n // d < 2 else d for n, d in zip(grid, dilation, strict=True))
     batch = data.draw(st.integers(1, 2))
     layout = data.draw(text_layouts(grid, batch))
     tiling = data.draw(st.sampled_from([True, False, (1, 2, 8), (2, 2, 4)]))
@@ -86,7 +86,7 @@ def test_strict_mode_rejects_oversized_window():
         (dict(window=(3, 3), stride=(1, 4)), r"stride on axis W must be in \[1, window=3\], got 4"),
         (dict(window=3, dilation=0), "dilation on axis T must be >= 1, got 0"),
         (dict(window=(3, 3, 3, 3)), "window must be an int or a tuple of 2"),
-        (dict(window=3, causal=1), "causal must be an bool or a tuple"),
+        (dict(window=3, causal=1), "causal must be a bool or a tuple"),
         (dict(window=3, block_size=48), "block_size must be a power of two >= 16, got 48"),
         (dict(window=3, tiling=(3, 4, 4)), "tiling must be True, False or a tuple of three powers of two"),
     ],
@@ -115,8 +115,32 @@ def test_apply_tiny_pipeline(family):
     apply_to_tiny_pipeline(family, Neighborhood(window=(2, 3, 3), block_size=16, backend="reference"))
 
 
+@pytest.mark.slow
 def test_flex_compiled_tiled():
     grid = (4, 8, 8)
     layout = TokenLayout(grid, 16, "first")
     method = Neighborhood(window=(3, 5, 5), stride=(1, 1, 2), block_size=16, tiling=(1, 4, 4), backend="flex")
     check_method(method, layout, ref.natten_mask(grid, (3, 5, 5), (1, 1, 2), (1, 1, 1), (False,) * 3), atol=2e-4)
+
+
+def test_user_permutation_is_respected():
+    """A layout that already carries a token order is used as given (the method does not re-tile)."""
+    grid = (2, 5, 6)
+    perm = torch.randperm(60, generator=torch.Generator().manual_seed(3))
+    layout = TokenLayout(grid, 4, "first", permutation=perm)
+    method = Neighborhood(window=(2, 3, 3), stride=(1, 2, 1), block_size=16, backend="reference")
+    check_method(method, layout, ref.natten_mask(grid, (2, 3, 3), (1, 2, 1), (1, 1, 1), (False,) * 3, perm.tolist()))
+
+
+def test_compiled_fullgraph():
+    grid = (2, 4, 8)
+    layout = TokenLayout(grid, 8, "last", torch.tensor([[True] * 5 + [False] * 3]))
+    method = Neighborhood(window=(2, 3, 3), block_size=16, backend="reference")
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 72, 2, 16, generator=g) for _ in range(3))
+
+    def f(q, k, v, mask):
+        return method(q, k, v, TokenLayout(grid, 8, "last", mask))
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(q, k, v, layout.text_mask), method(q, k, v, layout))

@@ -50,6 +50,7 @@ def test_triton_interpreted():
     check_method(method, layout, reference_video_mask(grid, 0.05, True, "block"), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_flex_compiled():
     grid = (8, 4, 8)  # 32 tokens per frame
     layout = TokenLayout(grid, 16, "first")
@@ -83,7 +84,7 @@ def test_presets_and_describe():
     assert hy.method.decay == 1.0 and not hy.method.sink and hy.schedule.dense_steps == 12
     wan = Radial.preset("wan")
     assert wan.method.decay == 0.2 and wan.method.sink and wan.schedule.dense_layers == 1
-    with pytest.raises(ValueError, match="on FLUX images \(T = 1\) it is dense attention"):
+    with pytest.raises(ValueError, match=r"on FLUX images \(T = 1\) it is dense attention"):
         Radial.preset("flux")
     buf = io.StringIO()
     info = Radial(decay=0.5).describe((16, 16, 32), heads=2, file=buf)

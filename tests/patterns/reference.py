@@ -58,8 +58,8 @@ def clear_mask(grid, radius, radius_t, order=None):
     return [[ok(q, k) for k in cs] for q in cs]
 
 
-def radial_allowed(i, k, j, l, s, decay, block, sink):
-    """Query (frame i, spatial index k) vs key (frame j, spatial index l), frames of s tokens."""
+def radial_allowed(i, k, j, m, s, decay, block, sink):
+    """Query (frame i, spatial index k) vs key (frame j, spatial index m), frames of s tokens."""
     if sink and j == 0:
         return True
     d = abs(i - j)
@@ -69,9 +69,9 @@ def radial_allowed(i, k, j, l, s, decay, block, sink):
     p = 1 << s.bit_length()  # smallest power of two > s
     h = Fraction(decay) * p / (2 ** (band + 1))
     if h >= block:
-        return abs(k - l) <= h
-    m = int(Fraction(block) / h)
-    return d % m == 0 and abs(k - l) <= block
+        return abs(k - m) <= h
+    mm = int(Fraction(block) / h)
+    return d % mm == 0 and abs(k - m) <= block
 
 
 def radial_mask(grid, decay, block, sink, order=None):

@@ -74,7 +74,8 @@ def test_tile_candidates():
     "kwargs, message",
     [
         (dict(window=(1, 3, 3)), r"window on axis T must be -1 \(whole axis\) or >= 2, got 1"),
-        (dict(window=(3, 3, 9)), r"window \* dilation on axis W must be <= the axis length 8: window=9, dilation=1 \(allowed window: 2..8 or -1\)"),
+        (dict(window=(3, 3, 9)), r"window \* dilation on axis W must be <= the axis length 8: window=9, dilation=1 "
+         r"\(allowed window: 2..8 or -1\)"),
         (dict(window=(3, 3, 3), stride=(1, 4, 1)), r"stride on axis H must be in \[1, window=3\], got 4"),
         (dict(window=(3, 3, 3), dilation=(1, 1, 3)), "window \\* dilation on axis W"),
         (dict(window=(3, 3, 3), dilation=(1, 0, 1)), r"dilation on axis H must be in \[1, 6\]"),
