@@ -15,15 +15,21 @@ of the local patterns), this script
 * relates the build time to the attention time it serves: one call of all heads (estimated from the
   measured slice) and the whole generation (the layout is cached across layers and steps).
 
+With ``--device cuda`` it instead checks the Triton backend against masked dense attention at a
+mid size, then times whole method calls (all heads, text included, tiling gathers included) with the
+Triton backend against dense SDPA (flash) at the real sizes.
+
 Nothing here is a test; it writes JSON (``--out``). Usage::
 
     .venv/bin/python benchmarks/patterns.py --out bench-results/patterns.json
     .venv/bin/python benchmarks/patterns.py --quick   # FLUX only, a smoke run
+    python3 benchmarks/patterns.py --device cuda --out $OUT/patterns_gpu.json   # on a GPU machine
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import statistics
@@ -201,6 +207,115 @@ def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: b
     return records
 
 
+def _cuda_time(fn, reps: int) -> float:
+    """Median seconds of ``fn`` on CUDA over ``reps`` runs (after one warm-up)."""
+    fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        out.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(out)
+
+
+def check_cuda(log=print) -> list:
+    """Triton backend on CUDA vs fp32 dense attention masked by the methods' own token rules (mid size)."""
+    import torch.nn.functional as F
+
+    recs = []
+    grid, text_len = (5, 12, 20), 40
+    g = torch.Generator(device="cuda").manual_seed(0)
+    mask = torch.ones(2, text_len, dtype=torch.bool, device="cuda")
+    mask[1, 25:] = False
+    layout = TokenLayout(grid, text_len, "last", mask)
+    s = layout.seq_len
+    for method in (Radial(decay=0.3, block_size=64, sink=True, backend="triton"),
+                   Radial(decay=0.3, block_size=64, granularity="token", backend="triton"),
+                   ClearLocal(radius=4.5, radius_t=2, block_size=64, backend="triton"),
+                   Neighborhood(window=(3, 7, 9), stride=(1, 2, 1), block_size=64, backend="triton")):
+        q, k, v = (torch.randn(2, s, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        try:
+            out = method(q, k, v, layout)
+        except Exception as exc:
+            recs.append({"check": type(method).__name__, "error": f"{type(exc).__name__}: {exc}", "ok": False})
+            log(f"cuda check {type(method).__name__:12s} FAILED: {type(exc).__name__}: {exc}")
+            continue
+        m = method.token_mask(layout, batch=2, heads=4, device="cuda")
+        want = F.scaled_dot_product_attention(q.transpose(1, 2).float(), k.transpose(1, 2).float(),
+                                              v.transpose(1, 2).float(), attn_mask=m).transpose(1, 2)
+        err = float((out.float() - want).abs().max())
+        recs.append({"check": type(method).__name__, "max_abs_err_bf16": err, "ok": err < 3e-2})
+        log(f"cuda check {type(method).__name__:12s} max |err| {err:.2e} ({'ok' if err < 3e-2 else 'FAIL'})")
+    return recs
+
+
+def run_cuda(models, *, reps: int, budget_s: float, log=print) -> list:
+    """Whole method calls (all heads, text included) with the Triton backend vs dense SDPA on CUDA."""
+    import torch.nn.functional as F
+
+    t_start = time.perf_counter()
+    records = []
+    for model in models:
+        spec = MODELS[model]
+        grid, text_len, heads, d = spec["grid"], spec["text_len"], spec["heads"], spec["head_dim"]
+        n = grid[0] * grid[1] * grid[2]
+        side = None if text_len == 0 else ("first" if model == "flux" else "last")
+        layout = TokenLayout(grid, text_len, side)
+        s = layout.seq_len
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q, k, v = (torch.randn(1, s, heads, d, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+        dense_s = _cuda_time(functools.partial(F.scaled_dot_product_attention, qt, kt, vt), reps)
+        log(f"{model:13s} dense SDPA (all {heads} heads, S={s}): {dense_s * 1e3:.1f} ms")
+        for name, method in configurations(model):
+            if time.perf_counter() - t_start > budget_s:
+                log("time budget reached; stopping")
+                return records
+            method = dataclasses.replace(method, backend="triton")
+            clear_caches()
+            try:
+                t0 = time.perf_counter()
+                perm = method.tile_permutation(grid)
+                vlayout = TokenLayout(grid, permutation=perm)
+                if perm is not None:  # the key the method's tiled forward uses, so the call reuses this build
+                    vlayout.cache[pattern_method._ORDER_KEY] = ("tiled", method._rule(grid).key(), method.tile_for(grid))
+                video = method.video_block_layout(vlayout, batch=1, heads=heads, device="cuda")
+                build_s = time.perf_counter() - t0
+                first0 = time.perf_counter()
+                method(q, k, v, layout)
+                torch.cuda.synchronize()
+                first_s = time.perf_counter() - first0
+                call_s = _cuda_time(functools.partial(method, q, k, v, layout), reps)
+            except Exception as exc:  # keep measuring the other configurations
+                log(f"{'':13s} {name:24s} FAILED: {type(exc).__name__}: {exc}")
+                records.append({"model": model, "config": name, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            dens = video.density()
+            pairs = dens * n * n + n * text_len + text_len * s
+            joint = pairs / (s * s)
+            rec = {
+                "device": "cuda", "gpu": torch.cuda.get_device_name(), "model": model, "config": name,
+                "method": repr(method), "grid": list(grid), "text_len": text_len, "heads": heads, "head_dim": d,
+                "tile": method.tile_for(grid), "video_density": dens, "joint_density": joint,
+                "dense_sdpa_ms": dense_s * 1e3, "method_ms": call_s * 1e3, "speedup": dense_s / call_s,
+                "ideal_speedup": 1 / joint, "fraction_of_ideal": dense_s / call_s * joint,
+                "layout_build_s": build_s, "first_call_s": first_s,
+                "build_over_call": build_s / call_s,
+                "build_over_generation": build_s / (call_s * spec["layers"] * spec["steps"]),
+                "effective_tflops": 4 * heads * d * pairs / call_s / 1e12,
+            }
+            records.append(rec)
+            log(f"{'':13s} {name:24s} density {joint:.3f}: {call_s * 1e3:8.1f} ms  x{rec['speedup']:.2f} "
+                f"(ideal x{1 / joint:.2f}, {rec['fraction_of_ideal']:.2f} of ideal, "
+                f"{rec['effective_tflops']:.0f} TFLOP/s useful); build {build_s:.2f}s = "
+                f"{rec['build_over_generation']:.3%} of a generation")
+    return records
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["hunyuan_video", "wan", "flux"])
@@ -211,11 +326,17 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     p.add_argument("--no-speed", action="store_true", help="layouts and densities only (no flex timing)")
     p.add_argument("--quick", action="store_true", help="FLUX only")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu: layouts + flex on a query slice; cuda: Triton method calls vs SDPA, all heads")
+    p.add_argument("--budget-s", type=float, default=300, help="cuda: stop starting new configurations after this")
     p.add_argument("--out", type=Path, default=Path("bench-results/patterns.json"))
     args = p.parse_args(argv)
     models = ["flux"] if args.quick else args.models
-    records = run(models, slice_blocks=args.slice_blocks, reps=args.reps, threads=args.build_threads,
-                  dtype=getattr(torch, args.dtype), measure=not args.no_speed)
+    if args.device == "cuda":
+        records = check_cuda() + run_cuda(models, reps=args.reps, budget_s=args.budget_s)
+    else:
+        records = run(models, slice_blocks=args.slice_blocks, reps=args.reps, threads=args.build_threads,
+                      dtype=getattr(torch, args.dtype), measure=not args.no_speed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"environment": environment(), "args": vars(args) | {"out": str(args.out)},
                                     "records": records}, indent=1, default=str))
