@@ -16,7 +16,7 @@ at the grid border, not shifted: border queries see fewer keys. Text tokens foll
 text rule of :class:`accel.methods.base.AttentionMethod` (image/video queries see all valid text,
 text queries see every valid key).
 
-Run ``python -m accel.patterns.clear_local`` to draw a small mask.
+Draw it: ``python -m accel.patterns.draw clear_local --help``.
 """
 
 from __future__ import annotations
@@ -129,10 +129,3 @@ def build_clear_local_layout(rule: ClearLocalRule, permutation: torch.Tensor | N
     dev = str(torch.device(device)) if device is not None else "cpu"
     return cached_grid_layout((rule.key(), order_key(permutation), block_size, "token", dev), build)
 
-
-if __name__ == "__main__":  # pragma: no cover - drawing helper
-    from .draw import draw_mask
-
-    r = ClearLocalRule((1, 7, 7), radius=2.5)
-    print("CLEAR disc r=2.5 on 7x7: the neighbourhood of the centre token (3, 3)")
-    print(draw_mask(clear_local_token_mask(r)[24].reshape(7, 7)))

@@ -1,10 +1,22 @@
-"""Text drawings of attention masks and block layouts (for ``python -m accel.patterns.<name>``)."""
+"""Text drawings of attention masks and block layouts.
+
+Run ``python -m accel.patterns.draw PATTERN [options]`` (PATTERN: ``neighborhood``, ``clear_local``,
+``radial``) to print the token mask of one query (``--query``), the whole token mask (small grids)
+and the block map of the production layout (``#`` full, ``+`` partial, ``.`` skipped), e.g.::
+
+    python -m accel.patterns.draw neighborhood --grid 1 8 12 --window -1 3 5 --stride 1 1 2 --tile 1 4 4
+    python -m accel.patterns.draw clear_local --grid 1 9 9 --radius 3 --query 40
+    python -m accel.patterns.draw radial --grid 12 8 8 --decay 0.5 --block 16 --sink
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 import torch
 
-__all__ = ["draw_mask", "draw_block_kinds"]
+__all__ = ["draw_mask", "draw_block_kinds", "main"]
 
 
 def draw_mask(mask: torch.Tensor, *, on: str = "#", off: str = ".") -> str:
@@ -18,3 +30,62 @@ def draw_block_kinds(kinds: torch.Tensor) -> str:
     chars = {0: ".", 1: "#", 2: "+"}
     k = kinds.reshape(kinds.shape[-2], kinds.shape[-1]).cpu()
     return "\n".join("".join(chars[int(v)] for v in row) for row in k)
+
+
+def main(argv=None) -> int:
+    """Command line: draw one pattern (see the module docstring)."""
+    from .blocks import build_grid_layout
+    from .clear_local import ClearLocalRule
+    from .neighborhood import NeighborhoodRule
+    from .radial import RadialRule
+    from .tiling import grid_coords, tile_order
+
+    p = argparse.ArgumentParser(prog="python -m accel.patterns.draw", description=__doc__.split("\n")[0])
+    p.add_argument("pattern", choices=["neighborhood", "clear_local", "radial"])
+    p.add_argument("--grid", type=int, nargs=3, default=None, metavar=("T", "H", "W"))
+    p.add_argument("--window", type=int, nargs=3, default=[-1, 3, 3], metavar=("wT", "wH", "wW"))
+    p.add_argument("--stride", type=int, nargs=3, default=[1, 1, 1])
+    p.add_argument("--dilation", type=int, nargs=3, default=[1, 1, 1])
+    p.add_argument("--causal", type=int, nargs=3, default=[0, 0, 0], help="0/1 per axis")
+    p.add_argument("--radius", type=float, default=2.5)
+    p.add_argument("--radius-t", type=float, default=None)
+    p.add_argument("--decay", type=float, default=0.5)
+    p.add_argument("--sink", action="store_true")
+    p.add_argument("--granularity", choices=["token", "block"], default=None)
+    p.add_argument("--block", type=int, default=16, help="block size of the drawn layout (default 16)")
+    p.add_argument("--tile", type=int, nargs=3, default=None, help="draw the layout in this tile order")
+    p.add_argument("--query", type=int, default=None, help="draw the neighbourhood of this row-major query")
+    a = p.parse_args(argv)
+    if a.pattern == "neighborhood":
+        grid = tuple(a.grid or (1, 6, 8))
+        rule = NeighborhoodRule(grid, tuple(a.window), tuple(a.stride), tuple(a.dilation),
+                                tuple(bool(c) for c in a.causal))
+    elif a.pattern == "clear_local":
+        grid = tuple(a.grid or (1, 7, 7))
+        rule = ClearLocalRule(grid, a.radius, a.radius_t)
+    else:
+        grid = tuple(a.grid or (12, 8, 8))
+        rule = RadialRule(grid, a.decay, a.block, a.sink)
+    granularity = a.granularity or ("block" if a.pattern == "radial" else "token")
+    t, h, w = grid
+    n = t * h * w
+    mask = rule.token_mask(grid_coords(grid))
+    print(f"{rule!r}")
+    if a.query is not None:
+        print(f"keys of query {a.query} (frames stacked top to bottom):")
+        print(draw_mask(mask[a.query].reshape(t * h, w)))
+    elif n <= 160:
+        print("token mask (row-major; rows = queries, columns = keys):")
+        print(draw_mask(mask))
+    coords = grid_coords(grid)
+    if a.tile is not None:
+        coords = coords[tile_order(rule.rule_coords(coords), tuple(a.tile))]
+    layout = build_grid_layout(rule, coords, a.block, a.block, granularity=granularity)
+    order = f"tiles of {tuple(a.tile)}" if a.tile else "row-major"
+    print(f"block map ({order}, blocks of {a.block}; # full, + partial, . skipped), density {layout.density():.3f}:")
+    print(draw_block_kinds(layout.block_kinds()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

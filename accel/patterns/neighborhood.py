@@ -31,7 +31,7 @@ Block layouts: the rule re-embeds each axis so that dilation groups are contiguo
 (``x -> (x mod d) * ceil(n / d) + x // d``); in that space a neighbourhood is an interval, so box
 tests are exact and a tiled token order (:mod:`accel.patterns.tiling`) makes most blocks full.
 
-Run ``python -m accel.patterns.neighborhood`` to draw a small mask.
+Draw it: ``python -m accel.patterns.draw neighborhood --help``.
 """
 
 from __future__ import annotations
@@ -364,10 +364,3 @@ def build_neighborhood_layout(rule: NeighborhoodRule, permutation: torch.Tensor 
     dev = str(torch.device(device)) if device is not None else "cpu"
     return cached_grid_layout((rule.key(), order_key(permutation), block_size, "token", dev), build)
 
-
-if __name__ == "__main__":  # pragma: no cover - drawing helper
-    from .draw import draw_mask
-
-    r = NeighborhoodRule((1, 6, 8), window=(-1, 3, 3), stride=(1, 1, 2), dilation=(1, 1, 1))
-    print("GNA (1, 6, 8), window (3, 3), stride (1, 2): query rows x key columns")
-    print(draw_mask(neighborhood_token_mask(r)))

@@ -32,7 +32,7 @@ token rule inside them (partial blocks), for a mask equal to the rule.
 
 Text tokens follow the default text rule (dense), as in the paper.
 
-Run ``python -m accel.patterns.radial`` to draw a block map.
+Draw it: ``python -m accel.patterns.draw radial --help``.
 """
 
 from __future__ import annotations
@@ -209,10 +209,3 @@ def build_radial_layout(rule: RadialRule, permutation: torch.Tensor | None = Non
     dev = str(torch.device(device)) if device is not None else "cpu"
     return cached_grid_layout((rule.key(), order_key(permutation), rule.block_size, granularity, dev), build)
 
-
-if __name__ == "__main__":  # pragma: no cover - drawing helper
-    from .draw import draw_block_kinds
-
-    r = RadialRule((12, 8, 8), decay=0.5, block_size=16, sink=True)
-    print("Radial (12, 8, 8), decay 0.5, block 16, sink: block map (# full, . skipped)")
-    print(draw_block_kinds(build_radial_layout(r).block_kinds()))
