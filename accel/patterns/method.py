@@ -23,12 +23,13 @@ from typing import NamedTuple
 import torch
 
 from accel.grid import TokenLayout
+from accel.kernels import BlockLayout
 from accel.methods.base import AttentionMethod
 
 from .blocks import GridRule, block_kind_counts, build_grid_layout, cached_grid_layout, order_key
 from .tiling import choose_tile, grid_coords, inverse_permutation, tile_order
 
-__all__ = ["StaticPatternMethod", "Preset", "check_tiling"]
+__all__ = ["StaticPatternMethod", "Preset", "check_tiling", "prepend_text_blocks"]
 
 _ORDER_KEY = "accel.patterns.order_key"
 _TILED = "accel.patterns.tiled_layout"
@@ -148,6 +149,25 @@ class StaticPatternMethod(AttentionMethod):
         return cached_grid_layout(key, lambda: build_grid_layout(
             rule, layout.video_coords("cpu"), self.block_size, self.block_size, granularity=self.granularity,
             device=dev))
+
+    def build_block_layout(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device):
+        """One layout for the whole joint sequence when that is exact and cheap, else ``None``.
+
+        Besides the base class's cases (no text, or a dense video pattern), fuses text placed
+        *first* whose length is a multiple of ``block_size`` and has no padding mask (FLUX: 512 text
+        tokens): the text blocks are prepended as full blocks, so one kernel call replaces the three
+        calls and the log-sum-exp merge of the default text rule. Other text layouts return ``None``
+        (three calls, merged exactly).
+        """
+        fused = super().build_block_layout(layout, batch=batch, heads=heads, device=device)
+        if fused is not None:
+            return fused
+        b = self.block_size
+        if layout.text_side != "first" or layout.text_mask is not None or layout.text_len % b:
+            return None
+        video = self._cached_video_layout(layout, batch, heads, device)
+        return self._cached(layout, ("joint_text_first",), batch, heads, device,
+                            lambda: prepend_text_blocks(video, layout.text_len))
 
     def video_token_mask(self, layout: TokenLayout, *, batch: int, heads: int, device="cpu") -> torch.Tensor:
         """The brute-force video x video rule, bool ``[1, 1, N, N]`` (tests / tiny sizes only)."""
@@ -273,6 +293,37 @@ class StaticPatternMethod(AttentionMethod):
                   f"{info['flops'] / 1e12:.3f} T vs dense {info['dense_flops'] / 1e12:.3f} T "
                   f"(at most {info['speedup_bound']:.2f}x)", file=file)
         return info
+
+
+def prepend_text_blocks(video: BlockLayout, text_len: int) -> BlockLayout:
+    """Joint layout of ``text_len`` unpadded text tokens followed by the video tokens of ``video``.
+
+    ``text_len`` must be a multiple of the block size (so video blocks stay aligned). Text query
+    blocks visit every key block as a full block; a video query block visits every text key block
+    as a full block plus its video blocks (shifted by the number of text blocks). Tiles are reused.
+    """
+    b = video.q_block
+    if video.kv_block != b or text_len % b:
+        raise ValueError(f"text_len ({text_len}) must be a multiple of the block size ({b}) with equal q/kv blocks")
+    tb = text_len // b
+    dev = video.device
+    full_idx, full_cnt = video.full_idx, video.full_cnt
+    bh = full_cnt.shape[:2]
+    nkv = tb + video.num_kv_blocks
+    cap = max(nkv, full_idx.shape[3] + tb)
+    text_rows = torch.arange(cap, device=dev, dtype=torch.int32).clamp(max=nkv - 1).expand(*bh, tb, cap)
+    shifted = torch.cat([torch.arange(tb, device=dev, dtype=torch.int32).expand(*bh, full_idx.shape[2], tb),
+                         full_idx + tb], dim=3)
+    shifted = torch.nn.functional.pad(shifted, (0, cap - shifted.shape[3]))
+    j_full_idx = torch.cat([torch.where(torch.arange(cap, device=dev) < nkv, text_rows, 0), shifted], dim=2)
+    j_full_cnt = torch.cat([torch.full((*bh, tb), nkv, dtype=torch.int32, device=dev), full_cnt + tb], dim=2)
+    zeros = torch.zeros(*bh, tb, video.part_idx.shape[3], dtype=torch.int32, device=dev)
+    j_part_idx = torch.cat([zeros, video.part_idx + tb], dim=2)
+    j_part_cnt = torch.cat([torch.zeros(*bh, tb, dtype=torch.int32, device=dev), video.part_cnt], dim=2)
+    j_part_tile = torch.cat([zeros, video.part_tile], dim=2)
+    n = text_len + video.q_len
+    return BlockLayout(n, n, b, b, j_full_idx.contiguous(), j_full_cnt.contiguous(), j_part_idx.contiguous(),
+                       j_part_cnt.contiguous(), j_part_tile.contiguous(), video.tiles, allow_empty_rows=True)
 
 
 def _layout_counts(layout) -> dict:

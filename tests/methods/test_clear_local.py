@@ -40,6 +40,17 @@ def test_triton_interpreted(side):
     check_method(method, layout, ref.clear_mask(grid, 2.5, None), atol=1e-4)
 
 
+def test_text_first_aligned_is_one_fused_layout():
+    """FLUX-like text (first, a multiple of the block size, no padding) runs as one joint layout."""
+    grid = (1, 8, 8)
+    layout = TokenLayout(grid, 32, "first")
+    method = ClearLocal(radius=2.5, block_size=16, backend="reference")
+    joint = method.build_block_layout(layout, batch=1, heads=2, device=torch.device("cpu"))
+    assert joint is not None and joint.q_len == 96
+    check_method(method, layout, ref.clear_mask(grid, 2.5, None))
+    assert method.build_block_layout(TokenLayout(grid, 24, "first"), batch=1, heads=2, device="cpu") is None
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -29,7 +29,7 @@ def text_layouts(draw, grid, batch):
     side = draw(st.sampled_from([None, "first", "last"]))
     if side is None:
         return TokenLayout(grid)
-    text_len = draw(st.integers(1, 12))
+    text_len = draw(st.one_of(st.integers(1, 12), st.sampled_from([16, 32])))  # 16k: fused with the video
     mask = None
     if draw(st.booleans()):
         bits = draw(st.lists(st.lists(st.booleans(), min_size=text_len, max_size=text_len),
