@@ -202,12 +202,8 @@ class StaticPatternMethod(AttentionMethod):
         return torch.cat(parts, dim=1)
 
     def _perm_on(self, layout, pair, device):
-        key = ("accel.patterns.perm", id(self), str(device))
-        cached = layout.cache.get(key)
-        if cached is None:
-            cached = (pair[0].to(device), pair[1].to(device))
-            layout.cache[key] = cached
-        return cached
+        key = ("perm_on", self._rule(layout.grid).key(), self.tile_for(layout.grid), str(device))
+        return _lru_get(_PERMS, key, lambda: (pair[0].to(device), pair[1].to(device)))
 
     def _tiled_layout(self, layout: TokenLayout, perm: torch.Tensor) -> TokenLayout:
         cached = layout.cache.get((_TILED, id(self)))
