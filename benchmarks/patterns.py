@@ -46,7 +46,6 @@ from accel.kernels.flex import flex_block_sparse_attention, to_flex_block_mask
 from accel.methods.clear_local import ClearLocal
 from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
-from accel.patterns import blocks as pattern_blocks
 from accel.patterns import method as pattern_method
 from accel.patterns.blocks import block_kind_counts
 from accel.patterns.tiling import grid_coords
@@ -76,16 +75,9 @@ def configurations(model: str) -> list[tuple[str, object]]:
     return out
 
 
-def clear_caches() -> None:
-    pattern_blocks.clear_layout_cache()
-    with pattern_method._LOCK:
-        pattern_method._PERMS.clear()
-        pattern_method._TILED_LAYOUTS.clear()
-
-
 def build_cold(method, grid, threads: int) -> tuple[BlockLayout, dict]:
     """Build the video layout from empty caches; returns it and the timings (seconds)."""
-    clear_caches()
+    method.clear_cache()
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -275,8 +267,7 @@ def run_cuda(models, *, reps: int, budget_s: float, log=print) -> list:
             if time.perf_counter() - t_start > budget_s:
                 log("time budget reached; stopping")
                 return records
-            method = dataclasses.replace(method, backend="triton")
-            clear_caches()
+            method = dataclasses.replace(method, backend="triton")  # a new object: empty caches
             try:
                 t0 = time.perf_counter()
                 perm = method.tile_permutation(grid)

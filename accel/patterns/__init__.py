@@ -8,7 +8,7 @@ the tiled token orders. Each pattern module can be run (``python -m accel.patter
 draw a small mask.
 """
 
-from .blocks import GridRule, block_kind_counts, build_grid_layout, cached_grid_layout, clear_layout_cache
+from .blocks import GridRule, block_kind_counts, build_grid_layout, lru_memo
 from .clear_local import ClearLocalRule, build_clear_local_layout, clear_local_token_mask
 from .neighborhood import (
     NeighborhoodRule,
@@ -29,12 +29,11 @@ __all__ = [
     "build_grid_layout",
     "build_neighborhood_layout",
     "build_radial_layout",
-    "cached_grid_layout",
     "choose_tile",
-    "clear_layout_cache",
     "clear_local_token_mask",
     "grid_coords",
     "inverse_permutation",
+    "lru_memo",
     "neighborhood_axis_bounds",
     "neighborhood_token_mask",
     "radial_half_widths",

@@ -42,9 +42,8 @@ __all__ = [
     "GridRule",
     "build_grid_layout",
     "block_kind_counts",
-    "cached_grid_layout",
+    "lru_memo",
     "order_key",
-    "clear_layout_cache",
 ]
 
 # number of (query, key) token pairs evaluated at once when materialising tiles
@@ -486,31 +485,21 @@ def order_key(permutation: torch.Tensor | None) -> tuple:
     return ("perm", permutation.shape[0], hashlib.blake2b(data, digest_size=16).hexdigest())
 
 
-_LAYOUTS: collections.OrderedDict = collections.OrderedDict()
-_LAYOUTS_LOCK = threading.Lock()
-_LAYOUT_CACHE_SIZE = 32
-
-
-def cached_grid_layout(key: tuple, build: Callable[[], BlockLayout]) -> BlockLayout:
-    """Return ``build()``, memoised in a process-wide LRU (32 entries) under ``key``.
-
-    ``key`` must identify everything the layout depends on: rule parameters, grid, token order
-    (:func:`order_key`), block sizes, granularity and device.
-    """
-    with _LAYOUTS_LOCK:
-        hit = _LAYOUTS.get(key)
-        if hit is not None:
-            _LAYOUTS.move_to_end(key)
-            return hit
+def lru_memo(store: collections.OrderedDict, key, build: Callable, *, size: int = 32):
+    """Return ``store[key]``, computing it with ``build()`` on a miss; keeps at most ``size`` entries
+    (least recently used evicted). ``store`` is owned by the caller (e.g. one method object), so no
+    state is shared between unrelated users. Thread-safe."""
+    with _LOCK:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
     value = build()
-    with _LAYOUTS_LOCK:
-        _LAYOUTS[key] = value
-        while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
-            _LAYOUTS.popitem(last=False)
+    with _LOCK:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > size:
+            store.popitem(last=False)
     return value
 
 
-def clear_layout_cache() -> None:
-    """Empty the process-wide cache of pattern layouts (benchmarks use it to time cold builds)."""
-    with _LAYOUTS_LOCK:
-        _LAYOUTS.clear()
+_LOCK = threading.Lock()

@@ -29,7 +29,7 @@ import torch
 
 from accel.kernels import BlockLayout
 
-from .blocks import GridRule, build_grid_layout, cached_grid_layout, order_key
+from .blocks import GridRule, build_grid_layout
 from .tiling import grid_coords
 
 __all__ = ["ClearLocalRule", "clear_local_token_mask", "build_clear_local_layout", "check_radius"]
@@ -115,7 +115,7 @@ def clear_local_token_mask(rule: ClearLocalRule, permutation: torch.Tensor | Non
 
 def build_clear_local_layout(rule: ClearLocalRule, permutation: torch.Tensor | None = None, *,
                              block_size: int = 128, device: torch.device | str | None = None) -> BlockLayout:
-    """Exact block layout of ``rule`` over the video tokens, cached per (rule, token order, block size, device).
+    """Exact block layout of ``rule`` over the video tokens (built analytically; not cached: the methods cache).
 
     Args:
         rule: the validated rule.
@@ -123,9 +123,5 @@ def build_clear_local_layout(rule: ClearLocalRule, permutation: torch.Tensor | N
         block_size: query and key block size (power of two >= 16).
         device: device of the layout (default CPU).
     """
-    def build():
-        return build_grid_layout(rule, grid_coords(rule.grid, permutation), block_size, block_size, device=device)
-
-    dev = str(torch.device(device)) if device is not None else "cpu"
-    return cached_grid_layout((rule.key(), order_key(permutation), block_size, "token", dev), build)
+    return build_grid_layout(rule, grid_coords(rule.grid, permutation), block_size, block_size, device=device)
 

@@ -4,7 +4,8 @@
 pattern is a :class:`~accel.patterns.blocks.GridRule` of the call's grid. It provides
 
 * :meth:`~StaticPatternMethod.video_block_layout`: the exact analytic block layout, cached per
-  (rule, token order, block size, granularity, device) in a process-wide LRU;
+  (rule, token order, block size, granularity, device) in an LRU owned by the method object (no
+  process-wide state: two pipelines with different methods never share or evict each other's);
 * :meth:`~StaticPatternMethod.video_token_mask`: the brute-force token rule (tests);
 * tiling: when the method's tile order is on, :meth:`~StaticPatternMethod.forward` gathers the
   video tokens of q/k/v into tile order once, runs the kernel with a permuted
@@ -17,7 +18,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import sys
-import threading
 from typing import NamedTuple
 
 import torch
@@ -26,17 +26,14 @@ from accel.grid import TokenLayout
 from accel.kernels import BlockLayout
 from accel.methods.base import AttentionMethod
 
-from .blocks import GridRule, block_kind_counts, build_grid_layout, cached_grid_layout, order_key
+from .blocks import GridRule, block_kind_counts, build_grid_layout, lru_memo, order_key
 from .tiling import choose_tile, grid_coords, inverse_permutation, tile_order
 
 __all__ = ["StaticPatternMethod", "Preset", "check_tiling", "prepend_text_blocks"]
 
 _ORDER_KEY = "accel.patterns.order_key"
+_CACHE_SIZE = 32  # entries per method object (layouts, tile choices, permutations, tiled TokenLayouts)
 _TILED = "accel.patterns.tiled_layout"
-_PERMS: collections.OrderedDict = collections.OrderedDict()  # (rule key, tile) -> (perm, inv) on CPU
-_TILED_LAYOUTS: collections.OrderedDict = collections.OrderedDict()  # static tiled TokenLayouts
-_LOCK = threading.Lock()
-_LRU = 32
 
 
 class Preset(NamedTuple):
@@ -61,19 +58,6 @@ def check_tiling(value) -> None:
     raise ValueError(f"tiling must be True, False or a tuple of three powers of two (tt, th, tw), got {value!r}")
 
 
-def _lru_get(store, key, build):
-    with _LOCK:
-        if key in store:
-            store.move_to_end(key)
-            return store[key]
-    value = build()
-    with _LOCK:
-        store[key] = value
-        while len(store) > _LRU:
-            store.popitem(last=False)
-    return value
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class StaticPatternMethod(AttentionMethod):
     """Base of the static-pattern methods; subclasses define their fields and :meth:`rule`.
@@ -85,6 +69,19 @@ class StaticPatternMethod(AttentionMethod):
 
     #: ``"token"``: exact rule with partial blocks; ``"block"``: rule rounded up to whole blocks
     granularity = "token"
+
+    def _memo(self, key, build):
+        """Memoise ``build()`` under ``key`` in this method object's own LRU (no process-wide state)."""
+        store = self.__dict__.setdefault("_pattern_cache", collections.OrderedDict())
+        return lru_memo(store, key, build, size=_CACHE_SIZE)
+
+    def clear_cache(self) -> None:
+        """Forget the layouts, tile choices and permutations this method object has cached."""
+        self.__dict__.pop("_pattern_cache", None)
+        self.__dict__.pop("_rules", None)
+        store = getattr(self, "_static_layouts", None)
+        if store is not None:
+            store.clear()
 
     def rule(self, grid: tuple[int, int, int]) -> GridRule:  # pragma: no cover - abstract
         """The token rule of this method on ``grid`` (raises ``ValueError`` for parameters the grid cannot take)."""
@@ -111,7 +108,7 @@ class StaticPatternMethod(AttentionMethod):
             return None
         if tiling is True:
             rule = self._rule(grid)
-            return _lru_get(_PERMS, ("tile", rule.key(), self.block_size), lambda: choose_tile(rule, self.block_size))
+            return self._memo(("tile", rule.key(), self.block_size), lambda: choose_tile(rule, self.block_size))
         return tiling
 
     def tile_permutation(self, grid: tuple[int, int, int]) -> torch.Tensor | None:
@@ -130,7 +127,7 @@ class StaticPatternMethod(AttentionMethod):
             perm = tile_order(rule.rule_coords(grid_coords(grid)), tile)
             return perm, inverse_permutation(perm)
 
-        return _lru_get(_PERMS, ("perm", rule.key(), tile), build)
+        return self._memo(("perm", rule.key(), tile), build)
 
     # ------------------------------------------------------------------ AttentionMethod hooks
     def video_block_layout(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device):
@@ -146,7 +143,7 @@ class StaticPatternMethod(AttentionMethod):
             layout.cache[_ORDER_KEY] = okey
         dev = torch.device(device)
         key = (rule.key(), okey, self.block_size, self.granularity, str(dev))
-        return cached_grid_layout(key, lambda: build_grid_layout(
+        return self._memo(("layout",) + key, lambda: build_grid_layout(
             rule, layout.video_coords("cpu"), self.block_size, self.block_size, granularity=self.granularity,
             device=dev))
 
@@ -203,7 +200,7 @@ class StaticPatternMethod(AttentionMethod):
 
     def _perm_on(self, layout, pair, device):
         key = ("perm_on", self._rule(layout.grid).key(), self.tile_for(layout.grid), str(device))
-        return _lru_get(_PERMS, key, lambda: (pair[0].to(device), pair[1].to(device)))
+        return self._memo(key, lambda: (pair[0].to(device), pair[1].to(device)))
 
     def _tiled_layout(self, layout: TokenLayout, perm: torch.Tensor) -> TokenLayout:
         cached = layout.cache.get((_TILED, id(self)))
@@ -217,7 +214,7 @@ class StaticPatternMethod(AttentionMethod):
             return tiled
 
         if layout.text_mask is None:  # depends on static sizes only: share across calls
-            tiled = _lru_get(_TILED_LAYOUTS, (layout.static_key(), rule_key, self.tile_for(layout.grid)), build)
+            tiled = self._memo(("tiled_layout", layout.static_key(), rule_key, self.tile_for(layout.grid)), build)
         else:
             tiled = build()
         layout.cache[(_TILED, id(self))] = tiled

@@ -42,7 +42,7 @@ import torch
 
 from accel.kernels import BlockLayout
 
-from .blocks import GridRule, build_grid_layout, cached_grid_layout, order_key
+from .blocks import GridRule, build_grid_layout
 
 __all__ = [
     "NeighborhoodRule",
@@ -346,7 +346,7 @@ def neighborhood_token_mask(rule: NeighborhoodRule, permutation: torch.Tensor | 
 
 def build_neighborhood_layout(rule: NeighborhoodRule, permutation: torch.Tensor | None = None, *,
                               block_size: int = 128, device: torch.device | str | None = None) -> BlockLayout:
-    """Exact block layout of ``rule`` over the video tokens, cached per (rule, token order, block size, device).
+    """Exact block layout of ``rule`` over the video tokens (built analytically; not cached: the methods cache).
 
     Args:
         rule: the validated rule (grid and parameters).
@@ -355,12 +355,7 @@ def build_neighborhood_layout(rule: NeighborhoodRule, permutation: torch.Tensor 
         device: device of the layout (default CPU).
     """
     t, h, w = rule.grid
-
-    def build():
-        idx = torch.arange(t * h * w) if permutation is None else permutation.to("cpu", torch.int64)
-        coords = torch.stack((idx // (h * w), (idx // w) % h, idx % w), dim=1)
-        return build_grid_layout(rule, coords, block_size, block_size, device=device)
-
-    dev = str(torch.device(device)) if device is not None else "cpu"
-    return cached_grid_layout((rule.key(), order_key(permutation), block_size, "token", dev), build)
+    idx = torch.arange(t * h * w) if permutation is None else permutation.to("cpu", torch.int64)
+    coords = torch.stack((idx // (h * w), (idx // w) % h, idx % w), dim=1)
+    return build_grid_layout(rule, coords, block_size, block_size, device=device)
 

@@ -45,7 +45,7 @@ import torch
 
 from accel.kernels import BlockLayout, validate_block_size
 
-from .blocks import GridRule, build_grid_layout, cached_grid_layout, order_key
+from .blocks import GridRule, build_grid_layout
 from .tiling import grid_coords
 
 __all__ = ["RadialRule", "radial_token_mask", "build_radial_layout", "radial_half_widths"]
@@ -190,7 +190,7 @@ def radial_token_mask(rule: RadialRule, permutation: torch.Tensor | None = None)
 
 def build_radial_layout(rule: RadialRule, permutation: torch.Tensor | None = None, *, granularity: str = "block",
                         device: torch.device | str | None = None) -> BlockLayout:
-    """Block layout of ``rule`` over the video tokens (blocks of ``rule.block_size``), cached.
+    """Block layout of ``rule`` over the video tokens (blocks of ``rule.block_size``); not cached (the method caches).
 
     Args:
         rule: the validated rule.
@@ -202,10 +202,6 @@ def build_radial_layout(rule: RadialRule, permutation: torch.Tensor | None = Non
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
-    def build():
-        return build_grid_layout(rule, grid_coords(rule.grid, permutation), rule.block_size, rule.block_size,
-                                 granularity=granularity, device=device)
-
-    dev = str(torch.device(device)) if device is not None else "cpu"
-    return cached_grid_layout((rule.key(), order_key(permutation), rule.block_size, granularity, dev), build)
+    return build_grid_layout(rule, grid_coords(rule.grid, permutation), rule.block_size, rule.block_size,
+                             granularity=granularity, device=device)
 

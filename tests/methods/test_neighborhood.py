@@ -144,3 +144,16 @@ def test_compiled_fullgraph():
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(q, k, v, layout.text_mask), method(q, k, v, layout))
+
+
+def test_layouts_are_cached_per_method_object():
+    method = Neighborhood(window=3, block_size=16, backend="reference")
+
+    def build(m):
+        return m.video_block_layout(TokenLayout((2, 6, 8)), batch=1, heads=1, device="cpu")
+
+    first = build(method)
+    assert build(method) is first  # a new TokenLayout of the same sizes hits the cache
+    assert build(Neighborhood(window=3, block_size=16)) is not first  # no state shared between objects
+    method.clear_cache()
+    assert build(method) is not first
