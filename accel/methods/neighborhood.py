@@ -100,8 +100,9 @@ class Neighborhood(StaticPatternMethod):
 
         * ``hunyuan_video``: window ``(18, 24, 24)``, stride ``(6, 8, 8)`` -- Sliding Tile Attention's
           HunyuanVideo window (3 x 3 x 3 tiles of (6, 8, 8); Zhang et al. 2025, arXiv 2502.04507)
-          written as GNA with stride = one tile, which is how the GNA paper relates STA to GNA.
-          Schedule: first 12 of 50 steps dense (our choice, Radial's recipe).
+          written as GNA with a stride of one tile (STA slides its window tile by tile). Not the GNA
+          paper's own table, which we could not verify. Schedule: first 12 of 50 steps dense (our
+          choice, Radial's recipe).
         * ``wan``: window ``(12, 24, 24)``, stride ``(3, 8, 8)`` on Wan's 21 x 45 x 80 grid -- our
           scaling of the same window to Wan's 4x temporal compression (not a published setting).
         * ``flux``: window ``(32, 32)``, stride ``(8, 8)`` on FLUX's 64 x 64 image grid -- our choice
@@ -111,7 +112,7 @@ class Neighborhood(StaticPatternMethod):
 
         table = {
             "hunyuan_video": (dict(window=(18, 24, 24), stride=(6, 8, 8)), Schedule(dense_steps=12),
-                              "STA HunyuanVideo window as GNA (arXiv 2502.04507, 2504.16922); schedule ours"),
+                              "STA's HunyuanVideo window as GNA with a one-tile stride (arXiv 2502.04507); schedule ours"),
             "wan": (dict(window=(12, 24, 24), stride=(3, 8, 8)), Schedule(dense_steps=12),
                     "ours: STA-like window scaled to Wan's grid"),
             "flux": (dict(window=(32, 32), stride=(8, 8)), Schedule(),
