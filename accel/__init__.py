@@ -23,6 +23,9 @@ _EXPORTS = {
     "AccelWanAttnProcessor": "accel.processors.wan",
     "AccelHunyuanVideoAttnProcessor": "accel.processors.hunyuan_video",
     "AccelFluxAttnProcessor": "accel.processors.flux",
+    "Radial": "accel.methods.radial",
+    "ClearLocal": "accel.methods.clear_local",
+    "Neighborhood": "accel.methods.neighborhood",
 }
 
 __all__ = sorted([*_EXPORTS, "kernels", "__version__"])

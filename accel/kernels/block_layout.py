@@ -274,16 +274,22 @@ class BlockLayout:
         kinds = self.block_kinds()
         full = ((kinds == 1).double() * area).sum(dim=(-1, -2))
         tmap = self.tile_map().long()
-        qb, kb = self.q_block, self.kv_block
-        # per (query block, key block) count of True tile entries inside the bounds
-        row_ok = torch.arange(qb, device=self.device)[None, :] < rows[:, None]  # [NQ, qb]
-        col_ok = torch.arange(kb, device=self.device)[None, :] < cols[:, None]  # [NKV, kb]
-        tile_counts = torch.einsum(
-            "tij,qi,kj->tqk", self.tiles.double(), row_ok.double(), col_ok.double()
-        )  # [n_tiles, NQ, NKV]
-        q_ix = torch.arange(self.num_q_blocks, device=self.device)[:, None]
-        k_ix = torch.arange(self.num_kv_blocks, device=self.device)[None, :]
-        part = torch.where(tmap >= 0, tile_counts[tmap.clamp_min(0), q_ix, k_ix], 0.0).sum(dim=(-1, -2))
+        # True entries per tile inside the bounds: only the last query-block row and the last key-block
+        # column can be ragged, so four count vectors [n_tiles] cover every block position.
+        tiles = self.tiles
+        r_last, c_last = int(rows[-1]), int(cols[-1])
+        counts = torch.stack([
+            tiles.sum(dim=(1, 2)),
+            tiles[:, :r_last, :].sum(dim=(1, 2)),
+            tiles[:, :, :c_last].sum(dim=(1, 2)),
+            tiles[:, :r_last, :c_last].sum(dim=(1, 2)),
+        ]).double()  # [4, n_tiles]
+        last_row = torch.zeros(self.num_q_blocks, dtype=torch.long, device=self.device)
+        last_row[-1] = 1
+        last_col = torch.zeros(self.num_kv_blocks, dtype=torch.long, device=self.device)
+        last_col[-1] = 2
+        position = last_row[:, None] + last_col[None, :]  # 0 inner, 1 last row, 2 last column, 3 corner
+        part = torch.where(tmap >= 0, counts[position, tmap.clamp_min(0)], 0.0).sum(dim=(-1, -2))
         return float((full + part).mean() / (self.q_len * self.kv_len))
 
     # ------------------------------------------------------------------ constructors
