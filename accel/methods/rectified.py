@@ -1,0 +1,250 @@
+"""`Rectified`: Rectified sparse attention (dynamic block selection from pooled Q/K, pooled compensation).
+
+Reference: Liu et al., "Rectified SpaAttn: Revisiting Attention Sparsity for Efficient Video
+Generation", 2025. This module implements the method from the paper's description (no code taken
+from its release); the exact semantics implemented here are stated in :class:`Rectified`.
+
+Per call and per (batch, head) the method
+
+1. pools the video tokens into blocks of ``block_size`` consecutive tokens (in sequence order, i.e.
+   following the :class:`~accel.grid.TokenLayout`'s ``permutation`` when one is given; the last block
+   may be ragged) and estimates the attention of every video query block over every video key block
+   and over the text keys (*pooled attention*, IPAR), at ``O(S^2 / block^2)`` cost;
+2. selects, per query block, the key blocks to compute exactly (top-k floor, cumulative threshold,
+   own block always; text keys always);
+3. runs block-sparse attention on the selected blocks through :func:`accel.kernels.block_sparse_attention`
+   (text queries run dense), and
+4. *rectifies* the output: the non-selected blocks that pass the gain-aware pooling test (GAPR) are
+   added back from their pooled estimate, and the exact part is scaled down by the mass they take.
+
+Implementation status: step 4 is a PyTorch epilogue over the kernel output (one scale and one add
+per video token, ``O(N * D + NB^2 * D)``), not yet fused into the Triton kernel's epilogue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import torch
+
+from accel.grid import TokenLayout
+from accel.kernels import BlockLayout, block_sparse_attention, merge_attention, validate_block_size
+from accel.methods.base import AttentionMethod, _padded_full_layout
+
+__all__ = ["Rectified", "RectifiedPlan", "keep_floor"]
+
+
+def keep_floor(drop: float, num_blocks: int) -> int:
+    """``top_k = ceil((1 - drop) * num_blocks)``, the minimum number of key blocks kept per query block.
+
+    The product is rounded to 9 decimals before the ceiling so that e.g. ``drop=0.7`` on 10 blocks
+    keeps 3 (not 4 through the float error of ``1 - 0.7``). Always at least 1 for ``drop < 1`` and at
+    most ``num_blocks``.
+    """
+    return max(1, min(num_blocks, math.ceil(round((1.0 - drop) * num_blocks, 9))))
+
+
+class RectifiedPlan(NamedTuple):
+    """What :meth:`Rectified.plan` decides for one call (video query blocks x video key blocks).
+
+    Attributes:
+        selected: bool ``[B, H, NB, NB]``: key block ``j`` is computed exactly for query block ``i``.
+        compensated: bool ``[B, H, NB, NB]``: key block ``j`` is not selected and is added back from its
+            pooled estimate (all False when ``rectify=False``).
+        p_hat: float32 ``[B, H, NB, NB]``: pooled attention ``P̂_ij`` of every video key block.
+        p_text: float32 ``[B, H, NB]``: pooled attention of the text column (all valid text keys
+            together; 0 without text).
+        v_mean: float32 ``[B, H, NB, D]``: block means of the values.
+        counts: int64 ``[NB]``: number of tokens in each block (``block_size`` except a ragged last one).
+    """
+
+    selected: torch.Tensor
+    compensated: torch.Tensor
+    p_hat: torch.Tensor
+    p_text: torch.Tensor
+    v_mean: torch.Tensor
+    counts: torch.Tensor
+
+
+def _block_pool(x: torch.Tensor, block: int):
+    """Block means and block-mean absolute deviations of ``x`` ``[B, N, H, D]`` over blocks of ``block``
+    consecutive tokens: (mean ``[B, H, NB, D]``, dev ``[B, H, NB, D]``, counts ``[NB]``), float32."""
+    b, n, h, d = x.shape
+    nb = -(-n // block)
+    pad = nb * block - n
+    xf = x.float().permute(0, 2, 1, 3)  # [B, H, N, D]
+    counts = torch.full((nb,), block, dtype=torch.int64, device=x.device)
+    counts[-1] = n - (nb - 1) * block
+    if pad:
+        xf = torch.nn.functional.pad(xf, (0, 0, 0, pad))
+    xb = xf.reshape(b, h, nb, block, d)
+    mean = xb.sum(3) / counts.to(xf.dtype)[:, None]
+    valid = (torch.arange(nb * block, device=x.device) < n).reshape(nb, block)[:, :, None]
+    dev = ((xb - mean[:, :, :, None]).abs() * valid).sum(3) / counts.to(xf.dtype)[:, None]
+    return mean, dev, counts
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Rectified(AttentionMethod):
+    """Rectified sparse attention over the video tokens (text queries dense), selected per call from Q/K.
+
+    Blocks are ``block_size`` consecutive video tokens in sequence order (the last may be ragged,
+    with ``n_j < block_size`` tokens). For batch ``b``, head ``h``, with ``s = scale`` (default
+    ``1/sqrt(D)``), ``q̄_i, k̄_j, v̄_j`` the block means and ``Δq_i, Δk_j`` the block-mean absolute
+    deviations (``mean_t |q_t - q̄_i|`` per channel):
+
+    * **Pooled attention.** ``P̂_ij = n_j·exp(s·q̄_i·k̄_j) / Z_i`` for video key blocks and
+      ``P̂_iT = Σ_t exp(s·q̄_i·k_t) / Z_i`` for the text column (valid text keys only, not pooled),
+      ``Z_i = Σ_j n_j·exp(s·q̄_i·k̄_j) + Σ_t exp(s·q̄_i·k_t)``; so ``Σ_j P̂_ij + P̂_iT = 1``.
+    * **Selection.** Sort the video ``P̂_ij`` of row ``i`` in decreasing order, ``c_r`` their
+      cumulative sums; keep the first ``n_i = min(NB, max(top_k, 1 + #{r : c_r <= tau}))`` blocks,
+      ``top_k =`` :func:`keep_floor` ``(drop, NB)``, plus the query's own block ``j = i``. Valid text
+      keys are always attended; text queries attend every valid key (dense).
+    * **GAPR** (``gapr=True``). A non-selected block ``j`` is *compensated* iff
+      ``|q̄_i·k̄_j| > |Δq_i·k̄_j| + |q̄_i·Δk_j|``; with ``gapr=False`` every non-selected block is.
+      Blocks neither selected nor compensated are dropped (their mass goes to the exact part).
+    * **Output** (``rectify=True``) for every video query token in block ``i``:
+      ``O = R_i·O_sparse + Σ_{j compensated} P̂_ij·v̄_j`` with ``R_i = 1 - Σ_{j compensated} P̂_ij``,
+      where ``O_sparse`` is exact softmax attention over the selected video blocks and the valid
+      text keys. With ``rectify=False`` the output is ``O_sparse`` (plain dynamic block-sparse
+      attention, top-k/threshold over pooled scores).
+
+    Args:
+        drop: fraction of video key blocks the top-k floor may drop, a number in ``[0, 1)`` (default
+            0.8; the paper uses 0.75-0.9). ``drop=0`` keeps every block (dense).
+        tau: cumulative pooled-mass threshold ``τ``, a number in ``[0, 1]`` (default 0.3, the paper's).
+            ``0`` leaves the top-k floor alone; ``1`` keeps every block.
+        gapr: apply the gain-aware pooling test before compensating a block (default True). Only
+            matters when ``rectify`` is True.
+        rectify: compensate non-selected blocks and rescale the exact part (default True).
+        block_size: query and key block size, a power of two >= 16 (default 128, the paper's).
+        backend: kernel backend, keyword-only (see :class:`accel.methods.base.AttentionMethod`).
+
+    Raises:
+        ValueError: a parameter is out of range (the message names it, its value and the range).
+
+    Not implemented yet: the 3D space-filling-curve reordering of video tokens (blocks follow
+    the sequence order, or a ``TokenLayout.permutation`` the caller supplies), keeping spatial
+    neighbour blocks, per-model presets, and the fused Triton epilogue (the rectification runs as a
+    PyTorch epilogue on the kernel output).
+    """
+
+    drop: float = 0.8
+    tau: float = 0.3
+    gapr: bool = True
+    rectify: bool = True
+    block_size: int = 128
+
+    def __post_init__(self) -> None:
+        d = self.drop
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not (0 <= d < 1):
+            raise ValueError(f"drop must be a number in [0, 1), got {d!r}")
+        t = self.tau
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 <= t <= 1):
+            raise ValueError(f"tau must be a number in [0, 1], got {t!r}")
+        for name in ("gapr", "rectify"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        validate_block_size("block_size", self.block_size)
+        super().__post_init__()
+
+    # ------------------------------------------------------------------ selection
+    def plan(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TokenLayout, *,
+             scale: float | None = None) -> RectifiedPlan:
+        """The pooled attention, selection and compensation of one call (see the class docstring).
+
+        Args as in :meth:`__call__` (``[B, S, H, D]`` tensors of the joint sequence and its layout).
+        Cost ``O(S·D + NB·(NB + text_len)·D)`` with ``NB = ceil(T*H*W / block_size)``.
+        """
+        batch, _, heads, dim = q.shape
+        s = 1.0 / math.sqrt(dim) if scale is None else float(scale)
+        vs = layout.video_slice
+        bs = self.block_size
+        q_mean, q_dev, counts = _block_pool(q[:, vs], bs)
+        k_mean, k_dev, _ = _block_pool(k[:, vs], bs)
+        v_mean, _, _ = _block_pool(v[:, vs], bs)
+        nb = counts.shape[0]
+        dots = torch.einsum("bhid,bhjd->bhij", q_mean, k_mean)  # [B, H, NB, NB]
+        logw = s * dots + counts.float().log()
+        if layout.text_len:
+            kt = k[:, layout.text_slice].float().permute(0, 2, 1, 3)  # [B, H, T, D]
+            st = s * torch.einsum("bhid,bhtd->bhit", q_mean, kt)
+            if layout.text_mask is not None:
+                valid = layout.text_mask.to(q.device).expand(batch, -1)[:, None, None, :]
+                st = st.masked_fill(~valid, float("-inf"))
+            text_lse = torch.logsumexp(st, -1)  # [B, H, NB]
+        else:
+            text_lse = torch.full((batch, heads, nb), float("-inf"), device=q.device)
+        log_z = torch.logaddexp(torch.logsumexp(logw, -1), text_lse)
+        p_hat = torch.exp(logw - log_z[..., None])
+        p_text = torch.exp(text_lse - log_z)
+
+        vals, order = torch.sort(p_hat, dim=-1, descending=True, stable=True)
+        cum = vals.cumsum(-1)
+        n_keep = (1 + (cum <= self.tau).sum(-1)).clamp(min=keep_floor(self.drop, nb), max=nb)  # [B, H, NB]
+        keep_sorted = torch.arange(nb, device=q.device) < n_keep[..., None]
+        selected = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        selected |= torch.eye(nb, dtype=torch.bool, device=q.device)
+
+        if self.rectify:
+            compensated = ~selected
+            if self.gapr:
+                gain = dots.abs()
+                noise = (torch.einsum("bhid,bhjd->bhij", q_dev, k_mean).abs()
+                         + torch.einsum("bhid,bhjd->bhij", q_mean, k_dev).abs())
+                compensated &= gain > noise
+        else:
+            compensated = torch.zeros_like(selected)
+        return RectifiedPlan(selected, compensated, p_hat, p_text, v_mean, counts)
+
+    # ------------------------------------------------------------------ computation
+    def forward(self, q, k, v, layout, *, scale=None):
+        """Pooled selection, block-sparse attention, PyTorch rectification epilogue (see the class)."""
+        batch, _, heads, _ = q.shape
+        plan = self.plan(q, k, v, layout, scale=scale)
+        n = layout.num_video_tokens
+        bs = self.block_size
+        vs, ts = layout.video_slice, layout.text_slice
+        video = BlockLayout.from_block_mask(plan.selected, bs, bs, n, n)
+        if layout.text_len:
+            text_keys = self._cached(
+                layout, ("text_keys",), batch, heads, q.device,
+                lambda: _padded_full_layout(n, layout.text_len, layout.text_mask, batch, q.device,
+                                            self.block_shape(), allow_empty_rows=True),
+            )
+            o_vv, l_vv = block_sparse_attention(q[:, vs], k[:, vs], v[:, vs], video, scale=scale,
+                                                backend=self.backend, return_lse=True)
+            o_vt, l_vt = block_sparse_attention(q[:, vs], k[:, ts], v[:, ts], text_keys, scale=scale,
+                                                backend=self.backend, return_lse=True)
+            o_video, _ = merge_attention([(o_vv, l_vv), (o_vt, l_vt)])
+        else:
+            o_video = block_sparse_attention(q, k, v, video, scale=scale, backend=self.backend)
+        if self.rectify:
+            o_video = self._rectify(o_video, plan)
+        if not layout.text_len:
+            return o_video
+        text_queries = self._cached(
+            layout, ("text_queries",), batch, heads, q.device,
+            lambda: _padded_full_layout(layout.text_len, layout.seq_len, layout.key_padding_mask(), batch, q.device,
+                                        self.block_shape()),
+        )
+        o_text = block_sparse_attention(q[:, ts], k, v, text_queries, scale=scale, backend=self.backend)
+        parts = (o_text, o_video) if layout.text_side == "first" else (o_video, o_text)
+        return torch.cat(parts, dim=1)
+
+    def _rectify(self, o_video: torch.Tensor, plan: RectifiedPlan) -> torch.Tensor:
+        """``R_i·O_sparse + Σ_{j compensated} P̂_ij·v̄_j`` per video token (PyTorch epilogue, float32)."""
+        weights = plan.p_hat * plan.compensated  # [B, H, NB, NB]
+        ratio = 1.0 - weights.sum(-1)  # [B, H, NB]
+        comp = torch.einsum("bhij,bhjd->bhid", weights, plan.v_mean)  # [B, H, NB, D]
+        b, n, h, d = o_video.shape
+        tok_block = torch.arange(n, device=o_video.device) // self.block_size
+        ratio_tok = ratio[:, :, tok_block].permute(0, 2, 1)[..., None]  # [B, N, H, 1]
+        comp_tok = comp[:, :, tok_block].permute(0, 2, 1, 3)  # [B, N, H, D]
+        return (ratio_tok * o_video.float() + comp_tok).to(o_video.dtype)
+
+    def video_token_mask(self, layout, *, batch, heads, device="cpu"):
+        """Not defined: Rectified's selection depends on the values of Q and K (use :meth:`plan`)."""
+        raise TypeError("Rectified is a dynamic method: its mask depends on q and k; use Rectified.plan(q, k, v, layout)")

@@ -1,0 +1,285 @@
+"""accel.Rectified: against an independent fp64 brute force (token-level selection mask from the pooled
+scores, rectified output computed densely), exact special cases, backends, and through accel.apply."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import accel
+from accel.grid import TokenLayout
+from accel.methods.base import AttentionMethod
+from accel.methods.rectified import Rectified, keep_floor
+
+from ..patterns.method_checks import text_layouts
+
+BLOCK = 16
+MARGIN = 1e-5  # brute-force decisions this close to a threshold are ambiguous in float32: skipped
+
+
+@st.composite
+def video_grids(draw):
+    t = draw(st.integers(1, 4))
+    h = draw(st.integers(1, 4))
+    w = draw(st.integers(1, max(1, 96 // (t * h))))
+    return (t, h, w)
+
+
+def brute_force(q, k, v, layout, *, drop, tau, gapr, rectify, block=BLOCK, check_margins=True):
+    """fp64 reference built token by token. Returns the output [B, S, H, D] (q's dtype)."""
+    q, k, v = q.double(), k.double(), v.double()
+    bsz, s_len, heads, dim = q.shape
+    scale = 1 / math.sqrt(dim)
+    n = layout.num_video_tokens
+    v0 = layout.video_start
+    t0 = layout.text_start
+    blocks = [list(range(v0 + a, v0 + min(a + block, n))) for a in range(0, n, block)]
+    nb = len(blocks)
+    top_k = max(1, min(nb, math.ceil(round((1 - drop) * nb, 9))))
+    text_valid = [[True] * layout.text_len for _ in range(bsz)]
+    if layout.text_mask is not None:
+        text_valid = [layout.text_mask[b % layout.text_mask.shape[0]].tolist() for b in range(bsz)]
+    out = torch.zeros_like(q)
+    for b in range(bsz):
+        valid_text = [t0 + t for t in range(layout.text_len) if text_valid[b][t]]
+        key_ok = torch.zeros(s_len, dtype=torch.bool)
+        key_ok[layout.video_slice] = True
+        key_ok[valid_text] = True
+        for h in range(heads):
+            qb = [q[b, idx, h].mean(0) for idx in blocks]
+            kb = [k[b, idx, h].mean(0) for idx in blocks]
+            vb = [v[b, idx, h].mean(0) for idx in blocks]
+            dq = [(q[b, idx, h] - qb[i]).abs().mean(0) for i, idx in enumerate(blocks)]
+            dk = [(k[b, idx, h] - kb[i]).abs().mean(0) for i, idx in enumerate(blocks)]
+            mask = key_ok.repeat(s_len, 1)  # text queries: every valid key
+            rect = {}
+            for i, qidx in enumerate(blocks):
+                w = [len(blocks[j]) * math.exp(scale * float(qb[i] @ kb[j])) for j in range(nb)]
+                z = sum(w) + sum(math.exp(scale * float(qb[i] @ k[b, t, h])) for t in valid_text)
+                p = [x / z for x in w]
+                order = sorted(range(nb), key=lambda j: -p[j])
+                cum, count = 0.0, 0
+                for j in order:
+                    cum += p[j]
+                    if check_margins:
+                        assume(abs(cum - tau) > MARGIN)
+                    count += cum <= tau
+                n_i = min(nb, max(top_k, 1 + count))
+                if check_margins and n_i < nb:
+                    assume(p[order[n_i - 1]] - p[order[n_i]] > MARGIN)
+                sel = set(order[:n_i]) | {i}
+                comp = []
+                if rectify:
+                    for j in range(nb):
+                        if j in sel:
+                            continue
+                        gain = abs(float(qb[i] @ kb[j]))
+                        noise = abs(float(dq[i] @ kb[j])) + abs(float(qb[i] @ dk[j]))
+                        if gapr and check_margins:
+                            assume(abs(gain - noise) > MARGIN * (1 + gain))
+                        if not gapr or gain > noise:
+                            comp.append(j)
+                row = torch.zeros(s_len, dtype=torch.bool)
+                row[valid_text] = True
+                for j in sel:
+                    row[blocks[j]] = True
+                mask[qidx] = row
+                r = 1 - sum(p[j] for j in comp)
+                assert -1e-9 <= r <= 1 + 1e-9
+                rect[i] = (r, sum((p[j] * vb[j] for j in comp), torch.zeros(dim, dtype=torch.float64)))
+            att = (scale * q[b, :, h] @ k[b, :, h].T).masked_fill(~mask, float("-inf")).softmax(-1)
+            o = att @ v[b, :, h]
+            for i, qidx in enumerate(blocks):
+                r, c = rect[i]
+                o[qidx] = r * o[qidx] + c
+            out[b, :, h] = o
+    return out.float()
+
+
+def qkv(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(*shape, generator=g) for _ in range(3))
+
+
+@settings(max_examples=30)
+@given(data=st.data())
+def test_equals_brute_force(data):
+    grid = data.draw(video_grids())
+    batch = data.draw(st.integers(1, 2))
+    layout = data.draw(text_layouts(grid, batch))
+    drop = data.draw(st.sampled_from([0.0, 0.5, 0.75, 0.9]))
+    tau = data.draw(st.sampled_from([0.0, 0.1, 0.3, 0.6, 1.0]))
+    gapr, rectify = data.draw(st.booleans()), data.draw(st.booleans())
+    q, k, v = qkv((batch, layout.seq_len, 2, 8), data.draw(st.integers(0, 1000)))
+    want = brute_force(q, k, v, layout, drop=drop, tau=tau, gapr=gapr, rectify=rectify)
+    method = Rectified(drop=drop, tau=tau, gapr=gapr, rectify=rectify, block_size=BLOCK, backend="reference")
+    torch.testing.assert_close(method(q, k, v, layout), want, atol=2e-5, rtol=1e-4)
+
+
+def test_plain_dynamic_sparse_equals_masked_dense():
+    """gapr=False, rectify=False: exactly dense attention masked by the selected blocks (+ text)."""
+    layout = TokenLayout((3, 4, 8), 16, "first")
+    q, k, v = qkv((2, layout.seq_len, 2, 16), 1)
+    method = Rectified(drop=0.75, tau=0.2, gapr=False, rectify=False, block_size=BLOCK, backend="reference")
+    plan = method.plan(q, k, v, layout)
+    assert not plan.compensated.any() and not plan.selected.all()
+    tok = plan.selected.repeat_interleave(BLOCK, 2).repeat_interleave(BLOCK, 3)  # 96 video tokens = 6 blocks
+    mask = torch.ones(2, 2, layout.seq_len, layout.seq_len, dtype=torch.bool)
+    mask[:, :, 16:, 16:] = tok
+    ref = F.scaled_dot_product_attention(*(t.transpose(1, 2).double() for t in (q, k, v)), attn_mask=mask)
+    torch.testing.assert_close(method(q, k, v, layout), ref.transpose(1, 2).float(), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("gapr", [True, False])
+@pytest.mark.parametrize("text", [None, "first", "last"])
+def test_every_block_selected_is_dense(gapr, text):
+    layout = TokenLayout((2, 3, 7)) if text is None else TokenLayout(
+        (2, 3, 7), 5, text, torch.tensor([[True, False, True, True, False]]))
+    q, k, v = qkv((2, layout.seq_len, 2, 16), 2)
+    dense = accel.Dense(block_size=BLOCK, backend="reference")(q, k, v, layout)
+    for kwargs in (dict(drop=0.0), dict(drop=0.9, tau=1.0)):
+        out = Rectified(**kwargs, gapr=gapr, block_size=BLOCK, backend="reference")(q, k, v, layout)
+        torch.testing.assert_close(out, dense, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("text", [None, "last"])
+def test_block_constant_qk_is_dense_for_any_selection(text):
+    """Q and K constant inside each block: the pooled estimate is exact, so rectified == dense."""
+    grid = (2, 4, 5)  # 40 video tokens: blocks of 16, 16 and a ragged 8
+    layout = TokenLayout(grid) if text is None else TokenLayout(grid, 6, text)
+    n = layout.num_video_tokens
+    q, k, v = qkv((1, layout.seq_len, 2, 16), 3)
+    g = torch.Generator().manual_seed(4)
+    for x in (q, k):
+        per_block = torch.randn(1, 3, 2, 16, generator=g)
+        x[:, layout.video_slice] = per_block.repeat_interleave(BLOCK, 1)[:, :n]
+    method = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, backend="reference")
+    plan = method.plan(q, k, v, layout)
+    assert not plan.selected.all() and plan.compensated.any()
+    dense = accel.Dense(block_size=BLOCK, backend="reference")(q, k, v, layout)
+    torch.testing.assert_close(method(q, k, v, layout), dense, atol=2e-5, rtol=1e-4)
+
+
+def test_gapr_rejecting_every_block_is_plain_block_sparse():
+    """Query blocks with mean 0 fail the GAPR test everywhere: nothing is compensated."""
+    layout = TokenLayout((4, 4, 4), 8, "last")  # 64 video tokens, 4 blocks
+    q, k, v = qkv((2, layout.seq_len, 2, 16), 5)
+    half = q[:, 0:64:2].clone()
+    q[:, 0:64:2], q[:, 1:64:2] = half, -half  # every block of 16 tokens has mean exactly 0
+    rect = Rectified(drop=0.75, tau=0.0, gapr=True, rectify=True, block_size=BLOCK, backend="reference")
+    plain = Rectified(drop=0.75, tau=0.0, gapr=False, rectify=False, block_size=BLOCK, backend="reference")
+    plan = rect.plan(q, k, v, layout)
+    assert not plan.compensated.any() and not plan.selected.all()
+    torch.testing.assert_close(rect(q, k, v, layout), plain(q, k, v, layout), atol=0, rtol=0)
+
+
+@settings(max_examples=15)
+@given(grid=video_grids(), seed=st.integers(0, 1000), drop=st.sampled_from([0.5, 0.8]),
+       tau=st.sampled_from([0.0, 0.3]))
+def test_plan_invariants(grid, seed, drop, tau):
+    layout = TokenLayout(grid, 5, "first", torch.tensor([[True, True, False, True, True]]))
+    q, k, v = qkv((2, layout.seq_len, 3, 8), seed)
+    plan = Rectified(drop=drop, tau=tau, block_size=BLOCK).plan(q, k, v, layout)
+    nb = plan.p_hat.shape[-1]
+    torch.testing.assert_close(plan.p_hat.sum(-1) + plan.p_text, torch.ones_like(plan.p_text))
+    r = 1 - (plan.p_hat * plan.compensated).sum(-1)
+    assert (r >= -1e-6).all() and (r <= 1 + 1e-6).all()
+    assert plan.selected.diagonal(dim1=-2, dim2=-1).all()
+    assert (plan.selected.sum(-1) >= keep_floor(drop, nb)).all()
+    assert not (plan.selected & plan.compensated).any()
+    assert (plan.p_text > 0).all()
+
+
+def test_keep_floor():
+    assert keep_floor(0.7, 10) == 3
+    assert keep_floor(0.9, 10) == 1
+    assert keep_floor(0.75, 8) == 2
+    assert keep_floor(0.8, 3) == 1
+    assert keep_floor(0.0, 7) == 7
+
+
+def test_triton_interpreted_equals_reference():
+    layout = TokenLayout((2, 4, 5), 16, "last", torch.tensor([[True] * 10 + [False] * 6]))
+    q, k, v = qkv((1, layout.seq_len, 2, 16), 6)
+    kwargs = dict(drop=0.75, tau=0.1, block_size=BLOCK)
+    want = Rectified(**kwargs, backend="reference")(q, k, v, layout)
+    got = Rectified(**kwargs, backend="triton")(q, k, v, layout)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_half_precision_runs():
+    layout = TokenLayout((2, 4, 4), 4, "first")
+    q, k, v = (t.to(torch.bfloat16) for t in qkv((1, layout.seq_len, 2, 16), 7))
+    out = Rectified(block_size=BLOCK, backend="reference")(q, k, v, layout)
+    want = brute_force(q.float(), k.float(), v.float(), layout, drop=0.8, tau=0.3, gapr=True, rectify=True,
+                       check_margins=False)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), want, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(drop=1.0), r"drop must be a number in \[0, 1\), got 1.0"),
+        (dict(drop=-0.1), r"drop must be a number in \[0, 1\)"),
+        (dict(drop=True), "drop must be a number"),
+        (dict(tau=1.5), r"tau must be a number in \[0, 1\], got 1.5"),
+        (dict(tau=float("nan")), "tau must be a number"),
+        (dict(gapr=1), "gapr must be a bool, got 1"),
+        (dict(rectify="yes"), "rectify must be a bool"),
+        (dict(block_size=100), "block_size must be a power of two >= 16, got 100"),
+        (dict(backend="cuda"), "backend must be one of"),
+    ],
+)
+def test_construction_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Rectified(**kwargs)
+
+
+def test_token_mask_is_undefined():
+    with pytest.raises(TypeError, match="dynamic"):
+        Rectified().token_mask(TokenLayout((1, 4, 4)), batch=1, heads=1)
+
+
+# ---------------------------------------------------------------------- through accel.apply
+@dataclasses.dataclass(frozen=True, eq=False)
+class BruteForceRectified(AttentionMethod):
+    """The fp64 brute force above as an attention method (reference for pipeline runs)."""
+
+    kwargs: dict = None
+
+    def forward(self, q, k, v, layout, *, scale=None):
+        return brute_force(q, k, v, layout, check_margins=False, **self.kwargs).to(q.dtype)
+
+
+@pytest.mark.parametrize("family, per_prompt", [("wan", 1), ("wan", 2), ("hunyuan_video", 1)])
+def test_apply_tiny_pipeline(family, per_prompt):
+    """CFG is on in both tiny pipelines (two transformer calls per step); ``per_prompt=2`` makes batch 2."""
+    from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
+
+    pipe = tiny_pipeline(family)
+    pipe.set_progress_bar_config(disable=True)
+    size = {"wan": 64, "hunyuan_video": 32}[family]
+    kwargs = dict(drop=0.75, tau=0.1, gapr=True, rectify=True)
+
+    def run():
+        call = tiny_call_kwargs(family, size=size)
+        call["output_type"] = "latent"
+        if per_prompt > 1:
+            call["num_videos_per_prompt"] = per_prompt
+        return pipe(**call)[0]
+
+    stock = run()
+    assert stock.shape[0] == per_prompt
+    with accel.apply(pipe, Rectified(**kwargs, block_size=BLOCK, backend="reference"), layers=[1]):
+        sparse = run()
+    with accel.apply(pipe, BruteForceRectified(kwargs=kwargs), layers=[1]):
+        reference = run()
+    torch.testing.assert_close(sparse, reference, atol=1e-4, rtol=1e-4)
+    assert (sparse - stock).abs().max() > 1e-4, "the sparse method should change the output"
