@@ -2,6 +2,7 @@
 
 Subcommands (each forwards its remaining arguments to the module that implements it):
 
+* ``accel generate --prompt "a red circle moving left" [...]`` - render clips with the embedded model
 * ``accel bench kernels [...]`` - block-sparse kernel benchmark, writes JSON (``--help`` for options)
 * ``accel train-embedded [...]`` - retrain the embedded text-to-video model shipped with the package
 """
@@ -14,6 +15,7 @@ import sys
 
 # subcommand -> (module, function taking argv, one-line help)
 _COMMANDS = {
+    ("generate",): ("accel.generate", "main", "render clips with the embedded model (offline), MP4"),
     ("bench", "kernels"): ("accel.eval.kernel_bench", "main", "block-sparse kernel benchmark (JSON figures)"),
     ("train-embedded",): ("accel.pipelines.train_embedded", "main", "train the embedded tiny Wan model"),
 }
