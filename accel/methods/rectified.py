@@ -68,22 +68,26 @@ class RectifiedPlan(NamedTuple):
     counts: torch.Tensor
 
 
-def _block_pool(x: torch.Tensor, block: int):
+def _block_pool(x: torch.Tensor, block: int, *, deviation: bool = True):
     """Block means and block-mean absolute deviations of ``x`` ``[B, N, H, D]`` over blocks of ``block``
-    consecutive tokens: (mean ``[B, H, NB, D]``, dev ``[B, H, NB, D]``, counts ``[NB]``), float32."""
+    consecutive tokens: (mean ``[B, H, NB, D]``, dev ``[B, H, NB, D]`` or None, counts ``[NB]``), float32."""
     b, n, h, d = x.shape
     nb = -(-n // block)
     pad = nb * block - n
-    xf = x.float().permute(0, 2, 1, 3)  # [B, H, N, D]
     counts = torch.full((nb,), block, dtype=torch.int64, device=x.device)
     counts[-1] = n - (nb - 1) * block
+    xf = x.float()
     if pad:
-        xf = torch.nn.functional.pad(xf, (0, 0, 0, pad))
-    xb = xf.reshape(b, h, nb, block, d)
-    mean = xb.sum(3) / counts.to(xf.dtype)[:, None]
-    valid = (torch.arange(nb * block, device=x.device) < n).reshape(nb, block)[:, :, None]
-    dev = ((xb - mean[:, :, :, None]).abs() * valid).sum(3) / counts.to(xf.dtype)[:, None]
-    return mean, dev, counts
+        xf = torch.nn.functional.pad(xf, (0, 0, 0, 0, 0, pad))
+    xb = xf.reshape(b, nb, block, h, d)
+    denom = counts.to(torch.float32)[:, None, None]
+    mean = xb.sum(2) / denom  # [B, NB, H, D]
+    dev = None
+    if deviation:
+        valid = (torch.arange(nb * block, device=x.device) < n).reshape(nb, block)[:, :, None, None]
+        dev = ((xb - mean[:, :, None]).abs() * valid).sum(2) / denom
+        dev = dev.permute(0, 2, 1, 3)
+    return mean.permute(0, 2, 1, 3), dev, counts
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -164,7 +168,7 @@ class Rectified(AttentionMethod):
         bs = self.block_size
         q_mean, q_dev, counts = _block_pool(q[:, vs], bs)
         k_mean, k_dev, _ = _block_pool(k[:, vs], bs)
-        v_mean, _, _ = _block_pool(v[:, vs], bs)
+        v_mean, _, _ = _block_pool(v[:, vs], bs, deviation=False)
         nb = counts.shape[0]
         dots = torch.einsum("bhid,bhjd->bhij", q_mean, k_mean)  # [B, H, NB, NB]
         logw = s * dots + counts.float().log()
