@@ -170,20 +170,20 @@ class NaiveAgent(AttentionMethod):
         return naive(q, k, v, layout, scale=scale, **self.kwargs).to(q.dtype)
 
 
-@pytest.mark.parametrize("family, per_prompt", [("wan", 1), ("wan", 2), ("hunyuan_video", 1)])
+@pytest.mark.parametrize("family, per_prompt", [("wan", 1), ("wan", 2), ("hunyuan_video", 1), ("flux", 1)])
 def test_apply_tiny_pipeline(family, per_prompt):
     from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
     pipe = tiny_pipeline(family)
     pipe.set_progress_bar_config(disable=True)
-    size = {"wan": 64, "hunyuan_video": 32}[family]
+    size = {"wan": 64, "hunyuan_video": 32, "flux": 32}[family]
     kwargs = dict(agents=8, k_scale2=0.3, k_shortcut=0.075)
 
     def run():
         call = tiny_call_kwargs(family, size=size)
         call["output_type"] = "latent"
         if per_prompt > 1:
-            call["num_videos_per_prompt"] = per_prompt
+            call["num_videos_per_prompt" if family != "flux" else "num_images_per_prompt"] = per_prompt
         return pipe(**call)[0]
 
     stock = run()

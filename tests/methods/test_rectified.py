@@ -258,21 +258,21 @@ class BruteForceRectified(AttentionMethod):
         return brute_force(q, k, v, layout, check_margins=False, **self.kwargs).to(q.dtype)
 
 
-@pytest.mark.parametrize("family, per_prompt", [("wan", 1), ("wan", 2), ("hunyuan_video", 1)])
+@pytest.mark.parametrize("family, per_prompt", [("wan", 1), ("wan", 2), ("hunyuan_video", 1), ("flux", 1)])
 def test_apply_tiny_pipeline(family, per_prompt):
     """CFG is on in both tiny pipelines (two transformer calls per step); ``per_prompt=2`` makes batch 2."""
     from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
     pipe = tiny_pipeline(family)
     pipe.set_progress_bar_config(disable=True)
-    size = {"wan": 64, "hunyuan_video": 32}[family]
+    size = {"wan": 64, "hunyuan_video": 32, "flux": 32}[family]
     kwargs = dict(drop=0.75, tau=0.1, gapr=True, rectify=True)
 
     def run():
         call = tiny_call_kwargs(family, size=size)
         call["output_type"] = "latent"
         if per_prompt > 1:
-            call["num_videos_per_prompt"] = per_prompt
+            call["num_videos_per_prompt" if family != "flux" else "num_images_per_prompt"] = per_prompt
         return pipe(**call)[0]
 
     stock = run()
