@@ -24,6 +24,7 @@ per video token, ``O(N * D + NB^2 * D)``), not yet fused into the Triton kernel'
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -33,7 +34,27 @@ from accel.grid import TokenLayout
 from accel.kernels import BlockLayout, block_sparse_attention, merge_attention, validate_block_size
 from accel.methods.base import AttentionMethod, _padded_full_layout
 
-__all__ = ["Rectified", "RectifiedPlan", "keep_floor"]
+__all__ = ["Rectified", "RectifiedPlan", "keep_floor", "morton_order"]
+
+
+@functools.lru_cache(maxsize=64)
+def _morton_order_cpu(grid: tuple[int, int, int]) -> torch.Tensor:
+    t, h, w = grid
+    idx = torch.arange(t * h * w)
+    coords = (idx // (h * w), (idx // w) % h, idx % w)
+    key = torch.zeros_like(idx)
+    bits = max(max(grid) - 1, 1).bit_length()
+    for bit in range(bits):
+        for axis, c in enumerate(coords):  # bit-interleave t, y, x (t most significant at each level)
+            key |= ((c >> bit) & 1) << (3 * bit + 2 - axis)
+    return torch.argsort(key, stable=True)
+
+
+def morton_order(grid: tuple[int, int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """int64 ``[T*H*W]``: the row-major ``(t, y, x)`` indices of the video tokens in 3D Morton (Z-order)
+    space-filling-curve order -- a ``TokenLayout.permutation``. Coordinates are bit-interleaved
+    (``t`` most significant at each bit level); the grid need not be a power of two."""
+    return _morton_order_cpu(tuple(grid)).to(device)
 
 
 def keep_floor(drop: float, num_blocks: int) -> int:
@@ -124,14 +145,16 @@ class Rectified(AttentionMethod):
             matters when ``rectify`` is True.
         rectify: compensate non-selected blocks and rescale the exact part (default True).
         block_size: query and key block size, a power of two >= 16 (default 128, the paper's).
+        reorder: if True, video tokens are first reordered along a 3D Morton (Z-order) space-filling
+            curve (:func:`morton_order`) so that each block is a compact 3D region; the output is put
+            back in the caller's order. Ignored when the layout already has a ``permutation``.
+            Default False (blocks of consecutive tokens in the caller's order).
         backend: kernel backend, keyword-only (see :class:`accel.methods.base.AttentionMethod`).
 
     Raises:
         ValueError: a parameter is out of range (the message names it, its value and the range).
 
-    Not implemented yet: the 3D space-filling-curve reordering of video tokens (blocks follow
-    the sequence order, or a ``TokenLayout.permutation`` the caller supplies), keeping spatial
-    neighbour blocks, per-model presets, and the fused Triton epilogue (the rectification runs as a
+    Not implemented yet: keeping spatial neighbour blocks, per-model presets, and the fused Triton epilogue (the rectification runs as a
     PyTorch epilogue on the kernel output).
     """
 
@@ -140,6 +163,7 @@ class Rectified(AttentionMethod):
     gapr: bool = True
     rectify: bool = True
     block_size: int = 128
+    reorder: bool = False
 
     def __post_init__(self) -> None:
         d = self.drop
@@ -148,7 +172,7 @@ class Rectified(AttentionMethod):
         t = self.tau
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 <= t <= 1):
             raise ValueError(f"tau must be a number in [0, 1], got {t!r}")
-        for name in ("gapr", "rectify"):
+        for name in ("gapr", "rectify", "reorder"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         validate_block_size("block_size", self.block_size)
@@ -160,6 +184,7 @@ class Rectified(AttentionMethod):
         """The pooled attention, selection and compensation of one call (see the class docstring).
 
         Args as in :meth:`__call__` (``[B, S, H, D]`` tensors of the joint sequence and its layout).
+        Blocks are taken in the given sequence order (``reorder`` is applied by :meth:`forward`, not here).
         Cost ``O(S·D + NB·(NB + text_len)·D)`` with ``NB = ceil(T*H*W / block_size)``.
         """
         batch, _, heads, dim = q.shape
@@ -206,6 +231,26 @@ class Rectified(AttentionMethod):
     # ------------------------------------------------------------------ computation
     def forward(self, q, k, v, layout, *, scale=None):
         """Pooled selection, block-sparse attention, PyTorch rectification epilogue (see the class)."""
+        if self.reorder and layout.permutation is None and layout.num_video_tokens > 1:
+            perm = morton_order(layout.grid, q.device)
+            vs = layout.video_slice
+            gathered = []
+            for x in (q, k, v):
+                y = x.clone()
+                y[:, vs] = x[:, vs][:, perm]
+                gathered.append(y)
+            key = ("accel.rectified.morton", str(q.device))
+            curve = layout.cache.get(key)
+            if curve is None:  # shared by the layers of one transformer call
+                curve = TokenLayout(layout.grid, layout.text_len, layout.text_side, layout.text_mask, perm)
+                layout.cache[key] = curve
+            out = self._forward(*gathered, curve, scale=scale)
+            result = out.clone()
+            result[:, vs] = torch.empty_like(out[:, vs]).index_copy_(1, perm, out[:, vs])
+            return result
+        return self._forward(q, k, v, layout, scale=scale)
+
+    def _forward(self, q, k, v, layout, *, scale=None):
         batch, _, heads, _ = q.shape
         plan = self.plan(q, k, v, layout, scale=scale)
         n = layout.num_video_tokens

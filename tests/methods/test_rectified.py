@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import accel
 from accel.grid import TokenLayout
 from accel.methods.base import AttentionMethod
-from accel.methods.rectified import Rectified, keep_floor
+from accel.methods.rectified import Rectified, keep_floor, morton_order
 
 from ..patterns.method_checks import text_layouts
 
@@ -196,6 +196,40 @@ def test_plan_invariants(grid, seed, drop, tau):
     assert (plan.p_text > 0).all()
 
 
+@pytest.mark.parametrize("text", [None, "first", "last"])
+def test_reorder_round_trips(text):
+    """reorder=True == the brute force on the Morton-gathered tokens, scattered back to the caller's order."""
+    grid = (2, 4, 6)
+    layout = TokenLayout(grid) if text is None else TokenLayout(grid, 5, text, torch.tensor([[True] * 4 + [False]]))
+    q, k, v = qkv((2, layout.seq_len, 2, 8), 8)
+    perm = morton_order(grid).tolist()
+    vs = layout.video_slice
+    video_pos = list(range(vs.start, vs.stop))
+    gather = list(range(layout.seq_len))
+    for i, p in enumerate(perm):
+        gather[video_pos[i]] = video_pos[p]
+    kwargs = dict(drop=0.75, tau=0.2, gapr=True, rectify=True)
+    want_gathered = brute_force(q[:, gather], k[:, gather], v[:, gather], layout, **kwargs, check_margins=False)
+    want = torch.empty_like(want_gathered)
+    want[:, gather] = want_gathered
+    out = Rectified(**kwargs, reorder=True, block_size=BLOCK, backend="reference")(q, k, v, layout)
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+    plain = Rectified(**kwargs, block_size=BLOCK, backend="reference")(q, k, v, layout)
+    assert (plain - out).abs().max() > 1e-4  # a different blocking
+
+
+def test_morton_order_is_a_permutation_with_compact_blocks():
+    grid = (2, 8, 8)
+    perm = morton_order(grid)
+    assert sorted(perm.tolist()) == list(range(128))
+    t, y, x = perm // 64, (perm // 8) % 8, perm % 8
+    for b in range(0, 128, 16):  # every 16 consecutive curve tokens fill a 2 x 2 x 4 box
+        span = [(c[b:b + 16].max() - c[b:b + 16].min() + 1).item() for c in (t, y, x)]
+        assert span[0] * span[1] * span[2] == 16
+    odd = morton_order((3, 5, 7))
+    assert sorted(odd.tolist()) == list(range(105))
+
+
 def test_keep_floor():
     assert keep_floor(0.7, 10) == 3
     assert keep_floor(0.9, 10) == 1
@@ -233,6 +267,7 @@ def test_half_precision_runs():
         (dict(tau=float("nan")), "tau must be a number"),
         (dict(gapr=1), "gapr must be a bool, got 1"),
         (dict(rectify="yes"), "rectify must be a bool"),
+        (dict(reorder=None), "reorder must be a bool, got None"),
         (dict(block_size=100), "block_size must be a power of two >= 16, got 100"),
         (dict(backend="cuda"), "backend must be one of"),
     ],
