@@ -41,7 +41,7 @@ def agent_grid(agents, grid: tuple[int, int, int]) -> tuple[int, int, int]:
     """
     grid = tuple(grid)
     if isinstance(agents, tuple):
-        return tuple(min(a, g) for a, g in zip(agents, grid))
+        return tuple(min(a, g) for a, g in zip(agents, grid, strict=True))
     best_key, best = None, None
     for at in range(1, grid[0] + 1):
         for ah in range(1, grid[1] + 1):
@@ -49,7 +49,7 @@ def agent_grid(agents, grid: tuple[int, int, int]) -> tuple[int, int, int]:
             # only the two a_w values around the exact quotient can be closest in product
             for aw in {max(1, min(grid[2], math.floor(rest))), max(1, min(grid[2], math.ceil(rest)))}:
                 a = (at, ah, aw)
-                logs = [math.log(g / x) for g, x in zip(grid, a) if g > 1]
+                logs = [math.log(g / x) for g, x in zip(grid, a, strict=True) if g > 1]
                 spread = max(logs) - min(logs) if logs else 0.0
                 key = (round(abs(math.log(at * ah * aw / agents)), 12), round(spread, 12), a)
                 if best_key is None or key < best_key:

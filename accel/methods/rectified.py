@@ -154,8 +154,8 @@ class Rectified(AttentionMethod):
     Raises:
         ValueError: a parameter is out of range (the message names it, its value and the range).
 
-    Not implemented yet: keeping spatial neighbour blocks, per-model presets, and the fused Triton epilogue (the rectification runs as a
-    PyTorch epilogue on the kernel output).
+    Not implemented yet: keeping spatial neighbour blocks, per-model presets, and the fused Triton
+    epilogue (the rectification runs as a PyTorch epilogue on the kernel output).
     """
 
     drop: float = 0.8

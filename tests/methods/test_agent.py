@@ -134,7 +134,7 @@ def test_agent_grid():
     assert agent_grid((3, 9, 2), (2, 4, 5)) == (2, 4, 2)
     for n, grid in [(12, (3, 4, 4)), (16, (1, 8, 8)), (30, (5, 6, 7))]:
         a = agent_grid(n, grid)
-        assert a[0] * a[1] * a[2] == n and all(x <= g for x, g in zip(a, grid))
+        assert a[0] * a[1] * a[2] == n and all(x <= g for x, g in zip(a, grid, strict=True))
 
 
 def test_triton_interpreted_equals_reference():
