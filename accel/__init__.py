@@ -26,6 +26,8 @@ _EXPORTS = {
     "Radial": "accel.methods.radial",
     "ClearLocal": "accel.methods.clear_local",
     "Neighborhood": "accel.methods.neighborhood",
+    "Rectified": "accel.methods.rectified",
+    "Agent": "accel.methods.agent",
 }
 
 __all__ = sorted([*_EXPORTS, "kernels", "__version__"])
