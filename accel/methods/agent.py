@@ -135,7 +135,7 @@ class Agent(AttentionMethod):
         )
         v_agents = block_sparse_attention(agents, k, v, keys, scale=s, backend=self.backend)
         n = layout.num_video_tokens
-        vs, ts = layout.video_slice, layout.text_slice
+        vs = layout.video_slice
         bcast = self._cached(
             layout, ("agent_broadcast", n_agents), batch, heads, q.device,
             lambda: BlockLayout.full(n, n_agents, q_block=shape[0], kv_block=shape[1], device=q.device),
@@ -144,16 +144,7 @@ class Agent(AttentionMethod):
                                          backend=self.backend)
         if self.k_shortcut:
             o_video = (o_video.float() + self.k_shortcut * v[:, vs].float()).to(q.dtype)
-        if not layout.text_len:
-            return o_video
-        text_queries = self._cached(
-            layout, ("text_queries",), batch, heads, q.device,
-            lambda: _padded_full_layout(layout.text_len, layout.seq_len, layout.key_padding_mask(), batch, q.device,
-                                        shape),
-        )
-        o_text = block_sparse_attention(q[:, ts], k, v, text_queries, scale=s, backend=self.backend)
-        parts = (o_text, o_video) if layout.text_side == "first" else (o_video, o_text)
-        return torch.cat(parts, dim=1)
+        return self._with_dense_text_queries(o_video, q, k, v, layout, scale=s)
 
     def video_token_mask(self, layout, *, batch, heads, device="cpu"):
         """Not defined: agent attention is not a masked softmax over token pairs."""

@@ -156,12 +156,21 @@ class AttentionMethod:
         o_vt, l_vt = block_sparse_attention(q[:, vs], k[:, ts], v[:, ts], text_keys, scale=scale,
                                             backend=self.backend, return_lse=True)
         o_video, _ = merge_attention([(o_vv, l_vv), (o_vt, l_vt)])
+        return self._with_dense_text_queries(o_video, q, k, v, layout, scale=scale)
+
+    def _with_dense_text_queries(self, o_video, q, k, v, layout: TokenLayout, *, scale: float | None):
+        """The whole output: ``o_video`` (video queries) joined, on the layout's text side, with the text
+        queries' attention over every valid key (the default text rule). Returns ``o_video`` when there
+        is no text."""
+        if not layout.text_len:
+            return o_video
+        batch, heads = q.shape[0], q.shape[2]
         text_queries = self._cached(
             layout, ("text_queries",), batch, heads, q.device,
             lambda: _padded_full_layout(layout.text_len, layout.seq_len, layout.key_padding_mask(), batch, q.device,
                                         self.block_shape()),
         )
-        o_text = block_sparse_attention(q[:, ts], k, v, text_queries, scale=scale, backend=self.backend)
+        o_text = block_sparse_attention(q[:, layout.text_slice], k, v, text_queries, scale=scale, backend=self.backend)
         parts = (o_text, o_video) if layout.text_side == "first" else (o_video, o_text)
         return torch.cat(parts, dim=1)
 

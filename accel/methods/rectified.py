@@ -272,16 +272,7 @@ class Rectified(AttentionMethod):
             o_video = block_sparse_attention(q, k, v, video, scale=scale, backend=self.backend)
         if self.rectify:
             o_video = self._rectify(o_video, plan)
-        if not layout.text_len:
-            return o_video
-        text_queries = self._cached(
-            layout, ("text_queries",), batch, heads, q.device,
-            lambda: _padded_full_layout(layout.text_len, layout.seq_len, layout.key_padding_mask(), batch, q.device,
-                                        self.block_shape()),
-        )
-        o_text = block_sparse_attention(q[:, ts], k, v, text_queries, scale=scale, backend=self.backend)
-        parts = (o_text, o_video) if layout.text_side == "first" else (o_video, o_text)
-        return torch.cat(parts, dim=1)
+        return self._with_dense_text_queries(o_video, q, k, v, layout, scale=scale)
 
     def _rectify(self, o_video: torch.Tensor, plan: RectifiedPlan) -> torch.Tensor:
         """``R_i·O_sparse + Σ_{j compensated} P̂_ij·v̄_j`` per video token (PyTorch epilogue, float32)."""
