@@ -267,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-steps", type=int, default=1450, help="VAE training steps (default 1450)")
     p.add_argument("--vae-batch", type=int, default=1, help="VAE batch size in 17x64x64 crops (default 1)")
     p.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
-    p.add_argument("--clips", type=int, default=800, help="number of training clips to encode (default 800)")
-    p.add_argument("--steps", type=int, default=1400, help="transformer training steps (default 1400)")
+    p.add_argument("--clips", type=int, default=700, help="number of training clips to encode (default 700)")
+    p.add_argument("--steps", type=int, default=1500, help="transformer training steps (default 1500)")
     p.add_argument("--batch", type=int, default=4, help="transformer batch size (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="transformer peak learning rate (default 1e-3)")
     p.add_argument("--shift", type=float, default=emb.SCHEDULER_CONFIG["flow_shift"],
