@@ -24,11 +24,12 @@ import argparse
 import dataclasses
 import json
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .embedded_data import COLOURS, DIRECTIONS, caption_for, held_out_specs, parse_caption
+from .embedded_data import COLOURS, caption_for, held_out_specs, parse_caption
 
 __all__ = [
     "AdherenceResult",
@@ -299,7 +300,7 @@ def evaluate_pipeline(
         chunk = prompts[start:start + batch_size]
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
         out = pipe(prompt=chunk, generator=generators, output_type="np", **call_kwargs)
-        for prompt, clip in zip(chunk, out.frames):
+        for prompt, clip in zip(chunk, out.frames, strict=True):
             results.append(check_adherence(clip, prompt))
     summary = summarize(results)
     summary["seconds"] = round(time.time() - t0, 1)

@@ -127,8 +127,8 @@ def build_tokenizer():
     Known words (colours, shapes, directions, backgrounds and a few function words) are single tokens;
     any other word falls back to characters. ``pad`` = 0, ``</s>`` = 1, ``<unk>`` = 2.
     """
-    from transformers import T5TokenizerFast
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import T5TokenizerFast
 
     from .embedded_data import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
 

@@ -206,7 +206,7 @@ def sample_spec(
                 break
     else:
         for name, value, allowed in zip(("colour", "shape", "direction", "background"), combo,
-                                        (COLOURS, SHAPES, DIRECTIONS, BACKGROUNDS)):
+                                        (COLOURS, SHAPES, DIRECTIONS, BACKGROUNDS), strict=True):
             _check_word(name, value, allowed)
     colour, shape, direction, background = combo
     size = min(height, width)

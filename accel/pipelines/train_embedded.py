@@ -162,7 +162,7 @@ def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -
                                    max_sequence_length=emb.MAX_SEQUENCE_LENGTH)
         lengths = pipe.tokenizer(batch, padding="max_length", max_length=emb.MAX_SEQUENCE_LENGTH, truncation=True,
                                  add_special_tokens=True, return_attention_mask=True).attention_mask
-        for text, e, m in zip(batch, pe, lengths):
+        for text, e, m in zip(batch, pe, lengths, strict=True):
             embeds[text] = e[: int(sum(m))].clone()
     _save_atomic({"latents": latents, "captions": captions, "mean": mean, "std": std, "embeds": embeds},
                  work / "dataset.pt")

@@ -57,7 +57,7 @@ def test_generated_clips_are_valid_and_checkable(pipe):
     assert frames.shape == (len(_PROMPTS), kwargs["num_frames"], kwargs["height"], kwargs["width"], 3)
     assert np.isfinite(frames).all() and frames.min() >= 0.0 and frames.max() <= 1.0
     assert frames.std() > 0.01  # not a blank clip
-    results = [check_adherence(clip, prompt) for clip, prompt in zip(frames, _PROMPTS)]
+    results = [check_adherence(clip, prompt) for clip, prompt in zip(frames, _PROMPTS, strict=True)]
     for r in results:
         print(f"{r.prompt!r}: saw {r.analysis.colour} moving {r.analysis.direction}")
     assert all(r.expected_colour is not None and r.expected_direction is not None for r in results)
