@@ -118,6 +118,21 @@ def _wan_transformer(num_layers: int, *, in_channels: int = 16, image_dim: int |
     )
 
 
+def _wan_components(seed, num_layers: int, **transformer_kwargs):
+    """(vae, text encoder, transformer) of the tiny Wan pipelines, each from its own seed offset."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    seed = _check_seed(seed)
+    _check_count("num_layers", num_layers, 1)
+    with _seeded(seed):
+        vae = _wan_vae()
+    with _seeded(seed + 1):
+        text_encoder = UMT5EncoderModel(_t5_config(UMT5Config))
+    with _seeded(seed + 2):
+        transformer = _wan_transformer(num_layers, **transformer_kwargs)
+    return vae, text_encoder, transformer
+
+
 def tiny_wan_pipeline(seed: int = 0, *, num_layers: int = 2):
     """A ``WanPipeline`` (text-to-video) with tiny random weights.
 
@@ -132,16 +147,7 @@ def tiny_wan_pipeline(seed: int = 0, *, num_layers: int = 2):
     ``FlowMatchEulerDiscreteScheduler(shift=7.0)``.
     """
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    seed = _check_seed(seed)
-    _check_count("num_layers", num_layers, 1)
-    with _seeded(seed):
-        vae = _wan_vae()
-    with _seeded(seed + 1):
-        text_encoder = UMT5EncoderModel(_t5_config(UMT5Config))
-    with _seeded(seed + 2):
-        transformer = _wan_transformer(num_layers)
+    vae, text_encoder, transformer = _wan_components(seed, num_layers)
     return WanPipeline(tokenizer=_t5_tokenizer(), text_encoder=text_encoder.eval(), vae=vae.eval(),
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), transformer=transformer.eval())
 
@@ -158,16 +164,9 @@ def tiny_wan_i2v_pipeline(seed: int = 0, *, num_layers: int = 2):
         num_layers: transformer blocks, an int >= 1 (default 2).
     """
     from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    seed = _check_seed(seed)
-    _check_count("num_layers", num_layers, 1)
-    with _seeded(seed):
-        vae = _wan_vae()
-    with _seeded(seed + 1):
-        text_encoder = UMT5EncoderModel(_t5_config(UMT5Config))
-    with _seeded(seed + 2):
-        transformer = _wan_transformer(num_layers, in_channels=36, image_dim=4)
+    vae, text_encoder, transformer = _wan_components(seed, num_layers, in_channels=36, image_dim=4)
     with _seeded(seed + 3):
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,

@@ -44,3 +44,23 @@ class MaskedDenseReference(AttentionMethod):
             scale=scale,
         )
         return out.transpose(1, 2).to(q.dtype)
+
+
+def tiny_latent_runner(family: str, per_prompt: int):
+    """``(pipe, run)`` for pipeline tests of a method: ``pipe`` is the tiny pipeline of ``family``
+    (progress bar off) and ``run()`` calls it with the tiny call arguments at a fixed size, latent output
+    and ``per_prompt`` samples per prompt, returning the latents."""
+    from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
+
+    pipe = tiny_pipeline(family)
+    pipe.set_progress_bar_config(disable=True)
+    size = {"wan": 64, "hunyuan_video": 32, "flux": 32}[family]
+
+    def run():
+        call = tiny_call_kwargs(family, size=size)
+        call["output_type"] = "latent"
+        if per_prompt > 1:
+            call["num_videos_per_prompt" if family != "flux" else "num_images_per_prompt"] = per_prompt
+        return pipe(**call)[0]
+
+    return pipe, run

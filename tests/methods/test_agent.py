@@ -17,6 +17,7 @@ from accel.methods.agent import Agent, agent_grid
 from accel.methods.base import AttentionMethod
 
 from ..patterns.method_checks import text_layouts
+from .helpers import tiny_latent_runner
 
 BLOCK = 16
 
@@ -172,19 +173,8 @@ class NaiveAgent(AttentionMethod):
 
 @pytest.mark.parametrize("family, per_prompt", [("wan", 1), ("wan", 2), ("hunyuan_video", 1), ("flux", 1)])
 def test_apply_tiny_pipeline(family, per_prompt):
-    from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
-
-    pipe = tiny_pipeline(family)
-    pipe.set_progress_bar_config(disable=True)
-    size = {"wan": 64, "hunyuan_video": 32, "flux": 32}[family]
+    pipe, run = tiny_latent_runner(family, per_prompt)
     kwargs = dict(agents=8, k_scale2=0.3, k_shortcut=0.075)
-
-    def run():
-        call = tiny_call_kwargs(family, size=size)
-        call["output_type"] = "latent"
-        if per_prompt > 1:
-            call["num_videos_per_prompt" if family != "flux" else "num_images_per_prompt"] = per_prompt
-        return pipe(**call)[0]
 
     stock = run()
     assert stock.shape[0] == per_prompt

@@ -18,6 +18,7 @@ from accel.methods.base import AttentionMethod
 from accel.methods.rectified import Rectified, keep_floor, morton_order
 
 from ..patterns.method_checks import text_layouts
+from .helpers import tiny_latent_runner
 
 BLOCK = 16
 MARGIN = 1e-5  # brute-force decisions this close to a threshold are ambiguous in float32: skipped
@@ -296,19 +297,8 @@ class BruteForceRectified(AttentionMethod):
 @pytest.mark.parametrize("family, per_prompt", [("wan", 1), ("wan", 2), ("hunyuan_video", 1), ("flux", 1)])
 def test_apply_tiny_pipeline(family, per_prompt):
     """CFG is on in both tiny pipelines (two transformer calls per step); ``per_prompt=2`` makes batch 2."""
-    from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
-
-    pipe = tiny_pipeline(family)
-    pipe.set_progress_bar_config(disable=True)
-    size = {"wan": 64, "hunyuan_video": 32, "flux": 32}[family]
+    pipe, run = tiny_latent_runner(family, per_prompt)
     kwargs = dict(drop=0.75, tau=0.1, gapr=True, rectify=True)
-
-    def run():
-        call = tiny_call_kwargs(family, size=size)
-        call["output_type"] = "latent"
-        if per_prompt > 1:
-            call["num_videos_per_prompt" if family != "flux" else "num_images_per_prompt"] = per_prompt
-        return pipe(**call)[0]
 
     stock = run()
     assert stock.shape[0] == per_prompt
