@@ -17,5 +17,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q "torch==2.13.0"
   fi
 fi
-.venv/bin/pip install -q -c constraints.txt -e ".[dev]"
+.venv/bin/pip install -q -c constraints.txt -e ".[dev,eval,demo]"
 .venv/bin/python -c "import torch, accel; print(f'accel {accel.__version__} ready: torch {torch.__version__}')"
