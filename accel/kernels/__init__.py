@@ -1,7 +1,14 @@
 """Block-sparse attention: the layout type, the Triton kernel, the FlexAttention and reference
 backends, and the LSE merge. Importable with torch (and triton) alone, without diffusers."""
 
-from .attention import AUTO_FLEX_MIN_PAIRS, BACKENDS, MAX_HEAD_DIM, block_sparse_attention, resolve_backend
+from .attention import (
+    AUTO_FLEX_MIN_PAIRS,
+    BACKENDS,
+    MAX_HEAD_DIM,
+    apply_block_affine,
+    block_sparse_attention,
+    resolve_backend,
+)
 from .block_layout import BlockLayout, validate_block_size
 from .flex import to_flex_block_mask
 from .merge import merge_attention
@@ -11,6 +18,7 @@ __all__ = [
     "BACKENDS",
     "MAX_HEAD_DIM",
     "BlockLayout",
+    "apply_block_affine",
     "block_sparse_attention",
     "merge_attention",
     "resolve_backend",

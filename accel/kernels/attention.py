@@ -8,10 +8,11 @@ import torch
 
 from .block_layout import BlockLayout
 from .flex import flex_block_sparse_attention
+from .merge import merge_attention
 from .reference import reference_attention
 from .triton_fwd import HAVE_TRITON, INTERPRET, triton_block_sparse_attention
 
-__all__ = ["block_sparse_attention", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS"]
+__all__ = ["block_sparse_attention", "apply_block_affine", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS"]
 
 BACKENDS = ("auto", "triton", "flex", "reference")
 MAX_HEAD_DIM = 256
@@ -78,6 +79,53 @@ def _check_inputs(q, k, v, layout) -> None:
         raise ValueError(f"layout batch/heads ({lb}, {lh}) must be 1 or equal to the inputs' ({bsz}, {heads})")
 
 
+def _check_prior(prior, q) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(prior, (tuple, list)) and len(prior) == 2 and all(isinstance(t, torch.Tensor) for t in prior)):
+        raise TypeError("prior must be a pair (out [B, Sq, H, D], lse [B, Sq, H]) of tensors or None")
+    out, lse = prior
+    if out.shape != q.shape or lse.shape != q.shape[:3]:
+        raise ValueError(
+            f"prior shapes out={tuple(out.shape)}, lse={tuple(lse.shape)} must be [B, Sq, H, D] = {tuple(q.shape)} "
+            f"and [B, Sq, H] = {tuple(q.shape[:3])}"
+        )
+    if out.device != q.device or lse.device != q.device:
+        raise ValueError(f"prior must be on q's device {q.device}, got out on {out.device}, lse on {lse.device}")
+    if not out.is_floating_point():
+        raise ValueError(f"prior out must be a floating-point tensor, got {out.dtype}")
+    return out, lse.float()
+
+
+def _check_affine(affine, q, layout) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(affine, (tuple, list)) and len(affine) == 2 and all(isinstance(t, torch.Tensor) for t in affine)):
+        raise TypeError("affine must be a pair (scale [B|1, H|1, NQB], shift [B|1, H|1, NQB, D]) of tensors or None")
+    a_scale, a_shift = affine
+    bsz, q_len, heads, d = q.shape
+    nqb = -(-q_len // layout.q_block)
+    ok = (a_scale.dim() == 3 and a_shift.dim() == 4 and a_scale.shape[0] in (1, bsz) and a_scale.shape[1] in (1, heads)
+          and a_scale.shape[2] == nqb and a_shift.shape[:3] == a_scale.shape and a_shift.shape[3] == d)
+    if not ok:
+        raise ValueError(
+            f"affine shapes scale={tuple(a_scale.shape)}, shift={tuple(a_shift.shape)} must be [B|1, H|1, NQB] and "
+            f"[B|1, H|1, NQB, D] with B={bsz}, H={heads}, NQB={nqb} query blocks of {layout.q_block}, D={d}"
+        )
+    if a_scale.device != q.device or a_shift.device != q.device:
+        raise ValueError(f"affine must be on q's device {q.device}, got {a_scale.device} and {a_shift.device}")
+    return a_scale.float(), a_shift.float()
+
+
+def apply_block_affine(out: torch.Tensor, affine, q_block: int) -> torch.Tensor:
+    """``scale[b, h, i // q_block] · out[b, i, h] + shift[b, h, i // q_block]`` for every query row ``i``.
+
+    The PyTorch definition of :func:`block_sparse_attention`'s ``affine`` epilogue (float32 math, result
+    in ``out``'s dtype); the Triton backend computes the same in its kernel epilogue.
+    """
+    a_scale, a_shift = affine
+    rows = torch.arange(out.shape[1], device=out.device) // q_block
+    s = a_scale.float()[:, :, rows].permute(0, 2, 1)[..., None]  # [B|1, Sq, H|1, 1]
+    t = a_shift.float()[:, :, rows].permute(0, 2, 1, 3)  # [B|1, Sq, H|1, D]
+    return (s * out.float() + t).to(out.dtype)
+
+
 def block_sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -87,6 +135,8 @@ def block_sparse_attention(
     scale: float | None = None,
     backend: str = "auto",
     return_lse: bool = False,
+    prior: tuple[torch.Tensor, torch.Tensor] | None = None,
+    affine: tuple[torch.Tensor, torch.Tensor] | None = None,
 ):
     """Softmax attention of each query over the keys its :class:`BlockLayout` allows.
 
@@ -107,6 +157,17 @@ def block_sparse_attention(
             (compiled FlexAttention with the same layout), ``"reference"`` (dense masked attention;
             tests and tiny sizes), or ``"auto"`` (see :func:`resolve_backend`).
         return_lse: also return the natural-log log-sum-exp of the scaled scores of each query row.
+        prior: optional ``(out_p [B, Sq, H, D], lse_p [B, Sq, H])``: the attention of the same queries
+            over another, *disjoint* key set (e.g. the text keys) and its LSE. The result is then the
+            attention over the union of both key sets (as :func:`accel.kernels.merge_attention` would
+            give), and the returned LSE is the union's. Fused into the Triton kernel; other backends
+            merge afterwards.
+        affine: optional ``(scale [B|1, H|1, NQB], shift [B|1, H|1, NQB, D])`` with ``NQB =
+            ceil(Sq / layout.q_block)``: the output row ``i`` becomes ``scale[b, h, i // q_block] · o +
+            shift[b, h, i // q_block]`` (float32 math; after the ``prior`` merge; the LSE is not
+            changed). Rows with no key at all get ``shift``. Fused into the Triton kernel's epilogue
+            (Rectified sparse attention's rectification); other backends apply
+            :func:`apply_block_affine` afterwards.
 
     Returns:
         ``out`` ``[B, Sq, H, D]`` in q's dtype, or ``(out, lse)`` with ``lse`` float32 ``[B, Sq, H]``
@@ -118,12 +179,15 @@ def block_sparse_attention(
             names the parameter and what is allowed).
     """
     _check_inputs(q, k, v, layout)
+    prior = None if prior is None else _check_prior(prior, q)
+    affine = None if affine is None else _check_affine(affine, q, layout)
     d = q.shape[3]
     if scale is None:
         scale = 1.0 / math.sqrt(d)
     elif not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
-    dense_layout = backend == "auto" and q.device.type == "cpu" and not return_lse and layout.is_dense
+    need_lse = return_lse or prior is not None
+    dense_layout = backend == "auto" and q.device.type == "cpu" and not need_lse and layout.is_dense
     chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout)
     if chosen == "triton":
         if q.device.type != "cuda" and not INTERPRET:
@@ -131,8 +195,15 @@ def block_sparse_attention(
                 f"backend='triton' needs CUDA tensors, got device {q.device}; on CPU use backend='flex' or "
                 "'reference' (or set TRITON_INTERPRET=1 before importing accel, for tests)"
             )
-        out, lse = triton_block_sparse_attention(q, k, v, layout, scale)
+        out, lse = triton_block_sparse_attention(q, k, v, layout, scale, prior=prior, affine=affine)
         return (out, lse) if return_lse else out
     if chosen == "flex":
-        return flex_block_sparse_attention(q, k, v, layout, scale, return_lse)
-    return reference_attention(q, k, v, layout, scale, return_lse)
+        result = flex_block_sparse_attention(q, k, v, layout, scale, need_lse)
+    else:
+        result = reference_attention(q, k, v, layout, scale, need_lse)
+    out, lse = result if need_lse else (result, None)
+    if prior is not None:
+        out, lse = merge_attention([(out, lse), (prior[0].to(out.dtype), prior[1])])
+    if affine is not None:
+        out = apply_block_affine(out, affine, layout.q_block)
+    return (out, lse) if return_lse else out

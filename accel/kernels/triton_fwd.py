@@ -6,6 +6,15 @@ instead of a dense loop: a program owns ``BLOCK_M`` queries of one (batch, head)
 key blocks with no per-token test, then its *partial* key blocks with the tile predicate, and writes
 the normalised output and the natural-log LSE. Rows that see no key get output 0 and LSE -inf.
 
+Two optional fusions (constexpr switches, no cost when off):
+
+* *prior*: the online softmax starts from a previous partial result ``(out, lse)`` over a disjoint key
+  set (state ``m = lse·log2(e)``, ``l = 1``, ``acc = out``), so the kernel returns the attention over
+  the union without a separate LSE merge pass;
+* *block affine*: the epilogue writes ``scale[qb] · out + shift[qb]`` with one scalar and one
+  ``D``-vector per (batch, head, query block) — the rectification step of Rectified sparse attention.
+  The returned LSE is that of the softmax (before the affine step).
+
 Tensors are read in diffusers' ``[B, S, H, D]`` layout through their strides. Head dims that are not
 a power of two are handled by masking the ``D`` axis up to the next power of two (>= 16), so no
 padded copies are made. Offsets are int64.
@@ -87,6 +96,7 @@ if HAVE_TRITON:
     def _bsa_fwd_kernel(
         Q, K, V, O, LSE,  # noqa: E741
         FULL_IDX, FULL_CNT, PART_IDX, PART_CNT, PART_TILE, TILES,
+        PRIOR_O, PRIOR_LSE, AFF_SCALE, AFF_SHIFT,
         stride_qb, stride_qs, stride_qh, stride_qd,
         stride_kb, stride_ks, stride_kh, stride_kd,
         stride_vb, stride_vs, stride_vh, stride_vd,
@@ -96,12 +106,17 @@ if HAVE_TRITON:
         stride_fcb, stride_fch, stride_fcq,
         stride_pib, stride_pih, stride_piq, stride_pic,
         stride_pcb, stride_pch, stride_pcq,
+        stride_pob, stride_pos, stride_poh, stride_pod,
+        stride_plb, stride_pls, stride_plh,
+        stride_asb, stride_ash, stride_asq,
+        stride_afb, stride_afh, stride_afq, stride_afd,
         num_heads, q_len, kv_len, qk_scale,
         tune_seq_bucket,
         HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         Q_BLOCK: tl.constexpr, KV_BLOCK: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        HAS_PRIOR: tl.constexpr, HAS_AFFINE: tl.constexpr,
     ):
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1).to(tl.int64)
@@ -123,9 +138,21 @@ if HAVE_TRITON:
             q = q.to(tl.float32)
         k_base = K + b * stride_kb + h * stride_kh
         v_base = V + b * stride_vb + h * stride_vh
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        if HAS_PRIOR:
+            # a softmax state whose max is the prior's LSE (log2 units): l = 1, acc = the prior output
+            prior_lse = tl.load(PRIOR_LSE + b * stride_plb + h * stride_plh + offs_m * stride_pls,
+                                mask=m_ok, other=float("-inf"))
+            seen = prior_lse != float("-inf")
+            m_i = tl.where(seen, prior_lse * 1.4426950408889634, float("-inf"))
+            l_i = tl.where(seen, 1.0, 0.0)
+            acc = tl.load(
+                PRIOR_O + b * stride_pob + h * stride_poh + offs_m[:, None] * stride_pos + offs_d[None, :] * stride_pod,
+                mask=m_ok[:, None] & d_mask[None, :], other=0.0,
+            ).to(tl.float32) * l_i[:, None]
+        else:
+            m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+            l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+            acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
         full_row = FULL_IDX + b * stride_fib + h * stride_fih + qb * stride_fiq
         n_full = tl.load(FULL_CNT + b * stride_fcb + h * stride_fch + qb * stride_fcq)
@@ -154,6 +181,11 @@ if HAVE_TRITON:
 
         empty = l_i == 0.0
         out = acc / tl.where(empty, 1.0, l_i)[:, None]
+        if HAS_AFFINE:
+            a_scale = tl.load(AFF_SCALE + b * stride_asb + h * stride_ash + qb * stride_asq)
+            a_shift = tl.load(AFF_SHIFT + b * stride_afb + h * stride_afh + qb * stride_afq + offs_d * stride_afd,
+                              mask=d_mask, other=0.0)
+            out = out * a_scale + a_shift[None, :]
         tl.store(
             O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :] * stride_od,
             out.to(O.dtype.element_ty),
@@ -190,7 +222,8 @@ if HAVE_TRITON:
     )(_bsa_fwd_kernel)
 
 
-def _launch(q, k, v, full_idx, full_cnt, part_idx, part_cnt, part_tile, tiles, scale, q_block, kv_block):
+def _launch(q, k, v, full_idx, full_cnt, part_idx, part_cnt, part_tile, tiles, scale, q_block, kv_block,
+            prior_out=None, prior_lse=None, affine_scale=None, affine_shift=None):
     bsz, q_len, heads, d = q.shape
     kv_len = k.shape[1]
     out = torch.empty((bsz, q_len, heads, d), dtype=q.dtype, device=q.device)
@@ -208,14 +241,22 @@ def _launch(q, k, v, full_idx, full_cnt, part_idx, part_cnt, part_tile, tiles, s
     block_d = kernel_head_dim(d)
     upcast = INTERPRET or q.device.type != "cuda"
     precision = "ieee" if (q.dtype == torch.float32 or upcast) else "tf32"
+    has_prior = prior_out is not None
+    has_affine = affine_scale is not None
     common = dict(
         HEAD_DIM=d, BLOCK_D=block_d, Q_BLOCK=q_block, KV_BLOCK=kv_block,
-        UPCAST=upcast, DOT_PRECISION=precision,
+        UPCAST=upcast, DOT_PRECISION=precision, HAS_PRIOR=has_prior, HAS_AFFINE=has_affine,
     )
+    # absent optional inputs: any valid pointer (never read) and zero strides
+    po, pl = (prior_out, prior_lse) if has_prior else (q, lse)
+    a_s = affine_scale.expand(bsz, heads, nq) if has_affine else lse
+    a_f = affine_shift.expand(bsz, heads, nq, d) if has_affine else q
     args = (
-        q, k, v, out, lse, fi, fc, pi, pc, pt, tiles_u8,
+        q, k, v, out, lse, fi, fc, pi, pc, pt, tiles_u8, po, pl, a_s, a_f,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
         *fi.stride(), *fc.stride(), *pi.stride(), *pc.stride(),
+        *(po.stride() if has_prior else (0, 0, 0, 0)), *(pl.stride() if has_prior else (0, 0, 0)),
+        *(a_s.stride() if has_affine else (0, 0, 0)), *(a_f.stride() if has_affine else (0, 0, 0, 0)),
         heads, q_len, kv_len, scale * _LOG2E,
         int(math.log2(max(q_len, 1))),
     )
@@ -244,21 +285,29 @@ def _block_sparse_attn_op(
     scale: float,
     q_block: int,
     kv_block: int,
+    prior_out: torch.Tensor | None = None,
+    prior_lse: torch.Tensor | None = None,
+    affine_scale: torch.Tensor | None = None,
+    affine_shift: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return _launch(q, k, v, full_idx, full_cnt, part_idx, part_cnt, part_tile, tiles, scale, q_block, kv_block)
+    return _launch(q, k, v, full_idx, full_cnt, part_idx, part_cnt, part_tile, tiles, scale, q_block, kv_block,
+                   prior_out, prior_lse, affine_scale, affine_shift)
 
 
 @_block_sparse_attn_op.register_fake
-def _(q, k, v, full_idx, full_cnt, part_idx, part_cnt, part_tile, tiles, scale, q_block, kv_block):
+def _(q, k, v, full_idx, full_cnt, part_idx, part_cnt, part_tile, tiles, scale, q_block, kv_block,
+      prior_out=None, prior_lse=None, affine_scale=None, affine_shift=None):
     bsz, q_len, heads, d = q.shape
     out = q.new_empty((bsz, q_len, heads, d))
     lse = q.new_empty((bsz, q_len, heads), dtype=torch.float32)
     return out, lse
 
 
-def triton_block_sparse_attention(q, k, v, layout, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def triton_block_sparse_attention(q, k, v, layout, scale: float, prior=None, affine=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the Triton kernel (inputs already validated by :func:`block_sparse_attention`).
 
+    ``prior``: optional ``(out, lse)`` over a disjoint key set, merged in the kernel; ``affine``: optional
+    ``(scale [B|1, H|1, NQB] float32, shift [B|1, H|1, NQB, D] float32)`` applied in the epilogue.
     Returns ``(out [B, Sq, H, D] in q's dtype, lse [B, Sq, H] float32)``.
     """
     if not HAVE_TRITON:
@@ -272,4 +321,6 @@ def triton_block_sparse_attention(q, k, v, layout, scale: float) -> tuple[torch.
         q, k, v,
         layout.full_idx, layout.full_cnt, layout.part_idx, layout.part_cnt, layout.part_tile, layout.tiles,
         float(scale), layout.q_block, layout.kv_block,
+        *(prior if prior is not None else (None, None)),
+        *(affine if affine is not None else (None, None)),
     )

@@ -17,8 +17,10 @@ Per call and per (batch, head) the method
 4. *rectifies* the output: the non-selected blocks that pass the gain-aware pooling test (GAPR) are
    added back from their pooled estimate, and the exact part is scaled down by the mass they take.
 
-Implementation status: step 4 is a PyTorch epilogue over the kernel output (one scale and one add
-per video token, ``O(N * D + NB^2 * D)``), not yet fused into the Triton kernel's epilogue.
+Step 4 is fused into the kernel: the per-block scale ``R_i`` and compensation vector (``O(NB^2·D)`` to
+form) are the ``affine`` epilogue of :func:`accel.kernels.block_sparse_attention`, and the text keys'
+partial result enters the same kernel call as its ``prior`` -- no pass over the full output in PyTorch
+on the Triton backend (the flex and reference backends apply the same two steps after their call).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import NamedTuple
 import torch
 
 from accel.grid import TokenLayout
-from accel.kernels import BlockLayout, block_sparse_attention, merge_attention, validate_block_size
+from accel.kernels import BlockLayout, block_sparse_attention, validate_block_size
 from accel.methods.base import AttentionMethod, _padded_full_layout
 
 __all__ = ["Rectified", "RectifiedPlan", "keep_floor", "morton_order"]
@@ -154,8 +156,7 @@ class Rectified(AttentionMethod):
     Raises:
         ValueError: a parameter is out of range (the message names it, its value and the range).
 
-    Not implemented yet: keeping spatial neighbour blocks, per-model presets, and the fused Triton
-    epilogue (the rectification runs as a PyTorch epilogue on the kernel output).
+    Not implemented yet: keeping spatial neighbour blocks, per-model presets.
     """
 
     drop: float = 0.8
@@ -230,7 +231,7 @@ class Rectified(AttentionMethod):
 
     # ------------------------------------------------------------------ computation
     def forward(self, q, k, v, layout, *, scale=None):
-        """Pooled selection, block-sparse attention, PyTorch rectification epilogue (see the class)."""
+        """Pooled selection, then block-sparse attention with the rectification fused in (see the class)."""
         if self.reorder and layout.permutation is None and layout.num_video_tokens > 1:
             perm = morton_order(layout.grid, q.device)
             vs = layout.video_slice
@@ -263,27 +264,22 @@ class Rectified(AttentionMethod):
                 lambda: _padded_full_layout(n, layout.text_len, layout.text_mask, batch, q.device,
                                             self.block_shape(), allow_empty_rows=True),
             )
-            o_vv, l_vv = block_sparse_attention(q[:, vs], k[:, vs], v[:, vs], video, scale=scale,
-                                                backend=self.backend, return_lse=True)
-            o_vt, l_vt = block_sparse_attention(q[:, vs], k[:, ts], v[:, ts], text_keys, scale=scale,
-                                                backend=self.backend, return_lse=True)
-            o_video, _ = merge_attention([(o_vv, l_vv), (o_vt, l_vt)])
+            prior = block_sparse_attention(q[:, vs], k[:, ts], v[:, ts], text_keys, scale=scale,
+                                           backend=self.backend, return_lse=True)
+            o_video = block_sparse_attention(q[:, vs], k[:, vs], v[:, vs], video, scale=scale, backend=self.backend,
+                                             prior=prior, affine=self._rectification(plan))
         else:
-            o_video = block_sparse_attention(q, k, v, video, scale=scale, backend=self.backend)
-        if self.rectify:
-            o_video = self._rectify(o_video, plan)
+            o_video = block_sparse_attention(q, k, v, video, scale=scale, backend=self.backend,
+                                             affine=self._rectification(plan))
         return self._with_dense_text_queries(o_video, q, k, v, layout, scale=scale)
 
-    def _rectify(self, o_video: torch.Tensor, plan: RectifiedPlan) -> torch.Tensor:
-        """``R_i·O_sparse + Σ_{j compensated} P̂_ij·v̄_j`` per video token (PyTorch epilogue, float32)."""
+    def _rectification(self, plan: RectifiedPlan) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The kernel epilogue ``(R_i [B, H, NB], Σ_{j compensated} P̂_ij·v̄_j [B, H, NB, D])``, or None
+        with ``rectify=False``."""
+        if not self.rectify:
+            return None
         weights = plan.p_hat * plan.compensated  # [B, H, NB, NB]
-        ratio = 1.0 - weights.sum(-1)  # [B, H, NB]
-        comp = torch.einsum("bhij,bhjd->bhid", weights, plan.v_mean)  # [B, H, NB, D]
-        b, n, h, d = o_video.shape
-        tok_block = torch.arange(n, device=o_video.device) // self.block_size
-        ratio_tok = ratio[:, :, tok_block].permute(0, 2, 1)[..., None]  # [B, N, H, 1]
-        comp_tok = comp[:, :, tok_block].permute(0, 2, 1, 3)  # [B, N, H, D]
-        return (ratio_tok * o_video.float() + comp_tok).to(o_video.dtype)
+        return 1.0 - weights.sum(-1), torch.einsum("bhij,bhjd->bhid", weights, plan.v_mean)
 
     def video_token_mask(self, layout, *, batch, heads, device="cpu"):
         """Not defined: Rectified's selection depends on the values of Q and K (use :meth:`plan`)."""
