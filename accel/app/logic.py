@@ -1,0 +1,352 @@
+"""The demo's work as plain functions: validate a request, run it, write its files, return its figures.
+
+The Gradio page (:mod:`accel.app.ui`) only forwards the widgets' values to these functions and shows
+what they return; tests call them directly.
+
+Generate: the chosen model makes a clip (or image) with the chosen attention method and
+:class:`~accel.Schedule`; with ``compare`` on, the same prompt and seed run once more with the
+model's own (upstream, dense) attention, and the result reports both latencies (wall time of each
+pipeline call, VAE decoding included), the speedup ``dense latency / method latency``, PSNR and SSIM of
+the method's output against the dense one, the executed attention density and a picture of the
+block layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .layout_view import block_kinds_image, executed_density, video_block_kinds
+from .models import ModelCache, ModelEntry
+from .outputs import OutputFolder
+
+__all__ = ["AppInputError", "GenerateSettings", "GenerateResult", "METHOD_CHOICES", "parse_method_params",
+           "validate_generate", "run_generate"]
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 400
+MAX_SEED = 2**31 - 1
+FPS = 8
+
+#: Method names offered by the demo (``accel generate``'s names): ``none`` is the model's own attention.
+METHOD_CHOICES = ("none", "dense", "radial", "clear-local", "neighborhood")
+
+Progress = Callable[[float, str], None]
+
+
+class AppInputError(ValueError):
+    """A request the demo refuses; the message is shown in the page as it is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateSettings:
+    """One Generate request, as the page sends it.
+
+    Attributes:
+        model: a model name of :data:`accel.app.models.MODELS`.
+        prompt: the text prompt, 1 to 400 characters after stripping.
+        height, width: output size in pixels, positive multiples of the model's ``size_multiple``,
+            at most its ``max_side``.
+        frames: frame count (odd, ``1 + 2k``, at most the model's ``max_frames``; ignored, and taken
+            as 1, for image models).
+        steps: denoising steps, 1 to the model's ``max_steps``.
+        seed: initial-noise seed, 0 to 2**31 - 1; the dense comparison uses the same seed.
+        method: one of :data:`METHOD_CHOICES`.
+        method_params: the method's parameters as ``key=value`` items separated by spaces, newlines
+            or semicolons; values as in :func:`accel.generate.parse_method_args` (``window=3,5,5
+            block_size=32``). Empty for the method's defaults.
+        dense_steps, dense_layers, dense_last_steps: the :class:`~accel.Schedule` (ints >= 0).
+        compare: also run the model's own dense attention and report speedup, PSNR and SSIM.
+    """
+
+    model: str
+    prompt: str
+    height: int
+    width: int
+    frames: int
+    steps: int
+    seed: int
+    method: str
+    method_params: str = ""
+    dense_steps: int = 0
+    dense_layers: int = 0
+    dense_last_steps: int = 0
+    compare: bool = True
+
+
+@dataclasses.dataclass
+class GenerateResult:
+    """What one Generate request produced (paths are inside the app's output folder).
+
+    Attributes:
+        kind: ``"video"`` (MP4 files) or ``"image"`` (PNG files).
+        output: the method's result file.
+        dense_output: the dense result file, or ``None`` without ``compare``.
+        layout_picture: PNG of the video x video block layout, or ``None`` for data-dependent layouts.
+        latency_s: wall time of the method's pipeline call (seconds).
+        dense_latency_s: wall time of the dense pipeline call, or ``None``.
+        speedup: ``dense_latency_s / latency_s``, or ``None``.
+        psnr_db: PSNR (dB, data range 1) of the method's frames against the dense ones; ``inf`` when
+            identical; ``None`` without ``compare``.
+        ssim: mean SSIM over frames (colour, data range 1) against the dense frames, or ``None``.
+        density: executed self-attention density of the call (see :mod:`accel.app.layout_view`),
+            or ``None`` when it depends on the data.
+        block_size: tokens per block of the layout picture, or ``None``.
+        grid: the self-attention token grid ``(T, H, W)``.
+        frames: the method's output, float ``[F, H, W, 3]`` in [0, 1] (``F = 1`` for images).
+        dense_frames: the dense output, or ``None``.
+        method: text of the method configuration that ran (``"none"`` for upstream attention).
+    """
+
+    kind: str
+    output: Path
+    dense_output: Path | None
+    layout_picture: Path | None
+    latency_s: float
+    dense_latency_s: float | None
+    speedup: float | None
+    psnr_db: float | None
+    ssim: float | None
+    density: float | None
+    block_size: int | None
+    grid: tuple[int, int, int]
+    frames: np.ndarray
+    dense_frames: np.ndarray | None
+    method: str
+
+    def figures_markdown(self) -> str:
+        """The figures as a small Markdown table (what the page shows)."""
+        def fmt(value, spec, unit=""):
+            if value is None:
+                return "n/a"
+            if isinstance(value, float) and math.isinf(value):
+                return "∞ (identical)"
+            return f"{value:{spec}}{unit}"
+
+        rows = [
+            ("method", f"`{self.method}`"),
+            ("latency (method)", fmt(self.latency_s, ".2f", " s")),
+            ("latency (dense)", fmt(self.dense_latency_s, ".2f", " s")),
+            ("speedup", fmt(self.speedup, ".2f", "×")),
+            ("PSNR vs dense", fmt(self.psnr_db, ".2f", " dB")),
+            ("SSIM vs dense", fmt(self.ssim, ".4f")),
+            ("executed density", fmt(self.density, ".3f")),
+            ("token grid (T, H, W)", "×".join(str(g) for g in self.grid)),
+        ]
+        lines = ["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+        return "\n".join(lines)
+
+
+def parse_method_params(text: str) -> dict:
+    """``"window=3,5,5 block_size=32"`` -> ``{"window": (3, 5, 5), "block_size": 32}``.
+
+    Items are separated by whitespace or semicolons; each is ``key=value`` parsed by
+    :func:`accel.generate.parse_method_args`.
+
+    Raises:
+        AppInputError: an item is not ``key=value``.
+    """
+    from accel.generate import parse_method_args
+
+    items = [item for item in re.split(r"[\s;]+", text or "") if item]
+    try:
+        return parse_method_args(items)
+    except ValueError as exc:
+        raise AppInputError(f"method parameters: each item must be key=value (e.g. window=3,5,5), got {text!r}") from exc
+
+
+def _int_field(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AppInputError(f"{name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise AppInputError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def validate_generate(settings: GenerateSettings, models: ModelCache) -> tuple[GenerateSettings, ModelEntry, object, object]:
+    """Check a request; return it normalised, its model entry, the method object and the schedule.
+
+    Raises:
+        AppInputError: any field out of range or inconsistent; the message names the field, the
+            value given and what is allowed.
+    """
+    import accel
+    from accel.generate import build_method
+
+    try:
+        entry = models.entry(settings.model)
+    except ValueError as exc:
+        raise AppInputError(str(exc)) from exc
+    prompt = (settings.prompt or "").strip()
+    if not prompt or len(prompt) > MAX_PROMPT_CHARS:
+        raise AppInputError(f"prompt must have 1 to {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
+    m = entry.size_multiple
+    size = {}
+    for name in ("height", "width"):
+        value = _int_field(name, getattr(settings, name), m, entry.max_side)
+        if value % m:
+            raise AppInputError(f"{name} must be a multiple of {m} for {entry.name}, got {value}")
+        size[name] = value
+    if entry.kind == "video":
+        frames = _int_field("frames", settings.frames, 1, entry.max_frames)
+        if frames % 2 != 1:
+            raise AppInputError(f"frames must be odd (1, 3, 5, ...) for {entry.name}, got {frames}")
+    else:
+        frames = 1
+    steps = _int_field("steps", settings.steps, 1, entry.max_steps)
+    seed = _int_field("seed", settings.seed, 0, MAX_SEED)
+    if settings.method not in METHOD_CHOICES:
+        raise AppInputError(f"method must be one of {list(METHOD_CHOICES)}, got {settings.method!r}")
+    params = parse_method_params(settings.method_params)
+    try:
+        method = build_method(settings.method, params)
+    except (ValueError, TypeError) as exc:
+        raise AppInputError(f"method parameters for {settings.method}: {exc}") from exc
+    amounts = {name: _int_field(name, getattr(settings, name), 0, 1000)
+               for name in ("dense_steps", "dense_layers", "dense_last_steps")}
+    schedule = accel.Schedule(**amounts)
+    if method is None and not schedule.is_trivial:
+        raise AppInputError("a dense schedule (dense steps/layers) needs an attention method; method is 'none'")
+    normalised = dataclasses.replace(settings, prompt=prompt, frames=frames, steps=steps, seed=seed,
+                                     dense_steps=amounts["dense_steps"], dense_layers=amounts["dense_layers"],
+                                     dense_last_steps=amounts["dense_last_steps"], **size)
+    return normalised, entry, method, schedule
+
+
+def _frames_of(output, kind: str) -> np.ndarray:
+    """The first sample of a pipeline output as float ``[F, H, W, 3]`` in [0, 1]."""
+    data = output.frames[0] if kind == "video" else output.images[0][None]
+    data = data.detach().cpu().float().numpy() if isinstance(data, torch.Tensor) else np.asarray(data, dtype=np.float32)
+    return np.clip(data, 0.0, 1.0)
+
+
+def _run_pipeline(pipe, entry: ModelEntry, s: GenerateSettings, progress: Progress | None, offset: float, share: float,
+                  label: str, handle=None) -> tuple[np.ndarray, float, object]:
+    """Run one pipeline call; return its frames, wall time and the token layout ``handle`` recorded
+    (read at the end of a step: the pipeline clears it when the call ends)."""
+    recorded = []
+
+    def on_step(_pipe, step, _timestep, kwargs):
+        if handle is not None and not recorded and handle.token_layout is not None:
+            recorded.append(handle.token_layout)
+        if progress is not None:
+            progress(offset + share * (step + 1) / s.steps, f"{label}: step {step + 1} of {s.steps}")
+        return kwargs
+
+    kwargs = entry.call_kwargs(height=s.height, width=s.width, frames=s.frames, steps=s.steps)
+    generator = torch.Generator().manual_seed(s.seed)
+    t0 = time.perf_counter()
+    out = pipe(prompt=s.prompt, generator=generator, callback_on_step_end=on_step, **kwargs)
+    latency = time.perf_counter() - t0
+    return _frames_of(out, entry.kind), latency, (recorded[0] if recorded else None)
+
+
+def _write_result(frames: np.ndarray, folder: Path, stem: str, kind: str) -> Path:
+    from accel.generate import write_mp4
+
+    if kind == "video":
+        path = folder / f"{stem}.mp4"
+        write_mp4(frames, path, FPS)
+    else:
+        path = folder / f"{stem}.png"
+        _write_png((frames[0] * 255).round().astype(np.uint8), path)
+    return path
+
+
+def _write_png(image: np.ndarray, path: Path) -> None:
+    import imageio.v2 as imageio
+
+    imageio.imwrite(path, image, format="PNG")
+
+
+def fidelity(frames: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """PSNR (dB) and mean per-frame SSIM of ``frames`` against ``reference``.
+
+    Args:
+        frames: float ``[F, H, W, 3]`` in [0, 1].
+        reference: same shape.
+
+    Returns:
+        ``(psnr, ssim)``: PSNR with data range 1 over all values (``inf`` when identical); SSIM with
+        data range 1 over the colour channels (scikit-image's Gaussian-free 7x7 window, or the largest
+        odd window the frame allows), averaged over frames.
+    """
+    from skimage.metrics import structural_similarity
+
+    if frames.shape != reference.shape:
+        raise ValueError(f"frames {frames.shape} and reference {reference.shape} must have the same shape")
+    a = frames.astype(np.float64)
+    b = reference.astype(np.float64)
+    mse = float(np.mean((a - b) ** 2))
+    psnr = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    win = min(7, *(d if d % 2 else d - 1 for d in a.shape[1:3]))
+    ssim = float(np.mean([structural_similarity(x, y, data_range=1.0, channel_axis=-1, win_size=win)
+                          for x, y in zip(a, b, strict=True)]))
+    return psnr, ssim
+
+
+def run_generate(settings: GenerateSettings, models: ModelCache, outputs: OutputFolder,
+                 progress: Progress | None = None) -> GenerateResult:
+    """Validate and run one Generate request; write its files into a new folder of ``outputs``.
+
+    Args:
+        settings: the request (see :class:`GenerateSettings`).
+        models: the app's loaded pipelines.
+        outputs: the app's output folder.
+        progress: called as ``progress(fraction, text)`` after each denoising step (fraction of the
+            whole request in [0, 1]).
+
+    Raises:
+        AppInputError: an invalid request, including method parameters the token grid cannot take
+            (e.g. a window larger than the grid).
+    """
+    import accel
+
+    s, entry, method, schedule = validate_generate(settings, models)
+    if progress is not None:
+        progress(0.0, f"loading {entry.name}")
+    pipe = models.pipeline(entry.name)
+    folder = outputs.new_request_dir("generate")
+    runs = 2 if s.compare else 1
+    # upstream attention ("none") still gets the root hook, which only records the token layout
+    handle = accel.apply(pipe, method, schedule=schedule) if method is not None else accel.attach(pipe)
+    try:
+        try:
+            frames, latency, layout = _run_pipeline(pipe, entry, s, progress, 0.0, 1.0 / runs, s.method, handle)
+        except ValueError as exc:  # accel's API errors for this grid (window too large, ...)
+            raise AppInputError(f"{s.method} cannot run at this size: {exc}") from exc
+        num_layers = len(handle.layers.get(0, []))
+    finally:
+        handle.remove()
+    density = executed_density(method, schedule, layout, num_layers=max(num_layers, 1), num_steps=s.steps)
+    output = _write_result(frames, folder, "method", entry.kind)
+    dense_frames = dense_output = dense_latency = speedup = psnr = ssim = None
+    if s.compare:
+        dense_frames, dense_latency, _ = _run_pipeline(pipe, entry, s, progress, 0.5, 0.5, "dense")
+        dense_output = _write_result(dense_frames, folder, "dense", entry.kind)
+        speedup = dense_latency / latency
+        psnr, ssim = fidelity(frames, dense_frames)
+    picture = None
+    kinds = video_block_kinds(method, layout)
+    block = None
+    if kinds is not None:
+        kinds, block = kinds
+        picture = folder / "layout.png"
+        _write_png(block_kinds_image(kinds), picture)
+    return GenerateResult(
+        kind=entry.kind, output=output, dense_output=dense_output, layout_picture=picture, latency_s=latency,
+        dense_latency_s=dense_latency, speedup=speedup, psnr_db=psnr, ssim=ssim, density=density, block_size=block,
+        grid=tuple(layout.grid), frames=frames, dense_frames=dense_frames, method=repr(method) if method else "none",
+    )
+
