@@ -1,0 +1,212 @@
+"""The demo's Generate logic, called directly on the embedded and tiny models (no browser).
+
+References: the same pipeline called by hand (upstream attention, and accel.apply with the same
+method and schedule), scikit-image's PSNR, a block map derived by brute force from the method's
+token mask, and hand-computed schedule arithmetic.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import accel
+from accel.app.layout_view import KIND_COLOURS, block_kinds_image, call_density, executed_density, video_block_kinds
+from accel.app.logic import AppInputError, GenerateSettings, fidelity, parse_method_params, run_generate, validate_generate
+from accel.app.models import ModelCache
+from accel.app.outputs import OutputFolder
+from accel.grid import TokenLayout
+
+PROMPT = "a yellow square moving up"
+# 64 x 64 pixels, 9 frames: a 5 x 8 x 8 = 320-token grid, 20 blocks of 16 tokens
+BASE = GenerateSettings(model="embedded", prompt=PROMPT, height=64, width=64, frames=9, steps=2, seed=3,
+                        method="neighborhood", method_params="window=3,3,3 block_size=16 tiling=false",
+                        dense_steps=1, compare=True)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return ModelCache(warm_up=False)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    return OutputFolder(tmp_path_factory.mktemp("app_out"))
+
+
+def _by_hand(pipe, settings, method=None, schedule=None):
+    from accel.pipelines.embedded import DEFAULT_GENERATION
+
+    kwargs = dict(height=settings.height, width=settings.width, num_frames=settings.frames,
+                  num_inference_steps=settings.steps, guidance_scale=DEFAULT_GENERATION["guidance_scale"],
+                  max_sequence_length=DEFAULT_GENERATION["max_sequence_length"], output_type="np",
+                  generator=torch.Generator().manual_seed(settings.seed))
+    if method is None:
+        return pipe(settings.prompt, **kwargs).frames[0]
+    with accel.apply(pipe, method, schedule=schedule):
+        return pipe(settings.prompt, **kwargs).frames[0]
+
+
+@pytest.fixture(scope="module")
+def generated(models, outputs):
+    return run_generate(BASE, models, outputs)
+
+
+def test_generate_matches_pipeline_called_by_hand(generated, models, outputs):
+    r = generated
+    pipe = models.pipeline("embedded")
+    dense = _by_hand(pipe, BASE)
+    method = accel.Neighborhood(window=(3, 3, 3), block_size=16, tiling=False)
+    sparse = _by_hand(pipe, BASE, method, accel.Schedule(dense_steps=1))
+    assert r.frames.shape == r.dense_frames.shape == (9, 64, 64, 3)
+    np.testing.assert_allclose(r.dense_frames, dense, atol=1e-6)
+    np.testing.assert_allclose(r.frames, sparse, atol=1e-6)
+    assert not np.allclose(r.frames, r.dense_frames, atol=1e-3)  # the pattern really is sparse here
+
+    from skimage.metrics import peak_signal_noise_ratio
+
+    assert r.psnr_db == pytest.approx(peak_signal_noise_ratio(dense, sparse, data_range=1.0), rel=1e-6)
+    assert 0.0 < r.ssim < 1.0
+    assert r.speedup == pytest.approx(r.dense_latency_s / r.latency_s)
+    assert r.grid == (5, 8, 8)
+    # files: inside the output folder, in one fresh request folder, decodable to the same clip
+    import imageio.v2 as imageio
+
+    for path in (r.output, r.dense_output, r.layout_picture):
+        assert outputs.contains(path) and path.parent == r.output.parent and path.is_file()
+    clip = np.stack(imageio.mimread(r.output, format="FFMPEG")).astype(np.float32) / 255
+    assert clip.shape == (9, 64, 64, 3)
+    assert np.abs(clip - r.frames).mean() < 0.05  # H.264 is lossy
+
+
+def _brute_force_kinds(method, grid, block):
+    """Visited blocks (any allowed token pair) from the exact token mask, row-major order."""
+    layout = TokenLayout(grid)
+    mask = method.video_token_mask(layout, batch=1, heads=1)[0, 0]
+    n = mask.shape[0]
+    nb = -(-n // block)
+    visited = torch.zeros(nb, nb, dtype=torch.bool)
+    for i in range(nb):
+        for j in range(nb):
+            visited[i, j] = mask[i * block:(i + 1) * block, j * block:(j + 1) * block].any()
+    sizes = torch.tensor([min(block, n - i * block) for i in range(nb)], dtype=torch.float64)
+    density = float((visited.double() * sizes[:, None] * sizes[None, :]).sum() / (n * n))
+    return visited, density
+
+
+def test_executed_density_and_layout_picture(generated):
+    method = accel.Neighborhood(window=(3, 3, 3), block_size=16, tiling=False)
+    visited, d = _brute_force_kinds(method, (5, 8, 8), 16)
+    assert 0.0 < d < 0.9
+    kinds, block = video_block_kinds(method, TokenLayout((5, 8, 8)))
+    assert block == 16
+    assert torch.equal(kinds != 0, visited)
+    assert call_density(method, TokenLayout((5, 8, 8))) == pytest.approx(d)
+    # 2 steps x 3 layers, the first step dense: (3 dense pairs + 3 sparse pairs * d) / 6
+    assert generated.density == pytest.approx((3 + 3 * d) / 6)
+    import imageio.v2 as imageio
+
+    picture = imageio.imread(generated.layout_picture)
+    scale = picture.shape[0] // kinds.shape[0]
+    assert picture.shape == (kinds.shape[0] * scale, kinds.shape[1] * scale, 3)
+    np.testing.assert_array_equal(picture[::scale, ::scale], KIND_COLOURS[kinds.numpy().astype(int)])
+
+
+def test_executed_density_by_hand():
+    layout = TokenLayout((5, 8, 8))
+    radial = accel.Radial(decay=0.5, block_size=16)
+    d = call_density(radial, layout)
+    assert executed_density(radial, accel.Schedule(), layout, num_layers=4, num_steps=10) == pytest.approx(d)
+    # dense_layers=1 of 4, dense_last_steps=2 of 10: dense pairs = 10 * 1 + 2 * 3 = 16 of 40
+    got = executed_density(radial, accel.Schedule(dense_layers=1, dense_last_steps=2), layout, num_layers=4, num_steps=10)
+    assert got == pytest.approx((16 + 24 * d) / 40)
+    assert call_density(None, layout) == call_density(accel.Dense(), layout) == 1.0
+    assert call_density(accel.Rectified(), layout) is None
+
+
+def test_block_kinds_image_colours():
+    kinds = torch.tensor([[1, 0], [2, 1]], dtype=torch.int8)
+    img = block_kinds_image(kinds, target=8)
+    assert img.shape == (8, 8, 3) and img.dtype == np.uint8
+    assert (img[:4, :4] == KIND_COLOURS[1]).all() and (img[:4, 4:] == KIND_COLOURS[0]).all()
+    assert (img[4:, :4] == KIND_COLOURS[2]).all()
+    with pytest.raises(ValueError, match="kinds must be a 2-D map"):
+        block_kinds_image(torch.tensor([[3]]))
+
+
+def test_upstream_attention_is_untouched(models, outputs):
+    """Method 'none' records the grid only: identical to the dense run, density 1, all blocks full."""
+    r = run_generate(dataclasses.replace(BASE, method="none", method_params="", dense_steps=0, frames=5,
+                                         height=32, width=32), models, outputs)
+    np.testing.assert_array_equal(r.frames, r.dense_frames)
+    assert math.isinf(r.psnr_db) and r.ssim == pytest.approx(1.0)
+    assert r.density == 1.0 and r.grid == (3, 4, 4) and r.method == "none"
+
+
+def test_image_model_without_compare(models, outputs):
+    r = run_generate(GenerateSettings(model="tiny-flux", prompt="x", height=32, width=32, frames=7, steps=1, seed=0,
+                                      method="radial", method_params="block_size=16", compare=False), models, outputs)
+    import imageio.v2 as imageio
+
+    assert r.kind == "image" and r.output.suffix == ".png" and r.frames.shape == (1, 32, 32, 3)
+    np.testing.assert_array_equal(imageio.imread(r.output), (r.frames[0] * 255).round().astype(np.uint8))
+    assert r.dense_output is None and r.speedup is None and r.psnr_db is None
+    assert r.grid == (1, 16, 16)  # FLUX: one token per 2 x 2 latent pixels, tiny VAE scale 1
+    assert "n/a" in r.figures_markdown()
+
+
+def test_fidelity_by_hand():
+    a = np.zeros((2, 8, 8, 3), np.float32)
+    b = a.copy()
+    b[0, 0, 0, 0] = 0.5  # mse = 0.25 / (2 * 8 * 8 * 3)
+    psnr, ssim = fidelity(a, b)
+    assert psnr == pytest.approx(10 * math.log10(384 / 0.25))
+    assert ssim < 1.0
+    assert fidelity(a, a) == (math.inf, 1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        fidelity(a, a[:1])
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(model="sd3"), "model must be one of"),
+    (dict(prompt="   "), "prompt must have 1 to 400 characters"),
+    (dict(height=50), "height must be a multiple of 16 for embedded, got 50"),
+    (dict(width=4096), "width must be between 16 and 256, got 4096"),
+    (dict(frames=4), "frames must be odd"),
+    (dict(steps=0), "steps must be between 1 and 50, got 0"),
+    (dict(seed=-1), "seed must be between 0 and"),
+    (dict(seed=None), "seed must be a whole number, got None"),
+    (dict(steps=2.5), "steps must be a whole number, got 2.5"),
+    (dict(method="flash"), "method must be one of"),
+    (dict(method_params="window"), "each item must be key=value"),
+    (dict(method_params="windw=3"), "method parameters for neighborhood"),
+    (dict(method="none", method_params="", dense_steps=2), "needs an attention method"),
+    (dict(dense_layers=-1), "dense_layers must be between 0 and 1000"),
+])
+def test_bad_input_is_refused_with_a_clear_message(models, change, message):
+    with pytest.raises(AppInputError, match=message):
+        validate_generate(dataclasses.replace(BASE, **change), models)
+
+
+def test_grid_errors_become_input_errors(models, outputs):
+    # a 5 x 4 x 4 window does not fit the 3 x 2 x 2 grid of a 16 x 16 clip
+    bad = dataclasses.replace(BASE, height=16, width=16, frames=5, method_params="window=5,4,4 clamp=false")
+    with pytest.raises(AppInputError, match="neighborhood cannot run at this size"):
+        run_generate(bad, models, outputs)
+
+
+def test_parse_method_params():
+    assert parse_method_params(" window=3,5,5;  block_size=32\ncausal=false ") == {
+        "window": (3, 5, 5), "block_size": 32, "causal": False}
+    assert parse_method_params("") == {}
+
+
+def test_output_folder(tmp_path):
+    out = OutputFolder(tmp_path / "o")
+    a, b = out.new_request_dir("generate"), out.new_request_dir("generate")
+    assert a != b and a.parent == b.parent == out.root and not any(a.iterdir())
+    assert out.contains(a / "x.mp4") and not out.contains(out.root / ".." / "elsewhere")
+    with pytest.raises(ValueError, match="kind must be a short lowercase word"):
+        out.new_request_dir("../up")
