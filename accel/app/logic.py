@@ -133,7 +133,6 @@ class GenerateResult:
             return f"{value:{spec}}{unit}"
 
         rows = [
-            ("method", f"`{self.method}`"),
             ("latency (method)", fmt(self.latency_s, ".2f", " s")),
             ("latency (dense)", fmt(self.dense_latency_s, ".2f", " s")),
             ("speedup", fmt(self.speedup, ".2f", "×")),
@@ -143,7 +142,7 @@ class GenerateResult:
             ("token grid (T, H, W)", "×".join(str(g) for g in self.grid)),
         ]
         lines = ["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
-        return "\n".join(lines)
+        return "\n".join(lines) + f"\n\nmethod: `{self.method}`"
 
 
 def parse_method_params(text: str) -> dict:

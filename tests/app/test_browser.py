@@ -1,0 +1,139 @@
+"""A real browser drives ``accel app``: headless Chromium (Debian's package) through Playwright.
+
+Starts the app on a free loopback port with the embedded model, fills the Generate tab, waits for the
+result, checks the videos, figures and layout picture appear (and the video is served), then sends
+an invalid size and checks the page shows the readable error. Screenshots go to
+``tests/app/artifacts/``. Also checks over HTTP that files outside the output folder are refused.
+
+Needs ``chromium`` on the PATH (``apt-get install -y chromium``; ``scripts/setup.sh`` installs it
+when run as root). Without it the test is skipped, naming what is missing.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# flags that work for Debian's chromium in a container (see shared notes): no sandbox, no GPU, no network chatter
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def _chromium() -> str | None:
+    for name in (os.environ.get("ACCEL_CHROMIUM"), "chromium", "chromium-browser"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    out = tmp_path_factory.mktemp("app_browser_out")
+    log_path = ARTIFACTS / "server.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "accel.cli", "app", "--port", str(port), "--out", str(out),
+                                 "--queue", "2"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"accel app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if _status(base + "/") == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"accel app did not answer within 120 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base, out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_only_the_output_folder_is_served(server):
+    base, _ = server
+    for path in ("/etc/passwd", str(REPO / "pyproject.toml")):
+        assert _status(f"{base}/gradio_api/file={path}") in (403, 404), path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no Chromium browser on the PATH: install Debian's package with `apt-get install -y chromium` "
+                    "(scripts/setup.sh does when run as root); playwright's own browser download is not used")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_generate_tab_in_a_browser(server, browser):
+    base, out = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_default_timeout(30_000)
+    page.goto(base + "/")
+    page.wait_for_selector("#generate")
+    page.fill("#prompt textarea", "a green circle moving right")
+    for field, value in (("height", "64"), ("width", "64"), ("frames", "5"), ("steps", "2")):
+        page.fill(f"#{field} input", value)
+    page.fill("#params textarea", "block_size=16 decay=0.5")
+    page.click("#generate")
+    figures = page.locator("#figures")
+    figures.get_by_text("PSNR vs dense").wait_for(timeout=240_000)
+    text = figures.inner_text()
+    for name in ("latency (method)", "latency (dense)", "speedup", "SSIM vs dense", "executed density"):
+        assert name in text, text
+    assert re.search(r"speedup\s+\d+\.\d\d×", text), text
+    assert re.search(r"executed density\s+0\.\d{3}", text), text
+    assert "3×8×8" in text  # 5 frames -> (5 - 1) / 2 + 1 = 3 latent frames; 64 px / 4 (VAE) / 2 (patch) = 8
+    for element in ("#video_method video", "#video_dense video", "#layout img"):
+        src = page.locator(element).get_attribute("src")
+        assert src, element
+        response = page.request.get(src if src.startswith("http") else base + src)
+        assert response.status == 200, (element, src)
+        if "video" in element:
+            assert response.body()[4:8] == b"ftyp"  # an MP4 file
+    assert len(list(out.glob("generate-*/method.mp4"))) == 1
+    page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
+
+    page.fill("#height input", "50")
+    page.click("#generate")
+    status = page.locator("#status")
+    status.get_by_text("height must be a multiple of 16").wait_for(timeout=60_000)
+    assert "Traceback" not in page.content()
+    page.screenshot(path=str(ARTIFACTS / "error.png"), full_page=True)
+    page.close()
