@@ -36,7 +36,26 @@ from accel.grid import TokenLayout
 from accel.kernels import BlockLayout, block_sparse_attention, validate_block_size
 from accel.methods.base import AttentionMethod, _padded_full_layout
 
-__all__ = ["Rectified", "RectifiedPlan", "keep_floor", "morton_order"]
+__all__ = ["Rectified", "RectifiedPlan", "RECTIFIED_PRESETS", "keep_floor", "morton_order", "neighbor_blocks"]
+
+# Per-model settings of the authors' released inference scripts (github.com/BienLuky/Rectified-SpaAttn,
+# scripts/Inference.md and scripts/main_*.py, read 2026-11): ``sa_drop_rate`` -> drop, ``p_remain_rates``
+# (0.3 everywhere) -> tau, 128-token blocks, video tokens on a 3D space-filling curve (theirs: a
+# generalised Hilbert curve; ours: Morton, ``reorder=True``) with the blocks that are spatial neighbours
+# on that curve always kept (``keep_neighbors=True``). The dense warm-up of their Wan 2.1 processors is
+# the first 2 layers always and the first 5 steps (``Schedule(dense_steps=5, dense_layers=2)`` for T2V,
+# ``Schedule(dense_layers=2)`` for I2V). For the other models only ``drop`` was checked; their
+# schedules are not stated here (use ``accel.Schedule`` as you see fit). The release also keeps the
+# first frame's blocks dense among themselves, which is not implemented here.
+RECTIFIED_PRESETS: dict[str, dict] = {
+    "hunyuan-video": {"drop": 0.8, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
+    "wan2.1-t2v": {"drop": 0.75, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
+    "wan2.1-i2v": {"drop": 0.75, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
+    "wan2.2-t2v": {"drop": 0.85, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
+    "wan2.2-i2v": {"drop": 0.85, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
+    "wan2.2-ti2v": {"drop": 0.75, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
+    "flux-dev": {"drop": 0.9, "tau": 0.3, "block_size": 128, "reorder": False, "keep_neighbors": True},
+}
 
 
 @functools.lru_cache(maxsize=64)
@@ -57,6 +76,31 @@ def morton_order(grid: tuple[int, int, int], device: torch.device | str = "cpu")
     space-filling-curve order -- a ``TokenLayout.permutation``. Coordinates are bit-interleaved
     (``t`` most significant at each bit level); the grid need not be a power of two."""
     return _morton_order_cpu(tuple(grid)).to(device)
+
+
+def neighbor_blocks(layout: TokenLayout, block_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """bool ``[NB, NB]``: key block ``j`` holds a video token within one step (Chebyshev distance 1 in
+    ``(t, y, x)``, so up to 26 neighbours) of some token of query block ``i``; blocks are ``block_size``
+    consecutive video tokens in sequence order (following ``layout.permutation``). Always includes
+    ``i == j``. Cost ``O(27·T·H·W)``, no ``S x S`` tensor."""
+    t, h, w = layout.grid
+    n = t * h * w
+    nb = -(-n // block_size)
+    block_of_seq = torch.arange(n, device=device) // block_size
+    if layout.permutation is None:
+        block_of_cell = block_of_seq
+    else:
+        block_of_cell = torch.empty(n, dtype=torch.int64, device=device)
+        block_of_cell[layout.permutation.to(device)] = block_of_seq
+    cells = block_of_cell.reshape(t, h, w)
+    adjacent = torch.zeros(nb * nb, dtype=torch.bool, device=device)
+    for dt in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                src = cells[max(0, -dt):t - max(0, dt), max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+                dst = cells[max(0, dt):t + min(0, dt), max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
+                adjacent[(src * nb + dst).reshape(-1)] = True
+    return adjacent.reshape(nb, nb)
 
 
 def keep_floor(drop: float, num_blocks: int) -> int:
@@ -151,12 +195,17 @@ class Rectified(AttentionMethod):
             curve (:func:`morton_order`) so that each block is a compact 3D region; the output is put
             back in the caller's order. Ignored when the layout already has a ``permutation``.
             Default False (blocks of consecutive tokens in the caller's order).
+        keep_neighbors: if True, every key block that is a spatial neighbour of the query block
+            (:func:`neighbor_blocks`: holds a token within one step in ``t``, ``y`` or ``x`` of one of
+            its tokens, in the order actually used, i.e. after ``reorder``) is selected too, as in the
+            authors' release. Default False.
         backend: kernel backend, keyword-only (see :class:`accel.methods.base.AttentionMethod`).
+
+    Per-model settings of the authors' release: :data:`RECTIFIED_PRESETS` (``Rectified(**RECTIFIED_PRESETS
+    ["wan2.1-t2v"])``; the comment there states the source and the dense warm-up schedules).
 
     Raises:
         ValueError: a parameter is out of range (the message names it, its value and the range).
-
-    Not implemented yet: keeping spatial neighbour blocks, per-model presets.
     """
 
     drop: float = 0.8
@@ -165,6 +214,7 @@ class Rectified(AttentionMethod):
     rectify: bool = True
     block_size: int = 128
     reorder: bool = False
+    keep_neighbors: bool = False
 
     def __post_init__(self) -> None:
         d = self.drop
@@ -173,7 +223,7 @@ class Rectified(AttentionMethod):
         t = self.tau
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 <= t <= 1):
             raise ValueError(f"tau must be a number in [0, 1], got {t!r}")
-        for name in ("gapr", "rectify", "reorder"):
+        for name in ("gapr", "rectify", "reorder", "keep_neighbors"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         validate_block_size("block_size", self.block_size)
@@ -217,6 +267,13 @@ class Rectified(AttentionMethod):
         keep_sorted = torch.arange(nb, device=q.device) < n_keep[..., None]
         selected = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
         selected |= torch.eye(nb, dtype=torch.bool, device=q.device)
+        if self.keep_neighbors and layout.num_video_tokens > 1:
+            key = ("accel.rectified.neighbors", bs, str(q.device))
+            near = layout.cache.get(key)
+            if near is None:  # shared by the layers of one transformer call
+                near = neighbor_blocks(layout, bs, q.device)
+                layout.cache[key] = near
+            selected |= near
 
         if self.rectify:
             compensated = ~selected

@@ -308,3 +308,44 @@ def test_apply_tiny_pipeline(family, per_prompt):
         reference = run()
     torch.testing.assert_close(sparse, reference, atol=1e-4, rtol=1e-4)
     assert (sparse - stock).abs().max() > 1e-4, "the sparse method should change the output"
+
+
+@pytest.mark.parametrize("grid", [(1, 5, 7), (3, 4, 5), (2, 1, 9)])
+@pytest.mark.parametrize("morton", [False, True])
+def test_neighbor_blocks_equal_brute_force(grid, morton):
+    from accel.methods.rectified import morton_order, neighbor_blocks
+
+    perm = morton_order(grid) if morton else None
+    layout = TokenLayout(grid, permutation=perm)
+    bs = 16
+    t, h, w = grid
+    coords = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 3)
+    order = perm if perm is not None else torch.arange(t * h * w)
+    seq_coords = coords[order]  # coordinates of the token at each sequence position
+    near_tok = (seq_coords[:, None] - seq_coords[None]).abs().amax(-1) <= 1
+    nb = -(-t * h * w // bs)
+    want = torch.zeros(nb, nb, dtype=torch.bool)
+    for i in range(nb):
+        for j in range(nb):
+            want[i, j] = near_tok[i * bs:(i + 1) * bs, j * bs:(j + 1) * bs].any()
+    assert torch.equal(neighbor_blocks(layout, bs), want)
+
+
+def test_keep_neighbors_adds_exactly_the_neighbor_blocks():
+    from accel.methods.rectified import neighbor_blocks
+
+    layout = TokenLayout((2, 6, 8))
+    q, k, v = qkv((1, layout.seq_len, 2, 16), 7)
+    base = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, backend="reference")
+    plain = base.plan(q, k, v, layout)
+    near = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, keep_neighbors=True, backend="reference").plan(q, k, v, layout)
+    assert torch.equal(near.selected, plain.selected | neighbor_blocks(layout, BLOCK))
+    assert bool((near.selected & near.compensated).any()) is False
+
+
+def test_presets_construct():
+    from accel.methods.rectified import RECTIFIED_PRESETS
+
+    for name, kwargs in RECTIFIED_PRESETS.items():
+        method = Rectified(**kwargs)
+        assert 0.75 <= method.drop <= 0.9 and method.tau == 0.3, name
