@@ -327,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=5, help="prompts per pipeline call (default 5)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=str, default=None, help="also write per-prompt results to this JSON file")
+    p.add_argument("--weights", type=str, default=None,
+                   help="an exported pipeline folder to evaluate instead of the packaged weights")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.size is not None:
         overrides["height"] = overrides["width"] = args.size
     kwargs = generation_kwargs(**overrides)
-    pipe = embedded()
+    pipe = embedded(weights=args.weights)
     results, summary = evaluate_pipeline(pipe, held_out_prompts(args.count), seed=args.seed,
                                          batch_size=args.batch_size, **kwargs)
     for r in results:

@@ -180,7 +180,8 @@ def build_pipeline(seed: int = 0):
                        scheduler=scheduler)
 
 
-def embedded(device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+def embedded(device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+             weights: str | os.PathLike | None = None):
     """Load the trained embedded model as a complete, stock :class:`diffusers.WanPipeline`, offline.
 
     Args:
@@ -188,6 +189,8 @@ def embedded(device: str | torch.device | None = None, dtype: torch.dtype | None
             ``None`` keeps it on the CPU.
         dtype: parameter dtype (``torch.float32``, ``torch.float16`` or ``torch.bfloat16``); ``None``
             means ``torch.float32``, the dtype it was trained in. Half precision on CPU is slow.
+        weights: a folder written by the training script's export stage (``--out``) to load instead of
+            the packaged weights; ``None`` (default) loads the packaged ones.
 
     Returns:
         A ``WanPipeline``; call it with :data:`DEFAULT_GENERATION` (or :func:`generation_kwargs`).
@@ -207,13 +210,16 @@ def embedded(device: str | torch.device | None = None, dtype: torch.dtype | None
             device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device must be a torch device or a string like 'cpu' or 'cuda:0', got {device!r}") from exc
-    if not (WEIGHTS_DIR / "model_index.json").is_file():
+    folder = WEIGHTS_DIR if weights is None else Path(weights)
+    if not (folder / "model_index.json").is_file():
+        if weights is not None:
+            raise FileNotFoundError(f"weights={str(weights)!r} is not an exported pipeline folder (no model_index.json)")
         raise FileNotFoundError(f"embedded weights not found in {WEIGHTS_DIR}; reinstall accel or run "
                                 "`python -m accel.pipelines.train_embedded`")
     old = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        pipe = WanPipeline.from_pretrained(str(WEIGHTS_DIR), dtype=dtype, local_files_only=True)
+        pipe = WanPipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True, use_safetensors=True)
     finally:
         if old is None:
             os.environ.pop("HF_HUB_OFFLINE", None)

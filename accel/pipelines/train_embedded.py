@@ -172,8 +172,13 @@ def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -
 
 def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, seed: int, lr: float,
                       shift: float, cfg_drop: float, log_every: int, export_every: int,
-                      max_minutes: float | None) -> dict:
-    """Stage 3: train ``pipe.transformer`` in place (resuming from ``work/transformer.pt``)."""
+                      max_minutes: float | None, ema_decay: float = 0.999) -> dict:
+    """Stage 3: train ``pipe.transformer`` (resuming from ``work/transformer.pt``).
+
+    Keeps an exponential moving average of the weights (decay ``min(ema_decay, (1 + n) / (10 + n))`` after
+    ``n`` averaged steps, the warm-up of Tensorflow's ``ExponentialMovingAverage`` with ``num_updates``);
+    exports and the returned model hold the averaged weights. ``ema_decay=0`` disables the average.
+    """
     data = torch.load(work / "dataset.pt")
     latents, captions, embeds = data["latents"], data["captions"], data["embeds"]
     mean = data["mean"].view(1, -1, 1, 1, 1)
@@ -181,13 +186,15 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
     model = pipe.transformer
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     ckpt_path = work / "transformer.pt"
-    start, history = 0, []
+    start, history, ckpt = 0, [], {}
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         start, history = ckpt["step"], ckpt.get("history", [])
         _log(f"transformer: resumed at step {start}")
+    ema_weights = ckpt.get("ema") or {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ema_count = int(ckpt.get("ema_count", 0))
     model.train()
     max_len = emb.MAX_SEQUENCE_LENGTH
     dim = next(iter(embeds.values())).shape[-1]
@@ -214,6 +221,9 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if ema_decay > 0:
+            ema_count += 1
+            _ema_update(ema_weights, model, min(ema_decay, (1 + ema_count) / (10 + ema_count)))
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         done = step + 1
         elapsed = time.time() - t_start
@@ -224,15 +234,46 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
                  f"{per:.2f}s/step eta {per * (steps - done) / 60:.1f} min")
         stop = max_minutes is not None and elapsed > max_minutes * 60
         if done % 50 == 0 or done == steps or stop:
-            _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "history": history},
-                         ckpt_path)
+            _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "history": history,
+                          "ema": ema_weights, "ema_count": ema_count}, ckpt_path)
         if export_every and (done % export_every == 0) and done != steps and not stop:
-            export(pipe, out, info={"transformer_steps": done, "loss_ema": ema, "partial": True})
+            with _averaged(model, ema_weights if ema_count else None):
+                export(pipe, out, info={"transformer_steps": done, "loss_ema": ema, "ema_steps": ema_count,
+                                        "partial": True})
         if stop:
             _log(f"transformer: --max-minutes reached at step {done}")
             break
     model.eval()
-    return {"transformer_steps": done, "loss_ema": ema, "history": history}
+    if ema_count:
+        model.load_state_dict(ema_weights)
+    return {"transformer_steps": done, "loss_ema": ema, "ema_steps": ema_count, "ema_decay": ema_decay,
+            "history": history}
+
+
+@torch.no_grad()
+def _ema_update(ema_weights: dict, model: torch.nn.Module, decay: float) -> None:
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            ema_weights[name].lerp_(value, 1.0 - decay)
+        else:
+            ema_weights[name].copy_(value)
+
+
+class _averaged:
+    """Context manager: ``model`` holds ``ema_weights`` inside, its own weights again after (None: no swap)."""
+
+    def __init__(self, model: torch.nn.Module, ema_weights: dict | None) -> None:
+        self.model, self.ema_weights, self.saved = model, ema_weights, None
+
+    def __enter__(self):
+        if self.ema_weights is not None:
+            self.saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.ema_weights)
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        if self.saved is not None:
+            self.model.load_state_dict(self.saved)
 
 
 def export(pipe, out: Path, info: dict | None = None) -> None:
@@ -274,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", type=float, default=emb.SCHEDULER_CONFIG["flow_shift"],
                    help="noise-level shift for training, matching the scheduler (default 2.0)")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="probability of an empty caption (default 0.1)")
+    p.add_argument("--ema-decay", type=float, default=0.999,
+                   help="decay of the exported moving average of the transformer weights; 0 disables (default 0.999)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop transformer training after this many minutes (checkpointed and exported)")
     p.add_argument("--export-every", type=int, default=200, help="export weights every N transformer steps")
@@ -296,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise ValueError(f"--stages: unknown stage(s) {bad}; allowed: {list(STAGES)}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise ValueError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
     for name in ("vae_steps", "vae_batch", "clips", "steps", "batch", "threads"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -328,9 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         info.update(train_transformer(pipe, work, args.out, steps=args.steps, batch=args.batch, seed=args.seed,
                                       lr=args.lr, shift=args.shift, cfg_drop=args.cfg_drop,
                                       log_every=args.log_every, export_every=args.export_every,
-                                      max_minutes=args.max_minutes))
+                                      max_minutes=args.max_minutes, ema_decay=args.ema_decay))
     elif (work / "transformer.pt").exists():
-        pipe.transformer.load_state_dict(torch.load(work / "transformer.pt", weights_only=False)["model"])
+        ckpt = torch.load(work / "transformer.pt", weights_only=False)
+        pipe.transformer.load_state_dict(ckpt["ema"] if ckpt.get("ema_count") else ckpt["model"])
     if "export" in stages:
         info["seconds_this_run"] = round(time.time() - t0, 1)
         export(pipe, args.out, info=info)

@@ -1,0 +1,69 @@
+"""The embedded model's training script: resuming is exact, the exported weights are the moving average."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from accel.pipelines import embedded as emb
+from accel.pipelines.train_embedded import main
+
+
+def _tiny_dataset(work):
+    """A stand-in for the ``latents`` stage: 3 clips of a 1x4x4 latent grid with two captions."""
+    gen = torch.Generator().manual_seed(0)
+    dim = emb.TRANSFORMER_CONFIG["text_dim"]
+    channels = emb.TRANSFORMER_CONFIG["in_channels"]
+    captions = ["a red circle moving left", "a blue square moving up", "a red circle moving left"]
+    embeds = {c: torch.randn(6, dim, generator=gen) for c in set(captions) | {""}}
+    torch.save({"latents": torch.randn(3, channels, 1, 4, 4, generator=gen).half(), "captions": captions,
+                "mean": torch.zeros(channels), "std": torch.ones(channels), "embeds": embeds}, work / "dataset.pt")
+
+
+def _run(work, out, steps, ema_decay="0.9"):
+    args = ["--work", str(work), "--out", str(out), "--stages", "transformer,export", "--steps", str(steps),
+            "--batch", "2", "--log-every", "1", "--export-every", "0", "--ema-decay", ema_decay, "--threads", "1"]
+    assert main(args) == 0
+    return torch.load(work / "transformer.pt", weights_only=False)
+
+
+def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for w in (a, b):
+        w.mkdir()
+        _tiny_dataset(w)
+    straight = _run(a, tmp_path / "out_a", 4)
+    _run(b, tmp_path / "out_b", 2)
+    resumed = _run(b, tmp_path / "out_b", 4)
+    assert straight["step"] == resumed["step"] == 4 and straight["ema_count"] == resumed["ema_count"] == 4
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    for name, value in straight["ema"].items():
+        assert torch.equal(value, resumed["ema"][name]), name
+
+
+def test_export_holds_the_moving_average(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    _tiny_dataset(work)
+    init = {k: v.clone() for k, v in emb.build_pipeline(seed=0).transformer.state_dict().items()}
+    ckpt = _run(work, tmp_path / "out", 3, ema_decay="0.9")
+    # the exported file must hold exactly the checkpoint's average, and that average is neither the raw
+    # weights nor the initial ones
+    exported = load_file(tmp_path / "out" / "transformer" / "diffusion_pytorch_model.safetensors")
+    moved = 0
+    for name, value in ckpt["ema"].items():
+        assert torch.equal(exported[name], value), name
+        if value.is_floating_point() and not torch.equal(ckpt["model"][name], value):
+            moved += 1
+    assert moved > 0  # the average differs from the raw weights
+    some = next(k for k, v in init.items() if v.is_floating_point() and v.numel() > 1)
+    assert not torch.equal(ckpt["ema"][some], init[some])
+    info = json.loads((tmp_path / "out" / "training_info.json").read_text())
+    assert info["ema_steps"] == 3 and info["transformer_steps"] == 3
+
+
+def test_bad_ema_decay(tmp_path):
+    with pytest.raises(ValueError, match="--ema-decay must be in"):
+        main(["--work", str(tmp_path), "--stages", "export", "--ema-decay", "1.5"])
