@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["main", "launch_settings"]
+__all__ = ["main", "create", "launch_settings"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,11 +52,21 @@ def launch_settings(args: argparse.Namespace, out_root: Path) -> dict:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line of ``accel app`` (see ``--help``); serves until interrupted; returns the exit status."""
+def create(argv: list[str] | None = None, *, models=None):
+    """Build the queued demo and its launch settings from ``accel app`` arguments, without serving.
+
+    Args:
+        argv: the arguments after ``accel app`` (see ``--help``).
+        models: a :class:`~accel.app.models.ModelCache` to use instead of a new one (tests).
+
+    Returns:
+        ``(demo, launch_kwargs)``: call ``demo.launch(**launch_kwargs)`` to serve.
+
+    Raises:
+        SystemExit: bad arguments (argparse prints the message).
+    """
     p = _parser()
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .outputs import OutputFolder
 
     outputs = OutputFolder(args.out)
@@ -71,12 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     from .models import ModelCache
     from .ui import build_demo
 
-    demo = build_demo(ModelCache(warm_up=not args.no_warm_up), outputs)
+    if models is None:
+        models = ModelCache(warm_up=not args.no_warm_up)
+    demo = build_demo(models, outputs)
     demo.queue(max_size=args.queue, default_concurrency_limit=1)
-    print(f"accel app: output folder {outputs.root}", flush=True)
+    return demo, kwargs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of ``accel app`` (see ``--help``); serves until interrupted; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    demo, kwargs = create(argv)
+    print(f"accel app: output folder {kwargs['allowed_paths'][0]}", flush=True)
     demo.launch(**kwargs)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,54 @@
+"""``accel app``'s safe defaults, checked on the built (not launched) demo."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from accel.app.models import ModelCache
+from accel.app.server import create
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _restore_gradio_env(monkeypatch, tmp_path):
+    # create() sets these process-wide (it is meant to run first in its own process); undo after each test
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def test_defaults_are_safe(tmp_path):
+    out = tmp_path / "out"
+    demo, kwargs = create(["--out", str(out)], models=ModelCache(warm_up=False))
+    assert kwargs["server_name"] == "127.0.0.1" and kwargs["share"] is False
+    assert kwargs["allowed_paths"] == [str(out.resolve())]
+    assert kwargs["max_file_size"] == 50 * 1024 * 1024
+    assert kwargs["show_error"] is False
+    assert demo._queue.max_size == 8 and demo._queue.default_concurrency_limit == 1
+    assert out.is_dir()
+
+
+def test_opt_in_exposure_and_limits(tmp_path):
+    demo, kwargs = create(["--out", str(tmp_path), "--host", "0.0.0.0", "--share", "--max-upload-mb", "2",
+                           "--queue", "3", "--port", "8000"], models=ModelCache(warm_up=False))
+    assert kwargs["server_name"] == "0.0.0.0" and kwargs["share"] is True and kwargs["server_port"] == 8000
+    assert kwargs["max_file_size"] == 2 * 1024 * 1024 and demo._queue.max_size == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "0"], "--port must be in 1..65535, got 0"),
+    (["--queue", "0"], "--queue must be >= 1, got 0"),
+    (["--max-upload-mb", "-1"], "--max-upload-mb must be > 0, got -1.0"),
+])
+def test_bad_arguments(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit):
+        create(["--out", str(tmp_path), *args])
+    assert message in capsys.readouterr().err
+
+
+def test_cli_lists_the_command():
+    done = subprocess.run([sys.executable, "-m", "accel.cli", "--help"], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    assert "app " in done.stdout and "Gradio demo" in done.stdout
