@@ -51,3 +51,26 @@ def test_triton_gpu_compiled_and_flex_agree():
     out_t = compiled(q, k, v)
     out_f = block_sparse_attention(q, k, v, lay, backend="flex")
     torch.testing.assert_close(out_t.float(), out_f.float(), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_gpu_fused_prior_and_affine(dtype):
+    g = torch.Generator(device="cuda").manual_seed(2)
+    bsz, heads, s, text, d = 2, 4, 1000, 77, 128
+    q, k, v = (torch.randn(bsz, s, heads, d, device="cuda", generator=g, dtype=dtype) for _ in range(3))
+    kt, vt = (torch.randn(bsz, text, heads, d, device="cuda", generator=g, dtype=dtype) for _ in range(2))
+    nb = -(-s // 128)
+    bm = torch.rand(bsz, heads, nb, nb, device="cuda", generator=g) < 0.4
+    bm[..., 0] = True
+    lay = BlockLayout.from_block_mask(bm, 128, 128, s, s)
+    a_scale = torch.rand(bsz, heads, nb, device="cuda", generator=g) + 0.5
+    a_shift = torch.randn(bsz, heads, nb, d, device="cuda", generator=g)
+    prior = block_sparse_attention(q, kt, vt, BlockLayout.full(s, text, device="cuda"), backend="triton", return_lse=True)
+    out, lse = block_sparse_attention(q, k, v, lay, backend="triton", return_lse=True, prior=prior, affine=(a_scale, a_shift))
+    mask = torch.cat([torch.ones(bsz, heads, s, text, dtype=torch.bool, device="cuda"),
+                      block_mask_to_token_mask(bm, 128, 128, s, s)], -1)
+    want, want_lse = dense_masked_attention(q, torch.cat([kt, k], 1), torch.cat([vt, v], 1), mask, d**-0.5)
+    rows = torch.arange(s, device="cuda") // 128
+    want = a_scale.double()[:, :, rows].permute(0, 2, 1)[..., None] * want + a_shift.double()[:, :, rows].permute(0, 2, 1, 3)
+    torch.testing.assert_close(out.double(), want, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(lse.double(), want_lse, atol=2e-2, rtol=2e-2)
