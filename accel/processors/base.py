@@ -81,7 +81,12 @@ def route_attention(
         raise NotImplementedError(f"accel methods support neither dropout nor causal masks (dropout_p={dropout_p}, "
                                   f"is_causal={is_causal})")
     layout = attn_mask.binding.layout()
-    return attn_mask.method(query, key, value, layout, scale=scale)
+    out = attn_mask.method(query, key, value, layout, scale=scale)
+    # optional accel.eval.recorder.DensityRecorder on the model's RunState; eager only (skipped when compiling)
+    recorder = getattr(attn_mask.binding.run, "recorder", None)
+    if recorder is not None and not torch.compiler.is_compiling():
+        recorder.record_call(attn_mask.binding, attn_mask.method, query, key, value, layout, scale)
+    return out
 
 
 def rebind_core_attention(function: types.FunctionType) -> types.FunctionType:

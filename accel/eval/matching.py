@@ -1,0 +1,172 @@
+"""Method configurations at a matched attention density, found from layouts alone (no attention runs).
+
+Comparing sparse methods is only fair at equal work, so every benchmark asks for "method X at density
+d" and this module picks X's parameter. *Density* is the fraction of video x video (query, key) pairs
+the kernel computes (:meth:`accel.kernels.BlockLayout.density`: every pair of a visited block counts).
+
+Parameter searched per method (the others keep their defaults):
+
+* ``radial``: ``decay`` (log-scale bisection in [1e-3, 8]); block granularity as published.
+* ``clear_local``: ``radius`` with ``radius_t = radius / 4`` (the ratio of our video preset,
+  16 / 4), bisection in [0.5, 2 * max(H, W)].
+* ``neighborhood``: window ``(a*T, a*H, a*W)`` rounded, each in ``[2, axis]``, stride 1; bisection on
+  ``a`` in (0, 1].
+* ``rectified``: ``tau = 0`` (pure top-k), ``drop`` such that ``keep_floor(drop, NB) / NB`` (the
+  top-k share; the own block is added when not selected, so the executed density can exceed it by
+  at most ``1 / NB``) is the closest to the target. Data-independent because ``tau = 0``.
+* ``agent``: ``agents = round(d * N / 2)``: agent attention computes ``n x N`` (aggregation) plus
+  ``N x n`` (broadcast) pairs, ``2 n / N`` of the ``N x N`` of dense attention.
+* ``dense``: always density 1.
+
+Bisections stop after a fixed number of layout evaluations and return the best configuration seen
+(densities are step functions of the parameters, so exact hits are not always possible); the
+achieved density is returned with the method.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from accel.methods.agent import Agent, agent_grid
+from accel.methods.base import DEFAULT_BLOCK, AttentionMethod
+from accel.methods.clear_local import ClearLocal
+from accel.methods.dense import Dense
+from accel.methods.neighborhood import Neighborhood
+from accel.methods.radial import Radial
+from accel.methods.rectified import Rectified, keep_floor
+
+__all__ = ["METHOD_NAMES", "Matched", "method_at_density", "static_video_density", "check_method_names", "auto_block"]
+
+METHOD_NAMES = ("radial", "clear_local", "neighborhood", "rectified", "agent")
+_ALL_NAMES = ("dense",) + METHOD_NAMES
+_STEPS = 8
+
+
+class Matched(NamedTuple):
+    """A method configured for a target density.
+
+    Attributes:
+        name: the method name (one of :data:`METHOD_NAMES` or ``"dense"``).
+        method: the configured :class:`~accel.methods.base.AttentionMethod`.
+        target: the requested density.
+        density: the achieved video x video density (for ``rectified``: the top-k share, a lower
+            bound of what runs; the executed density is measured per call).
+        parameter: ``{parameter name: value}`` that was searched.
+    """
+
+    name: str
+    method: AttentionMethod
+    target: float
+    density: float
+    parameter: dict
+
+
+def check_method_names(names) -> list[str]:
+    """Validate a list of method names; returns it as a list.
+
+    Raises:
+        ValueError: for an empty list or an unknown name (listing the allowed ones).
+    """
+    names = list(names)
+    if not names:
+        raise ValueError(f"methods must name at least one of {_ALL_NAMES}, got an empty list")
+    for n in names:
+        if n not in _ALL_NAMES:
+            raise ValueError(f"unknown method {n!r}; allowed: {', '.join(_ALL_NAMES)}")
+    return names
+
+
+def auto_block(num_tokens: int) -> int:
+    """The block size used for a sequence of ``num_tokens`` video tokens: 128 (the default) when that
+    gives at least 16 blocks, else the largest power of two >= 16 that does (16 at the least)."""
+    block = DEFAULT_BLOCK
+    while block > 16 and math.ceil(num_tokens / block) < 16:
+        block //= 2
+    return block
+
+
+def static_video_density(method: AttentionMethod, grid: tuple[int, int, int]) -> float:
+    """Video x video density of a static-pattern method on ``grid`` (its own token order, e.g. tiled)."""
+    return float(method.describe(tuple(grid), file=None)["video_density"])
+
+
+def _bisect(build, lo: float, hi: float, target: float, grid, *, log_scale: bool) -> tuple[AttentionMethod, float, float]:
+    """Bisection on a parameter whose density increases with it; returns (method, density, parameter)."""
+    seen = []
+    for _ in range(_STEPS):
+        mid = math.sqrt(lo * hi) if log_scale else (lo + hi) / 2
+        try:
+            m = build(mid)
+            d = static_video_density(m, grid)
+        except ValueError:  # the grid cannot take this parameter: treat as too large
+            hi = mid
+            continue
+        seen.append((abs(d - target), d, mid, m))
+        if d < target:
+            lo = mid
+        else:
+            hi = mid
+    if not seen:
+        raise ValueError(f"no parameter in the search range fits grid {tuple(grid)}")
+    _, d, p, m = min(seen, key=lambda s: s[0])
+    return m, d, p
+
+
+def method_at_density(name: str, target: float, grid: tuple[int, int, int], *, block_size: int | None = None,
+                      backend: str = "auto") -> Matched:
+    """``name`` configured so that its video x video density on ``grid`` is as close to ``target`` as found.
+
+    Args:
+        name: one of ``"dense"``, ``"radial"``, ``"clear_local"``, ``"neighborhood"``, ``"rectified"``,
+            ``"agent"``.
+        target: the density wanted, in (0, 1].
+        grid: the ``(T, H, W)`` video token grid.
+        block_size: kernel block size (power of two >= 16); ``None``: :func:`auto_block` of ``T*H*W``.
+        backend: kernel backend of the method (see :class:`accel.methods.base.AttentionMethod`).
+
+    Returns:
+        a :class:`Matched`; the search is described in the module docstring.
+
+    Raises:
+        ValueError: unknown ``name``, ``target`` outside (0, 1], or a malformed ``grid``.
+    """
+    check_method_names([name])
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise ValueError(f"target density must be a number in (0, 1], got {target!r}")
+    if len(grid) != 3 or any(not isinstance(g, int) or g < 1 for g in grid):
+        raise ValueError(f"grid must be three ints >= 1 (T, H, W), got {grid!r}")
+    grid = tuple(grid)
+    n = grid[0] * grid[1] * grid[2]
+    bs = auto_block(n) if block_size is None else block_size
+    if name == "dense":
+        return Matched(name, Dense(backend=backend), target, 1.0, {})
+    if name == "radial":
+        m, d, p = _bisect(lambda x: Radial(decay=x, block_size=bs, backend=backend), 1e-3, 8.0, target, grid,
+                          log_scale=True)
+        return Matched(name, m, target, d, {"decay": p})
+    if name == "clear_local":
+        m, d, p = _bisect(lambda x: ClearLocal(radius=x, radius_t=x / 4, block_size=bs, backend=backend),
+                          0.5, 2.0 * max(grid[1], grid[2]), target, grid, log_scale=True)
+        return Matched(name, m, target, d, {"radius": p, "radius_t": p / 4})
+
+    if name == "neighborhood":
+        def window(a):
+            return tuple(g if g < 2 else min(g, max(2, round(a * g))) for g in grid)
+
+        m, d, p = _bisect(lambda a: Neighborhood(window=window(a), block_size=bs, backend=backend), 0.0, 1.0, target,
+                          grid, log_scale=False)
+        return Matched(name, m, target, d, {"window": list(m.window)})
+    if name == "rectified":
+        nb = math.ceil(n / bs)
+        keep = max(1, min(nb, round(target * nb)))
+        drop = 1.0 - keep / nb
+        drop = min(max(drop, 0.0), 1.0 - 1e-9)
+        m = Rectified(drop=drop, tau=0.0, block_size=bs, backend=backend)
+        return Matched(name, m, target, keep_floor(drop, nb) / nb, {"drop": drop, "tau": 0.0})
+    # agent
+    agents = max(1, round(target * n / 2))
+    a = agent_grid(agents, grid)
+    count = a[0] * a[1] * a[2]
+    return Matched(name, Agent(agents=a, block_size=bs, backend=backend), target, min(1.0, 2 * count / n),
+                   {"agents": list(a)})

@@ -1,0 +1,196 @@
+"""Reports of evaluation runs: ``report.md`` tables and PNG plots (matplotlib, Agg backend).
+
+Plots: density vs error (attention benchmark), speedup vs PSNR with each method's Pareto front,
+per-layer executed density heat maps, block-layout pictures, and side-by-side frames dense vs method
+(end-to-end runs).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "markdown_table", "save_layout_picture", "write_attention_report", "pareto_front", "plot_speedup_vs_psnr",
+    "plot_density_heatmap", "save_side_by_side", "fmt",
+]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fmt(value, digits: int = 3) -> str:
+    """A table cell: ``n/a`` for None, ``inf`` for infinities, floats with ``digits`` significant digits."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf"
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured markdown table (cells through :func:`fmt`)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save_layout_picture(directory: Path, method, grid, name: str) -> Path:
+    """PNG of the video x video block map of ``method`` on ``grid`` (white skipped, black full, grey partial),
+    in the method's own token order (tiled when tiling is on)."""
+    import torch
+
+    from accel.grid import TokenLayout
+
+    perm = method.tile_permutation(tuple(grid)) if hasattr(method, "tile_permutation") else None
+    layout = method.video_block_layout(TokenLayout(tuple(grid), permutation=perm), batch=1, heads=1,
+                                       device=torch.device("cpu"))
+    kinds = layout.block_kinds()[0, 0].numpy()
+    img = np.choose(kinds, [1.0, 0.0, 0.55])
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(f"{type(method).__name__} on {tuple(grid)}\n{layout.density():.1%} of pairs, block {layout.q_block}",
+                 fontsize=8)
+    ax.set_xlabel("key block")
+    ax.set_ylabel("query block")
+    fig.tight_layout()
+    path = Path(directory) / name
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_attention_report(run_dir, *, draw: bool = True) -> None:
+    """``report.md`` (one table per size) and ``density_vs_error.png`` of an attention-benchmark run."""
+    data = run_dir.data
+    recs = data["records"]
+    s = data["settings"]
+    lines = ["# Attention-level benchmark", "",
+             f"Synthetic structured Q/K/V ({s['data']}), {s['heads']} heads x {s['head_dim']} dims, seed {s['seed']}. "
+             f"Error: relative L2 of the output vs dense attention; recall: share of the dense softmax mass on the "
+             f"computed keys; density: executed video x video pairs.", ""]
+    for size in dict.fromkeys(r["size"] for r in recs):
+        rs = [r for r in recs if r["size"] == size]
+        sampled = rs[0]["rows_sampled"]
+        lines += [f"## {size}: grid {tuple(rs[0]['grid'])}, {rs[0]['tokens']:,} tokens", "",
+                  (f"Evaluated on {rs[0]['rows_evaluated']} query rows sampled uniformly (seeded), all heads."
+                   if sampled else "Evaluated on every query row."), ""]
+        rows = [[r["method"], f"{r['target_density']:.0%}", f"{r['density']:.3f}", r["rel_l2_error"], r["recall"],
+                 _param_str(r["parameter"])] for r in rs]
+        lines += [markdown_table(["method", "target", "density", "rel. L2 error", "recall", "parameter"], rows), ""]
+    if draw and recs:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for size in dict.fromkeys(r["size"] for r in recs):
+            for name in dict.fromkeys(r["method"] for r in recs):
+                rs = sorted((r for r in recs if r["size"] == size and r["method"] == name), key=lambda r: r["density"])
+                if rs:
+                    ax.plot([r["density"] for r in rs], [r["rel_l2_error"] for r in rs], marker="o",
+                            label=f"{name} ({size})")
+        ax.set_xlabel("executed density")
+        ax.set_ylabel("relative L2 error vs dense")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(run_dir.path / "density_vs_error.png")
+        plt.close(fig)
+        lines += ["![density vs error](density_vs_error.png)", ""]
+        pics = sorted(p.name for p in run_dir.path.glob("layout_*.png"))
+        if pics:
+            lines += ["Block layouts (black: full block, grey: partial, white: skipped):", ""]
+            lines += [f"![{p}]({p})" for p in pics] + [""]
+    run_dir.write_text("report.md", "\n".join(lines))
+
+
+def _param_str(params: dict) -> str:
+    parts = []
+    for k, v in params.items():
+        parts.append(f"{k}={fmt(v, 3) if isinstance(v, float) else v}")
+    return ", ".join(parts)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points (x, y) not dominated by another (larger x and larger y are better), sorted by x."""
+    front = []
+    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return sorted(front)
+
+
+def plot_speedup_vs_psnr(records: list[dict], path: Path, *, speed_key: str = "speedup_transformer") -> None:
+    """Scatter of speedup vs PSNR per method with each method's Pareto front (infinite PSNR is drawn
+    at the largest finite PSNR + 5 dB)."""
+    plt = _plt()
+    finite = [r["psnr_db"] for r in records if isinstance(r.get("psnr_db"), float) and math.isfinite(r["psnr_db"])]
+    cap = (max(finite) + 5) if finite else 60.0
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name in dict.fromkeys(r["method"] for r in records):
+        pts = [(r[speed_key], r["psnr_db"] if math.isfinite(r["psnr_db"]) else cap)
+               for r in records if r["method"] == name and r.get(speed_key) is not None]
+        if not pts:
+            continue
+        sc = ax.scatter(*zip(*pts, strict=True), label=name)
+        front = pareto_front(pts)
+        ax.plot(*zip(*front, strict=True), color=sc.get_facecolor()[0], alpha=0.6)
+    ax.set_xlabel("speedup vs dense (" + speed_key.replace("speedup_", "") + ")")
+    ax.set_ylabel("PSNR vs dense (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_density_heatmap(matrix: np.ndarray, path: Path, title: str) -> None:
+    """Heat map of executed density, ``matrix[step, layer]`` (NaN where the layer did not run)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
+    ax.set_xlabel("self-attention layer")
+    ax.set_ylabel("denoising step")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, label="executed density")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_side_by_side(reference: np.ndarray, others: dict[str, np.ndarray], path: Path, *, frames: int = 3) -> None:
+    """PNG grid: rows = dense and each method, columns = evenly spaced frames of ``[F, H, W, 3]`` clips
+    (an image ``[H, W, 3]`` counts as one frame)."""
+    plt = _plt()
+    clips = {"dense": reference, **others}
+    clips = {k: (v[None] if v.ndim == 3 else v) for k, v in clips.items()}
+    f = reference.shape[0] if reference.ndim == 4 else 1
+    idx = sorted(set(np.linspace(0, f - 1, min(frames, f)).round().astype(int).tolist()))
+    fig, axes = plt.subplots(len(clips), len(idx), figsize=(1.6 * len(idx), 1.6 * len(clips)), dpi=100, squeeze=False)
+    for row, (name, clip) in enumerate(clips.items()):
+        for col, i in enumerate(idx):
+            ax = axes[row][col]
+            ax.imshow(np.clip(clip[i], 0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(name, fontsize=6)
+            if row == 0:
+                ax.set_title(f"frame {i}", fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
