@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fidelity import fidelity
 from .layout_view import block_kinds_image, executed_density, video_block_kinds
 from .models import ModelCache, ModelEntry
 from .outputs import OutputFolder
@@ -267,32 +268,6 @@ def _write_png(image: np.ndarray, path: Path) -> None:
     import imageio.v2 as imageio
 
     imageio.imwrite(path, image, format="PNG")
-
-
-def fidelity(frames: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """PSNR (dB) and mean per-frame SSIM of ``frames`` against ``reference``.
-
-    Args:
-        frames: float ``[F, H, W, 3]`` in [0, 1].
-        reference: same shape.
-
-    Returns:
-        ``(psnr, ssim)``: PSNR with data range 1 over all values (``inf`` when identical); SSIM with
-        data range 1 over the colour channels (scikit-image's Gaussian-free 7x7 window, or the largest
-        odd window the frame allows), averaged over frames.
-    """
-    from skimage.metrics import structural_similarity
-
-    if frames.shape != reference.shape:
-        raise ValueError(f"frames {frames.shape} and reference {reference.shape} must have the same shape")
-    a = frames.astype(np.float64)
-    b = reference.astype(np.float64)
-    mse = float(np.mean((a - b) ** 2))
-    psnr = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
-    win = min(7, *(d if d % 2 else d - 1 for d in a.shape[1:3]))
-    ssim = float(np.mean([structural_similarity(x, y, data_range=1.0, channel_axis=-1, win_size=win)
-                          for x, y in zip(a, b, strict=True)]))
-    return psnr, ssim
 
 
 def run_generate(settings: GenerateSettings, models: ModelCache, outputs: OutputFolder,

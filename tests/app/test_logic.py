@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import accel
+from accel.app.fidelity import fidelity
 from accel.app.layout_view import KIND_COLOURS, block_kinds_image, call_density, executed_density, video_block_kinds
-from accel.app.logic import AppInputError, GenerateSettings, fidelity, parse_method_params, run_generate, validate_generate
+from accel.app.logic import AppInputError, GenerateSettings, parse_method_params, run_generate, validate_generate
 from accel.app.models import ModelCache
 from accel.app.outputs import OutputFolder
 from accel.grid import TokenLayout
@@ -165,8 +166,19 @@ def test_fidelity_by_hand():
     assert psnr == pytest.approx(10 * math.log10(384 / 0.25))
     assert ssim < 1.0
     assert fidelity(a, a) == (math.inf, 1.0)
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="must both be"):
         fidelity(a, a[:1])
+    # a region at least half a window (3 px) away from the one changed pixel is untouched
+    c = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    d = c.copy()
+    d[0, 0, 0] = 1.0 - d[0, 0, 0]
+    far = np.zeros((2, 16, 16), bool)
+    far[:, 8:, 8:] = True
+    assert fidelity(d, c, where=far) == (math.inf, pytest.approx(1.0))
+    near_psnr, near_ssim = fidelity(d, c, where=~far)
+    assert near_psnr < 60 and near_ssim < 1.0
+    with pytest.raises(ValueError, match="selects no pixel"):
+        fidelity(d, c, where=np.zeros((2, 16, 16), bool))
 
 
 @pytest.mark.parametrize("change, message", [
