@@ -3,6 +3,7 @@
 Subcommands (each forwards its remaining arguments to the module that implements it):
 
 * ``accel generate --prompt "a red circle moving left" [...]`` - render clips with the embedded model
+* ``accel render --model PRESET --prompts FILE --out DIR [...]`` - batch rendering, one GPU or many
 * ``accel bench kernels [...]`` - block-sparse kernel benchmark, writes JSON (``--help`` for options)
 * ``accel train-embedded [...]`` - retrain the embedded text-to-video model shipped with the package
 * ``accel app [--port 7860] [...]`` - the Gradio demo (see ``accel.app``)
@@ -17,6 +18,7 @@ import sys
 # subcommand -> (module, function taking argv, one-line help)
 _COMMANDS = {
     ("generate",): ("accel.generate", "main", "render clips with the embedded model (offline), MP4"),
+    ("render",): ("accel.render.command", "main", "render a prompt file to MP4/PNG (presets, resume, many GPUs)"),
     ("bench", "kernels"): ("accel.eval.kernel_bench", "main", "block-sparse kernel benchmark (JSON figures)"),
     ("train-embedded",): ("accel.pipelines.train_embedded", "main", "train the embedded tiny Wan model"),
     ("app",): ("accel.app.server", "main", "the Gradio demo: sparse vs dense side by side (127.0.0.1 by default)"),

@@ -1,0 +1,386 @@
+"""``accel render``: render a prompt file to MP4/PNG with an attention method, on one GPU or many.
+
+::
+
+    accel render --model embedded --prompts prompts.txt --out renders/
+    accel render --model wan2.1-t2v-1.3b --prompts prompts.jsonl --method radial --out renders/
+    torchrun --nproc_per_node 8 -m accel.cli render --model hunyuan-video --prompts p.jsonl --out renders/
+
+Every item becomes one file in ``--out`` (MP4 for video models, PNG for image models; ``--format
+png`` writes a video as a folder of PNG frames) and one record in ``--out/manifest.jsonl``. Files
+are written under a temporary name and renamed when complete. Rerunning the same command skips
+items whose record says ``ok`` for the same settings and whose file exists, and redoes the others.
+A failing item is recorded with its error and the batch goes on; the exit status is 1 if any item
+failed, 2 for bad arguments (checked before any work), 130 after Ctrl-C (finished items are kept;
+rerun to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "parse_schedule"]
+
+_STATUS_OK, _STATUS_FAILED = "ok", "failed"
+
+
+def parse_schedule(text: str):
+    """``"dense_steps=12,dense_layers=1"`` -> ``accel.Schedule(dense_steps=12, dense_layers=1)``;
+    ``"none"`` -> ``Schedule()``. Values with a ``.`` are fractions (floats), others counts (ints).
+
+    Raises:
+        ValueError: malformed text, unknown field or invalid value.
+    """
+    import accel
+
+    if text.strip().lower() == "none":
+        return accel.Schedule()
+    fields = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or key not in {"dense_steps", "dense_layers", "dense_last_steps"}:
+            raise ValueError(f"--schedule must be 'none' or comma-separated dense_steps=N, dense_layers=N, "
+                             f"dense_last_steps=N (N a count, or a fraction like 0.25), got {text!r}")
+        try:
+            fields[key] = float(value) if "." in value else int(value)
+        except ValueError as exc:
+            raise ValueError(f"--schedule {key} must be a number, got {value!r}") from exc
+    try:
+        return accel.Schedule(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--schedule: {exc}") from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    from accel.pipelines.method_spec import METHODS
+    from accel.pipelines.presets import DEFAULT_PRESET, PRESETS
+
+    p = argparse.ArgumentParser(prog="accel render", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=DEFAULT_PRESET,
+                   help=f"preset name ({', '.join(PRESETS)}), a folder saved with save_pretrained, or a hub id "
+                        f"(default {DEFAULT_PRESET}: the offline model)")
+    p.add_argument("--prompts", type=Path, required=True,
+                   help="prompt file: text (one prompt a line) or .jsonl (prompt, negative_prompt, seed, height, "
+                        "width, frames, steps, guidance, name, image)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created); holds the files and manifest.jsonl")
+    p.add_argument("--method", default="none", help=f"attention method, one of {sorted(METHODS)} (default none)")
+    p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="method field replacing the preset's published setting, e.g. window=3,9,9 (repeatable)")
+    p.add_argument("--schedule", default=None,
+                   help="dense schedule: 'none' or e.g. dense_steps=12,dense_layers=1 (default: the method's "
+                        "published schedule for this model, else none)")
+    p.add_argument("--height", type=int, help="height in pixels (default: the preset's)")
+    p.add_argument("--width", type=int, help="width in pixels (default: the preset's)")
+    p.add_argument("--frames", type=int, help="frames of a video (default: the preset's)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument("--guidance", type=float, help="guidance scale (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of item i is SEED + i unless the line gives one (default 0)")
+    p.add_argument("--fps", type=int, help="frames per second of MP4 files (default: the preset's)")
+    p.add_argument("--format", choices=("auto", "mp4", "png"), default="auto",
+                   help="auto: MP4 for video models, PNG for image models; png on a video: a folder of frames")
+    p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 for hub models on CUDA, else fp32)")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda:LOCAL_RANK when available)")
+    p.add_argument("--offload", action="store_true", help="model CPU offload (big models on small GPUs)")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory)")
+    p.add_argument("--vae-slicing", action="store_true", help="decode batch entries one at a time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _check_positive(p, args) -> None:
+    for name in ("height", "width", "frames", "steps", "fps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name} must be >= 1, got {value}")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0, got {args.seed}")
+    if args.guidance is not None and not args.guidance >= 0:
+        p.error(f"--guidance must be >= 0, got {args.guidance}")
+
+
+def _size_problem(height, width, frames, multiple: int, frame_step: int | None, is_video: bool,
+                  names=("height", "width", "frames")) -> str | None:
+    """Why (height, width, frames) does not fit the model, or None; ``names`` name them in the message."""
+    for key, value in ((names[0], height), (names[1], width)):
+        if value % multiple:
+            return f"{key} must be a multiple of {multiple} for this model (VAE scale x patch size), got {value}"
+    if is_video and frame_step and (frames - 1) % frame_step:
+        return (f"{names[2]} must be 1 + k * {frame_step} for this model (temporal VAE compression), got {frames}; "
+                f"e.g. {frames - (frames - 1) % frame_step}")
+    return None
+
+
+def _item_settings(item, args, preset) -> dict:
+    pick = lambda own, flag, default: own if own is not None else flag if flag is not None else default  # noqa: E731
+    s = dict(
+        height=pick(item.height, args.height, preset.height),
+        width=pick(item.width, args.width, preset.width),
+        steps=pick(item.steps, args.steps, preset.steps),
+        guidance=pick(item.guidance, args.guidance, preset.guidance),
+    )
+    if preset.is_video:
+        s["frames"] = pick(item.frames, args.frames, preset.num_frames)
+        s["fps"] = args.fps if args.fps is not None else preset.fps
+    if preset.guidance_2 is not None:
+        s["guidance_2"] = preset.guidance_2
+    return s
+
+
+def _item_problem(item, settings, preset, multiple, frame_step) -> str | None:
+    if item.error:
+        return item.error
+    if not preset.is_video and item.frames is not None:
+        return f"line {item.line}: frames given for an image model"
+    if preset.needs_image and item.image is None:
+        return f"line {item.line}: this image-to-video model needs an input image (JSONL key 'image')"
+    if not preset.needs_image and item.image is not None:
+        return f"line {item.line}: image given but {preset.name} is not an image-to-video model"
+    problem = _size_problem(settings["height"], settings["width"], settings.get("frames", 1), multiple, frame_step,
+                            preset.is_video)
+    return f"line {item.line}: {problem}" if problem else None
+
+
+def _key(model: str, item, settings: dict, method: str, schedule: str, fmt: str) -> str:
+    blob = json.dumps([model, item.prompt, item.negative_prompt, item.seed, item.image, settings, method, schedule,
+                       fmt], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _is_complete(record: dict | None, key: str, out_dir: Path) -> bool:
+    if record is None or record.get("status") != _STATUS_OK or record.get("settings_key") != key:
+        return False
+    path = out_dir / str(record.get("file") or "")
+    return bool(record.get("file")) and path.exists()
+
+
+def _call_kwargs(preset, item, settings) -> dict:
+    import torch
+
+    kw = preset.generation_kwargs()
+    kw.update(height=settings["height"], width=settings["width"], num_inference_steps=settings["steps"],
+              guidance_scale=settings["guidance"], prompt=item.prompt, output_type="np",
+              generator=torch.Generator("cpu").manual_seed(item.seed))
+    if preset.is_video:
+        kw["num_frames"] = settings["frames"]
+    if item.negative_prompt is not None:
+        kw["negative_prompt"] = item.negative_prompt
+    if item.image is not None:
+        from PIL import Image
+
+        with Image.open(item.image) as im:
+            kw["image"] = im.convert("RGB").resize((settings["width"], settings["height"]))
+    return kw
+
+
+def _render_one(pipe, preset, item, settings, fmt, out_dir: Path):
+    """Render ``item``; return (relative file, seconds, token layout)."""
+    from accel.pipelines.media import write_frames, write_mp4, write_png
+
+    handle = pipe.accel_handle
+    seen = {}
+
+    def capture(_pipe, _i, _t, _kwargs):
+        if handle is not None and "layout" not in seen:
+            seen["layout"] = handle.token_layout
+        return {}
+
+    kw = _call_kwargs(preset, item, settings)
+    kw["callback_on_step_end"] = capture
+    t0 = time.perf_counter()
+    out = pipe(**kw)
+    seconds = time.perf_counter() - t0
+    if preset.is_video:
+        frames = out.frames[0]
+        if fmt == "mp4":
+            rel = f"{item.name}.mp4"
+            write_mp4(frames, out_dir / rel, settings["fps"])
+        else:
+            rel = item.name
+            write_frames(frames, out_dir / rel)
+    else:
+        rel = f"{item.name}.png"
+        write_png(out.images[0], out_dir / rel)
+    return rel, seconds, seen.get("layout")
+
+
+def _summary(records: list[dict], skipped: int, file=None) -> str:
+    lines = [f"{'item':<40} {'status':<7} {'seconds':>8} {'density':>8}  file / error"]
+    for r in records:
+        density = "-" if r.get("density") is None else f"{r['density']:.3f}"
+        seconds = "-" if r.get("latency_s") is None else f"{r['latency_s']:.1f}"
+        tail = r.get("file") if r.get("status") == _STATUS_OK else r.get("error", "")
+        lines.append(f"{r['name'][:40]:<40} {r.get('status', '?'):<7} {seconds:>8} {density:>8}  {tail}")
+    ok = sum(r.get("status") == _STATUS_OK for r in records)
+    lines.append(f"{ok} ok, {len(records) - ok} failed, of {len(records)} items ({skipped} already complete, skipped)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Command line of ``accel render`` (see ``--help``); returns the exit status."""
+    p = _parser()
+    args = p.parse_args(argv)
+    _check_positive(p, args)
+
+    from accel.pipelines.load import load, parse_dtype, pipeline_size_rules, resolve_model
+    from accel.pipelines.method_spec import method_for_model, parse_method_args
+    from accel.pipelines.prompts import read_prompt_file
+
+    # ---- everything that can be checked before loading a model
+    try:
+        preset, _ = resolve_model(args.model)
+        method_args = parse_method_args(args.method_arg)
+        method_for_model(args.method, method_args, None)
+        schedule = parse_schedule(args.schedule) if args.schedule is not None else None
+        parse_dtype(args.dtype)
+        items = read_prompt_file(args.prompts, base_seed=args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        p.error(str(exc))
+    if preset is not None:
+        _check_static(p, args, preset, preset.size_multiple, preset.frame_step)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"--out {str(args.out)!r} cannot be created: {exc}")
+
+    from accel.render.distributed import close, init_distributed
+
+    ctx = init_distributed()
+    try:
+        return _run(p, args, items, method_args, schedule, ctx, load, pipeline_size_rules)
+    finally:
+        close(ctx)
+
+
+def _check_static(p, args, preset, multiple, frame_step) -> None:
+    if args.format == "mp4" and not preset.is_video:
+        p.error(f"--format mp4 needs a video model; {preset.name} makes images (use png or auto)")
+    if args.frames is not None and not preset.is_video:
+        p.error(f"--frames given but {preset.name} makes images")
+    height = args.height if args.height is not None else preset.height
+    width = args.width if args.width is not None else preset.width
+    frames = args.frames if args.frames is not None else (preset.num_frames or 1)
+    problem = _size_problem(height, width, frames, multiple, frame_step, preset.is_video,
+                            names=("--height", "--width", "--frames"))
+    if problem:
+        p.error(f"{problem} (model {preset.name})")
+
+
+def _run(p, args, items, method_args, schedule, ctx, load, pipeline_size_rules) -> int:
+    from tqdm.auto import tqdm
+
+    from accel.render.density import effective_density
+    from accel.render.distributed import barrier, shard
+    from accel.render.manifest import append_record, latest_records, merge_manifest, part_path
+
+    out_dir = args.out
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    device = args.device
+    if device is None or (ctx.world_size > 1 and str(device) == "cuda"):
+        device = ctx.device()
+    t0 = time.perf_counter()
+    try:
+        pipe = load(args.model, method=args.method, method_args=method_args, schedule=schedule, device=device,
+                    dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
+    except (ValueError, TypeError) as exc:
+        p.error(str(exc))
+    preset = pipe.accel_preset
+    multiple, frame_step = pipeline_size_rules(pipe)
+    _check_static(p, args, preset, multiple, frame_step)
+    fmt = args.format if args.format != "auto" else ("mp4" if preset.is_video else "png")
+    handle = pipe.accel_handle
+    method_text = "none" if handle is None else repr(handle.method)
+    schedule_text = "none" if handle is None else repr(handle.schedule)
+    num_layers = len(handle.layers.get(0, [])) if handle is not None else 0
+    say(f"loaded {preset.name} ({type(pipe).__name__}) on {device} in {time.perf_counter() - t0:.1f} s; "
+        f"method {method_text} ({pipe.accel_method_source or 'upstream attention'}), schedule {schedule_text}; "
+        f"{ctx.world_size} process(es)")
+
+    # ---- what is already done (manifest + leftover parts of an interrupted run); everyone reads, then barrier
+    latest = latest_records(out_dir)
+    plan = []
+    for item in items:
+        settings = _item_settings(item, args, preset)
+        key = _key(preset.name, item, settings, method_text, schedule_text, fmt)
+        plan.append((item, settings, key))
+    pending = [entry for entry in plan if not _is_complete(latest.get(entry[0].name), entry[2], out_dir)]
+    skipped = len(plan) - len(pending)
+    barrier(ctx)
+    mine = shard(pending, ctx)
+    say(f"{len(plan)} items: {skipped} already complete, {len(pending)} to render")
+
+    part = part_path(out_dir, ctx.rank)
+    failed = 0
+    interrupted = False
+    progress = not args.no_progress
+    pipe.set_progress_bar_config(disable=not progress, leave=False, position=1 if ctx.world_size == 1 else ctx.rank)
+    bar = tqdm(total=len(mine), desc="items" if ctx.world_size == 1 else f"rank {ctx.rank}", unit="item",
+               disable=not progress, position=0 if ctx.world_size == 1 else ctx.rank, file=sys.stderr)
+    try:
+        for item, settings, key in mine:
+            record = dict(name=item.name, index=item.index, line=item.line, prompt=item.prompt,
+                          negative_prompt=item.negative_prompt, seed=item.seed, image=item.image,
+                          settings=settings, model=preset.name, method=method_text, schedule=schedule_text,
+                          format=fmt, settings_key=key, rank=ctx.rank, file=None, latency_s=None, density=None,
+                          error=None)
+            problem = _item_problem(item, settings, preset, multiple, frame_step)
+            if problem is None:
+                _remove_stale(out_dir, item.name)
+                try:
+                    rel, seconds, layout = _render_one(pipe, preset, item, settings, fmt, out_dir)
+                    record.update(status=_STATUS_OK, file=rel, latency_s=round(seconds, 4),
+                                  density=effective_density(handle.method if handle else None,
+                                                            handle.schedule if handle else None, layout,
+                                                            settings["steps"], num_layers))
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # one bad item must not stop the batch
+                    problem = f"{type(exc).__name__}: {exc}"
+            if problem is not None:
+                failed += 1
+                record.update(status=_STATUS_FAILED, error=problem)
+                tqdm.write(f"failed: {item.name}: {problem}", file=sys.stderr)
+            record["finished_at"] = time.time()
+            append_record(part, record)
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    if interrupted:
+        if ctx.world_size == 1:
+            merge_manifest(out_dir)
+        print(f"interrupted (rank {ctx.rank}); finished items are kept - rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+    barrier(ctx)
+    if not ctx.is_main:
+        return 1 if failed else 0
+    merged = merge_manifest(out_dir)
+    records = [merged.get(item.name, {"name": item.name, "status": "missing"}) for item in items]
+    print(_summary(records, skipped))
+    print(f"manifest: {out_dir / 'manifest.jsonl'}")
+    return 0 if all(r.get("status") == _STATUS_OK for r in records) else 1
+
+
+def _remove_stale(out_dir: Path, name: str) -> None:
+    """Remove temporary files of ``name`` left by an interrupted write (the final files are replaced on write)."""
+    from accel.pipelines.media import partial_path
+
+    for candidate in (out_dir / f"{name}.mp4", out_dir / f"{name}.png", out_dir / name):
+        tmp = partial_path(candidate)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
