@@ -1,0 +1,227 @@
+"""`accel render` end to end on the tiny pipelines (2 steps, 16x16x9 video, 8x8 images)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from accel.pipelines.media import to_uint8
+from accel.pipelines.tiny import tiny_pipeline
+from accel.render import command
+from accel.render.manifest import MANIFEST_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+
+
+def _reference(family: str, prompt: str, seed: int, **overrides):
+    """The same item rendered by calling the diffusers pipeline directly (independent of accel render)."""
+    import torch
+
+    pipe = tiny_pipeline(family)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(prompt=prompt, num_inference_steps=2, output_type="np", generator=torch.Generator("cpu").manual_seed(seed))
+    if family == "wan":
+        kw.update(dict(height=16, width=16, num_frames=9, guidance_scale=6.0, max_sequence_length=16), **overrides)
+        return pipe(**kw).frames[0]
+    kw.update(dict(height=8, width=8, guidance_scale=3.5, max_sequence_length=16), **overrides)
+    return pipe(**kw).images[0]
+
+
+def _run(*args) -> int:
+    return command.main([*map(str, args), "--no-progress"])
+
+
+def test_video_to_mp4_and_png_frames(tmp_path):
+    import imageio.v2 as imageio
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle moving left\na blue square moving up\n")
+    out = tmp_path / "mp4"
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out, "--seed", 5) == 0
+    records = _manifest(out)
+    assert [r["name"] for r in records] == ["0000-a-red-circle-moving-left", "0001-a-blue-square-moving-up"]
+    for r, seed in zip(records, (5, 6), strict=True):
+        assert r["status"] == "ok" and r["seed"] == seed and r["error"] is None and r["density"] == 1.0
+        assert r["settings"] == {"height": 16, "width": 16, "frames": 9, "steps": 2, "guidance": 6.0, "fps": 8}
+        assert r["model"] == "tiny-wan" and r["method"] == "none" and r["latency_s"] > 0
+        frames = imageio.mimread(out / r["file"], format="FFMPEG")
+        assert len(frames) == 9 and frames[0].shape == (16, 16, 3)
+    assert not list(out.glob(".*"))  # no temporary or part file left
+
+    # PNG frames are lossless: they equal a direct call of the pipeline with the same seed
+    out = tmp_path / "png"
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out, "--seed", 5, "--format", "png") == 0
+    first = _manifest(out)[0]
+    pngs = sorted((out / first["file"]).iterdir())
+    got = np.stack([imageio.imread(p) for p in pngs])
+    assert np.array_equal(got, to_uint8(_reference("wan", "a red circle moving left", 5)))
+
+
+def test_image_model_to_png_with_method_and_jsonl(tmp_path):
+    import imageio.v2 as imageio
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a tree", "seed": 11, "name": "tree", "height": 12, "width": 16}) + "\n")
+    out = tmp_path / "o"
+    assert _run("--model", "tiny-flux", "--prompts", prompts, "--out", out, "--method", "dense") == 0
+    (record,) = _manifest(out)
+    assert record["file"] == "tree.png" and record["method"].startswith("Dense(") and record["density"] == 1.0
+    image = imageio.imread(out / "tree.png")
+    assert image.shape == (12, 16, 3)
+    # accel.Dense is exact: same picture as upstream attention
+    assert np.abs(image.astype(int) - to_uint8(_reference("flux", "a tree", 11, height=12, width=16))).max() <= 1
+
+
+def test_bad_jsonl_line_is_recorded_and_the_batch_goes_on(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join([
+        json.dumps({"prompt": "first"}),
+        "{broken",
+        json.dumps({"prompt": "odd size", "height": 24}),
+        json.dumps({"prompt": "third", "steps": 1}),
+    ]) + "\n")
+    out = tmp_path / "o"
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 1
+    records = {r["index"]: r for r in _manifest(out)}
+    assert [records[i]["status"] for i in range(4)] == ["ok", "failed", "failed", "ok"]
+    assert "line 2: not valid JSON" in records[1]["error"]
+    assert "line 3: height must be a multiple of 16" in records[2]["error"]
+    assert records[3]["settings"]["steps"] == 1
+    assert "2 ok, 2 failed, of 4 items" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--height", "24"], "--height must be a multiple of 16 for this model"),
+    (["--frames", "8"], "--frames must be 1 + k * 4 for this model"),
+    (["--model", "wan-9000"], "'wan-9000' is not a preset"),
+    (["--method", "fast"], "--method must be one of"),
+    (["--schedule", "dense=3"], "--schedule must be 'none' or comma-separated"),
+    (["--model", "tiny-flux", "--frames", "9"], "--frames given but tiny-flux makes images"),
+])
+def test_bad_arguments_fail_before_any_work(tmp_path, capsys, monkeypatch, args, message):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a prompt\n")
+    load_module = sys.modules["accel.pipelines.load"]  # the module (accel.pipelines.load is the function)
+    monkeypatch.setattr(load_module, "load", lambda *a, **k: pytest.fail("loaded a model despite bad arguments"))
+    argv = ["--model", "tiny-wan", "--prompts", str(prompts), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        command.main(argv + args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_prompt_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        command.main(["--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "none.txt' not found" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_a_consistent_manifest_and_rerun_resumes(tmp_path, monkeypatch):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\ntwo\nthree\n")
+    out = tmp_path / "o"
+    real = command._render_one
+    calls = []
+
+    def interrupt_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(command, "_render_one", interrupt_second)
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 130
+    assert [r["name"] for r in _manifest(out)] == ["0000-one"]
+    assert sorted(p.name for p in out.iterdir()) == ["0000-one.mp4", MANIFEST_NAME]
+    first_done = _manifest(out)[0]["finished_at"]
+
+    monkeypatch.setattr(command, "_render_one", real)
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 0
+    records = _manifest(out)
+    assert [r["name"] for r in records] == ["0000-one", "0001-two", "0002-three"]
+    assert records[0]["finished_at"] == first_done  # skipped, not redone
+
+    # other settings: redone, still one record per item
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out, "--steps", "1") == 0
+    records = _manifest(out)
+    assert len(records) == 3 and all(r["settings"]["steps"] == 1 for r in records)
+
+
+_CRASH = """
+import os, sys
+from accel.render import command
+from accel.pipelines import media
+real = media.write_mp4
+count = [0]
+def write_mp4(frames, path, fps):
+    count[0] += 1
+    if count[0] == 3:  # the third item dies in the middle of writing its file
+        media.partial_path(path).write_bytes(b"half a file")
+        os._exit(9)
+    real(frames, path, fps)
+media.write_mp4 = write_mp4
+sys.exit(command.main(sys.argv[1:]))
+"""
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRITON_INTERPRET="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def test_resume_after_a_crash_mid_batch(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\ntwo\nthree\nfour\n")
+    out = tmp_path / "o"
+    argv = ["--model", "tiny-wan", "--prompts", str(prompts), "--out", str(out), "--no-progress"]
+    crashed = subprocess.run([sys.executable, "-c", _CRASH, *argv], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert crashed.returncode == 9, crashed.stderr[-2000:]
+    assert (out / ".0002-three.partial.mp4").exists() and not (out / "0002-three.mp4").exists()
+    assert not (out / MANIFEST_NAME).exists()  # records so far are in the part file
+
+    assert command.main(argv) == 0
+    records = _manifest(out)
+    assert [r["name"] for r in records] == ["0000-one", "0001-two", "0002-three", "0003-four"]
+    assert all(r["status"] == "ok" for r in records)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME] + [r["file"] for r in records])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_gloo_render_each_prompt_once(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt number {i}\n" for i in range(5)))
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "accel.cli", "render", "--model", "tiny-wan",
+           "--prompts", str(prompts), "--out", str(out), "--no-progress"]
+    run = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    records = _manifest(out)
+    assert [r["name"] for r in records] == [f"{i:04d}-prompt-number-{i}" for i in range(5)]
+    assert all(r["status"] == "ok" for r in records)
+    assert {r["rank"] for r in records} == {0, 1}
+    assert sorted(r["name"] for r in records if r["rank"] == 1) == ["0001-prompt-number-1", "0003-prompt-number-3"]
+    assert not list(out.glob(".manifest.part-*"))
+    assert run.stdout.count("5 ok, 0 failed, of 5 items") == 1  # one summary, from rank 0
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and "(5 already complete, skipped)" in rerun.stdout
+    assert _manifest(out) == records
