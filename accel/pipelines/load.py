@@ -278,7 +278,8 @@ def load(
 
     handle, source = None, ""
     if isinstance(method, str):
-        method_obj, published_schedule, source = method_for_model(method, dict(method_args or {}), preset.method_model)
+        method_obj, published_schedule, source = method_for_model(method, dict(method_args or {}), preset.method_model,
+                                                                   preset.rectified_key)
         if schedule is None:
             schedule = published_schedule
     else:

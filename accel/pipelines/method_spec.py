@@ -6,7 +6,8 @@ Shared by ``accel generate``, ``accel render`` and :func:`accel.pipelines.load.l
 * :func:`parse_method_args` parses ``key=value`` strings.
 * :func:`build_method` builds a method from a name and keyword arguments (class defaults).
 * :func:`method_for_model` builds it from the published per-model setting (``Cls.preset(model)``,
-  which cites its source) when the class has one for that model, with keyword arguments on top.
+  which cites its source; for Rectified, :data:`accel.methods.rectified.RECTIFIED_PRESETS` of the
+  checkpoint) when there is one for that model, with keyword arguments on top.
 """
 
 from __future__ import annotations
@@ -93,7 +94,25 @@ def build_method(name: str, kwargs: dict):
         raise ValueError(f"bad --method-arg for {name}: {exc}") from exc
 
 
-def method_for_model(name: str, kwargs: dict, model: str | None):
+# Dense warm-up of the Rectified release's Wan 2.1 processors, as recorded next to RECTIFIED_PRESETS in
+# accel/methods/rectified.py (first 2 layers always, first 5 steps for T2V); other checkpoints: not stated.
+_RECTIFIED_SCHEDULES = {"wan2.1-t2v": dict(dense_steps=5, dense_layers=2), "wan2.1-i2v": dict(dense_layers=2)}
+
+
+def _rectified_for(checkpoint: str, kwargs: dict):
+    import accel
+    from accel.methods.rectified import RECTIFIED_PRESETS
+
+    try:
+        method = accel.Rectified(**{**RECTIFIED_PRESETS[checkpoint], **kwargs})
+    except TypeError as exc:
+        raise ValueError(f"bad --method-arg for rectified: {exc}") from exc
+    fields = _RECTIFIED_SCHEDULES.get(checkpoint)
+    schedule = accel.Schedule(**fields) if fields else None
+    return method, schedule, f"Rectified release setting for {checkpoint} (accel.methods.rectified.RECTIFIED_PRESETS)"
+
+
+def method_for_model(name: str, kwargs: dict, model: str | None, checkpoint: str | None = None):
     """``(method, schedule, source)`` for ``name`` on a model family, starting from the published setting.
 
     Args:
@@ -101,6 +120,8 @@ def method_for_model(name: str, kwargs: dict, model: str | None):
         kwargs: method fields that replace the published ones (``--method-arg``).
         model: the method presets' model key (``"wan"``, ``"hunyuan_video"``, ``"flux"``), or ``None``
             for class defaults (tiny and embedded models, whose grids are far smaller than the papers').
+        checkpoint: key of :data:`accel.methods.rectified.RECTIFIED_PRESETS` (``"wan2.1-t2v"``, ...)
+            for Rectified's per-checkpoint setting, or ``None``.
 
     Returns:
         ``(None, None, "")`` for ``none``; otherwise the method, its recommended
@@ -115,6 +136,8 @@ def method_for_model(name: str, kwargs: dict, model: str | None):
         if kwargs:
             raise ValueError("--method-arg given but --method is none")
         return None, None, ""
+    if name == "rectified" and checkpoint is not None:
+        return _rectified_for(checkpoint, kwargs)
     preset = getattr(cls, "preset", None)
     if model is not None and preset is not None:
         try:

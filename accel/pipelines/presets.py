@@ -72,6 +72,8 @@ class ModelPreset:
         vae_fp32: keep the VAE in float32 whatever the dtype (Wan's recommendation for decoding).
         call_kwargs: extra keyword arguments of every pipeline call, as ``(key, value)`` pairs.
         note: where the numbers come from.
+        rectified_key: key of :data:`accel.methods.rectified.RECTIFIED_PRESETS` (Rectified's
+            per-checkpoint setting), or ``None``.
     """
 
     name: str
@@ -94,6 +96,7 @@ class ModelPreset:
     vae_fp32: bool = False
     call_kwargs: tuple[tuple[str, Any], ...] = ()
     note: str = ""
+    rectified_key: str | None = None
 
     @property
     def is_video(self) -> bool:
@@ -132,30 +135,34 @@ _TABLE = [
     ModelPreset("hunyuan-video", "hunyuan_video", "hub", "hunyuanvideo-community/HunyuanVideo", 720, 1280, 129, 50,
                 6.0, fps=24, flow_shift=7.0, max_sequence_length=256, method_model="hunyuan_video",
                 note="HunyuanVideo README (720x1280, 129 frames, 50 steps, embedded guidance 6.0, flow shift 7.0); "
-                     "diffusers pipeline_hunyuan_video.py defaults; fps 24 from the original repository's examples"),
+                     "diffusers pipeline_hunyuan_video.py defaults; fps 24 from the original repository's examples",
+                rectified_key="hunyuan-video"),
     ModelPreset("wan2.1-t2v-1.3b", "wan", "hub", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", 480, 832, 81, 50, 5.0,
                 fps=16, flow_shift=3.0, max_sequence_length=512, method_model="wan", vae_fp32=True,
-                note=_WAN_NOTE + " (flow shift 3.0 for 480P)"),
+                note=_WAN_NOTE + " (flow shift 3.0 for 480P)", rectified_key="wan2.1-t2v"),
     ModelPreset("wan2.1-t2v-14b", "wan", "hub", "Wan-AI/Wan2.1-T2V-14B-Diffusers", 720, 1280, 81, 50, 5.0,
                 fps=16, flow_shift=5.0, max_sequence_length=512, method_model="wan", vae_fp32=True,
-                note=_WAN_NOTE + " (720x1280 with flow shift 5.0 for 720P)"),
+                note=_WAN_NOTE + " (720x1280 with flow shift 5.0 for 720P)", rectified_key="wan2.1-t2v"),
     ModelPreset("wan2.1-i2v-14b-480p", "wan_i2v", "hub", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 480, 832, 81, 50,
                 5.0, fps=16, flow_shift=3.0, max_sequence_length=512, method_model="wan", needs_image=True,
                 vae_fp32=True, note="diffusers pipeline_wan_i2v.py example (max area 480x832, 81 frames, guidance "
-                                    "5.0, 16 fps); flow shift 3.0 = diffusers' 480P recommendation"),
+                                    "5.0, 16 fps); flow shift 3.0 = diffusers' 480P recommendation", rectified_key="wan2.1-i2v"),
     ModelPreset("wan2.1-i2v-14b-720p", "wan_i2v", "hub", "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", 720, 1280, 81, 50,
                 5.0, fps=16, flow_shift=5.0, max_sequence_length=512, method_model="wan", needs_image=True,
-                vae_fp32=True, note="as wan2.1-i2v-14b-480p at 720P (flow shift 5.0 = diffusers' 720P recommendation)"),
+                vae_fp32=True, note="as wan2.1-i2v-14b-480p at 720P (flow shift 5.0 = diffusers' 720P recommendation)",
+                rectified_key="wan2.1-i2v"),
     ModelPreset("wan2.2-t2v-a14b", "wan", "hub", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", 720, 1280, 81, 40, 4.0,
                 guidance_2=3.0, fps=16, flow_shift=12.0, max_sequence_length=512, method_model="wan", vae_fp32=True,
-                note="Wan2.2 wan_t2v_A14B.py (40 steps, shift 12.0, guidance 4.0 high noise / 3.0 low noise, 16 fps)"),
+                note="Wan2.2 wan_t2v_A14B.py (40 steps, shift 12.0, guidance 4.0 high noise / 3.0 low noise, 16 fps)",
+                rectified_key="wan2.2-t2v"),
     ModelPreset("wan2.2-ti2v-5b", "wan", "hub", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", 704, 1280, 121, 50, 5.0,
                 fps=24, flow_shift=5.0, max_sequence_length=512, size_multiple=32, method_model="wan", vae_fp32=True,
                 note="Wan2.2 wan_ti2v_5B.py (704x1280, 121 frames, 50 steps, shift 5.0, guidance 5.0, 24 fps; VAE "
-                     "stride 16 x patch 2 = 32); text-to-video only here"),
+                     "stride 16 x patch 2 = 32); text-to-video only here", rectified_key="wan2.2-ti2v"),
     ModelPreset("flux.1-dev", "flux", "hub", "black-forest-labs/FLUX.1-dev", 1024, 1024, None, 50, 3.5, fps=None,
                 max_sequence_length=512, frame_step=None, method_model="flux",
-                note="FLUX.1-dev model card (1024x1024, guidance 3.5, 50 steps, max_sequence_length 512)"),
+                note="FLUX.1-dev model card (1024x1024, guidance 3.5, 50 steps, max_sequence_length 512)",
+                rectified_key="flux-dev"),
     ModelPreset("flux.1-schnell", "flux", "hub", "black-forest-labs/FLUX.1-schnell", 1024, 1024, None, 4, 0.0,
                 fps=None, max_sequence_length=256, frame_step=None, method_model="flux",
                 note="diffusers FLUX docs and pipeline_flux.py example (4 steps, guidance 0, max_sequence_length <= "

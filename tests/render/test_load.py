@@ -148,3 +148,16 @@ def test_context_parallel_is_refused(monkeypatch):
 def test_preset_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         PRESETS["embedded"].steps = 3
+
+
+def test_rectified_uses_the_release_setting_of_the_checkpoint():
+    from accel.methods.rectified import RECTIFIED_PRESETS
+    from accel.pipelines.method_spec import method_for_model
+
+    method, schedule, source = method_for_model("rectified", {"tau": 0.2}, "wan",
+                                                PRESETS["wan2.1-t2v-1.3b"].rectified_key)
+    expected = {**RECTIFIED_PRESETS["wan2.1-t2v"], "tau": 0.2}
+    assert {k: getattr(method, k) for k in expected} == expected
+    assert schedule == accel.Schedule(dense_steps=5, dense_layers=2) and "RECTIFIED_PRESETS" in source
+    for p in HUB_PRESETS:
+        assert p.rectified_key is None or p.rectified_key in RECTIFIED_PRESETS, p.name
