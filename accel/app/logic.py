@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .fidelity import fidelity
-from .layout_view import block_kinds_image, executed_density, video_block_kinds
+from .layout_view import block_kinds_image, video_block_kinds
 from .models import ModelCache, ModelEntry
 from .outputs import OutputFolder
 
@@ -38,8 +38,14 @@ MAX_PROMPT_CHARS = 400
 MAX_SEED = 2**31 - 1
 FPS = 8
 
+def _method_names() -> tuple[str, ...]:
+    from accel.generate import METHODS
+
+    return tuple(METHODS)
+
+
 #: Method names offered by the demo (``accel generate``'s names): ``none`` is the model's own attention.
-METHOD_CHOICES = ("none", "dense", "radial", "clear-local", "neighborhood")
+METHOD_CHOICES = _method_names()
 
 Progress = Callable[[float, str], None]
 
@@ -99,8 +105,10 @@ class GenerateResult:
         psnr_db: PSNR (dB, data range 1) of the method's frames against the dense ones; ``inf`` when
             identical; ``None`` without ``compare``.
         ssim: mean SSIM over frames (colour, data range 1) against the dense frames, or ``None``.
-        density: executed self-attention density of the call (see :mod:`accel.app.layout_view`),
-            or ``None`` when it depends on the data.
+        density: executed self-attention density of the method's pipeline call: computed (query, key)
+            pairs over all pairs, summed over every self-attention call (dense steps and layers of the
+            schedule count fully), as recorded by :class:`accel.eval.recorder.DensityRecorder`; 1.0
+            for ``none``.
         block_size: tokens per block of the layout picture, or ``None``.
         grid: the self-attention token grid ``(T, H, W)``.
         frames: the method's output, float ``[F, H, W, 3]`` in [0, 1] (``F = 1`` for images).
@@ -293,17 +301,23 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
     pipe = models.pipeline(entry.name)
     folder = outputs.new_request_dir("generate")
     runs = 2 if s.compare else 1
+    from accel.eval.recorder import DensityRecorder
+
     # upstream attention ("none") still gets the root hook, which only records the token layout
     handle = accel.apply(pipe, method, schedule=schedule) if method is not None else accel.attach(pipe)
+    # the recorder's bookkeeping runs inside the timed call: cached per call for static patterns; Rectified
+    # re-plans its block selection once per call for it
+    recorder = DensityRecorder().attach(handle) if method is not None else None
     try:
         try:
             frames, latency, layout = _run_pipeline(pipe, entry, s, progress, 0.0, 1.0 / runs, s.method, handle)
         except ValueError as exc:  # accel's API errors for this grid (window too large, ...)
             raise AppInputError(f"{s.method} cannot run at this size: {exc}") from exc
-        num_layers = len(handle.layers.get(0, []))
     finally:
+        if recorder is not None:
+            recorder.detach()
         handle.remove()
-    density = executed_density(method, schedule, layout, num_layers=max(num_layers, 1), num_steps=s.steps)
+    density = recorder.mean_density() if recorder is not None else 1.0
     output = _write_result(frames, folder, "method", entry.kind)
     dense_frames = dense_output = dense_latency = speedup = psnr = ssim = None
     if s.compare:

@@ -14,7 +14,7 @@ import torch
 
 import accel
 from accel.app.fidelity import fidelity
-from accel.app.layout_view import KIND_COLOURS, block_kinds_image, call_density, executed_density, video_block_kinds
+from accel.app.layout_view import KIND_COLOURS, block_kinds_image, video_block_kinds
 from accel.app.logic import AppInputError, GenerateSettings, parse_method_params, run_generate, validate_generate
 from accel.app.models import ModelCache
 from accel.app.outputs import OutputFolder
@@ -104,7 +104,6 @@ def test_executed_density_and_layout_picture(generated):
     kinds, block = video_block_kinds(method, TokenLayout((5, 8, 8)))
     assert block == 16
     assert torch.equal(kinds != 0, visited)
-    assert call_density(method, TokenLayout((5, 8, 8))) == pytest.approx(d)
     # 2 steps x 3 layers, the first step dense: (3 dense pairs + 3 sparse pairs * d) / 6
     assert generated.density == pytest.approx((3 + 3 * d) / 6)
     import imageio.v2 as imageio
@@ -113,18 +112,6 @@ def test_executed_density_and_layout_picture(generated):
     scale = picture.shape[0] // kinds.shape[0]
     assert picture.shape == (kinds.shape[0] * scale, kinds.shape[1] * scale, 3)
     np.testing.assert_array_equal(picture[::scale, ::scale], KIND_COLOURS[kinds.numpy().astype(int)])
-
-
-def test_executed_density_by_hand():
-    layout = TokenLayout((5, 8, 8))
-    radial = accel.Radial(decay=0.5, block_size=16)
-    d = call_density(radial, layout)
-    assert executed_density(radial, accel.Schedule(), layout, num_layers=4, num_steps=10) == pytest.approx(d)
-    # dense_layers=1 of 4, dense_last_steps=2 of 10: dense pairs = 10 * 1 + 2 * 3 = 16 of 40
-    got = executed_density(radial, accel.Schedule(dense_layers=1, dense_last_steps=2), layout, num_layers=4, num_steps=10)
-    assert got == pytest.approx((16 + 24 * d) / 40)
-    assert call_density(None, layout) == call_density(accel.Dense(), layout) == 1.0
-    assert call_density(accel.Rectified(), layout) is None
 
 
 def test_block_kinds_image_colours():
