@@ -29,7 +29,7 @@ from .layout_view import block_kinds_image, video_block_kinds
 from .models import ModelCache, ModelEntry
 from .outputs import OutputFolder
 
-__all__ = ["AppInputError", "GenerateSettings", "GenerateResult", "METHOD_CHOICES", "parse_method_params",
+__all__ = ["AppInputError", "GenerateSettings", "GenerateResult", "METHOD_CHOICES", "check_size", "parse_method_params",
            "validate_generate", "run_generate"]
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,33 @@ def _int_field(name: str, value, low: int, high: int) -> int:
     return value
 
 
+def check_size(entry: ModelEntry, height, width, frames) -> tuple[int, int, int]:
+    """``(height, width, frames)`` checked against a model's size rules and the demo's limits.
+
+    Height and width: whole multiples of ``entry.size_multiple`` up to ``entry.max_side``. Frames:
+    ``1 + k * entry.frame_step`` up to ``entry.max_frames`` for video models; always 1 for image
+    models (the value given is ignored).
+
+    Raises:
+        AppInputError: naming the field, the value and what is allowed.
+    """
+    m = entry.size_multiple
+    out = []
+    for name, value in (("height", height), ("width", width)):
+        value = _int_field(name, value, m, entry.max_side)
+        if value % m:
+            raise AppInputError(f"{name} must be a multiple of {m} for {entry.name}, got {value}")
+        out.append(value)
+    if entry.kind != "video":
+        return out[0], out[1], 1
+    frames = _int_field("frames", frames, 1, entry.max_frames)
+    step = entry.frame_step
+    if (frames - 1) % step:
+        raise AppInputError(f"frames must be 1 + k*{step} (1, {1 + step}, {1 + 2 * step}, ...) for {entry.name}, "
+                            f"got {frames}")
+    return out[0], out[1], frames
+
+
 def validate_generate(settings: GenerateSettings, models: ModelCache) -> tuple[GenerateSettings, ModelEntry, object, object]:
     """Check a request; return it normalised, its model entry, the method object and the schedule.
 
@@ -199,19 +226,8 @@ def validate_generate(settings: GenerateSettings, models: ModelCache) -> tuple[G
     prompt = (settings.prompt or "").strip()
     if not prompt or len(prompt) > MAX_PROMPT_CHARS:
         raise AppInputError(f"prompt must have 1 to {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
-    m = entry.size_multiple
-    size = {}
-    for name in ("height", "width"):
-        value = _int_field(name, getattr(settings, name), m, entry.max_side)
-        if value % m:
-            raise AppInputError(f"{name} must be a multiple of {m} for {entry.name}, got {value}")
-        size[name] = value
-    if entry.kind == "video":
-        frames = _int_field("frames", settings.frames, 1, entry.max_frames)
-        if frames % 2 != 1:
-            raise AppInputError(f"frames must be odd (1, 3, 5, ...) for {entry.name}, got {frames}")
-    else:
-        frames = 1
+    height, width, frames = check_size(entry, settings.height, settings.width, settings.frames)
+    size = dict(height=height, width=width)
     steps = _int_field("steps", settings.steps, 1, entry.max_steps)
     seed = _int_field("seed", settings.seed, 0, MAX_SEED)
     if settings.method not in METHOD_CHOICES:

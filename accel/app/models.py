@@ -1,9 +1,14 @@
 """The models the demo can run, and a per-app cache of loaded pipelines.
 
-Every entry loads offline: the embedded model ships with the package and the tiny pipelines are built
-in memory. An entry knows whether it makes a video or an image, its default call settings, the limits
-the demo enforces on sizes (so one request cannot ask for hours of work), and how to turn validated
-settings into the pipeline's keyword arguments.
+The offered models are presets of :mod:`accel.pipelines.presets`: the embedded model and the tiny
+random-weight pipelines always (they need no download), and a hub checkpoint's preset only when its
+weights are already in the local Hugging Face cache (the demo never downloads). Pipelines are loaded
+with :func:`accel.pipelines.load` (safetensors only, no remote code).
+
+An entry knows whether it makes a video or an image, the demo's default call settings (small ones for
+the CPU-friendly offline models, the preset's for real checkpoints), the size rules, the limits the demo
+enforces on one request (so a request cannot ask for hours of work), and the pipeline's keyword
+arguments for validated settings.
 """
 
 from __future__ import annotations
@@ -13,7 +18,22 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ModelEntry", "ModelCache", "MODELS", "model_names"]
+__all__ = ["ModelEntry", "ModelCache", "entry_for_preset", "offered_models", "weights_cached"]
+
+# demo defaults and per-request limits of the offline models (CPU-friendly: seconds per request)
+_OFFLINE = {
+    "embedded": dict(defaults=dict(height=64, width=64, frames=9, steps=8), max_side=256, max_frames=33, max_steps=50,
+                     description="the trained tiny Wan 2.1 text-to-video model shipped with accel (shapes moving "
+                                 "over a background)"),
+    "tiny-wan": dict(defaults=dict(height=32, width=32, frames=9, steps=2), max_side=128, max_frames=33, max_steps=20,
+                     description="a Wan 2.1 text-to-video pipeline with random weights (noise; for checking the "
+                                 "machinery)"),
+    "tiny-flux": dict(defaults=dict(height=32, width=32, frames=1, steps=2), max_side=128, max_frames=1, max_steps=20,
+                      description="a FLUX.1 text-to-image pipeline with random weights (noise; for checking the "
+                                  "machinery)"),
+}
+# families the demo drives (image-to-video needs an input image: not offered)
+_FAMILIES = ("wan", "hunyuan_video", "flux")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,14 +41,15 @@ class ModelEntry:
     """One model of the demo.
 
     Attributes:
-        name: the name shown in the page and accepted by the logic functions.
+        name: the preset name, shown in the page and accepted by the logic functions.
         description: one line shown under the model choice.
         kind: ``"video"`` (the pipeline returns ``frames``) or ``"image"`` (``images``).
-        loader: builds the pipeline (no arguments; offline).
+        loader: builds the pipeline (no arguments; never downloads).
         defaults: default ``height``, ``width``, ``frames`` (1 for images), ``steps``.
         size_multiple: height and width must be multiples of this (pixels).
+        frame_step: frame counts must be ``1 + k * frame_step`` (1 for images).
         max_side: largest height or width accepted (pixels).
-        max_frames: largest frame count accepted (odd; 1 for images).
+        max_frames: largest frame count accepted (1 for images).
         max_steps: largest number of denoising steps accepted.
         extra_call_kwargs: fixed keyword arguments of every pipeline call (guidance, text length, ...).
     """
@@ -39,6 +60,7 @@ class ModelEntry:
     loader: Callable[[], Any]
     defaults: dict
     size_multiple: int
+    frame_step: int
     max_side: int
     max_frames: int
     max_steps: int
@@ -52,64 +74,69 @@ class ModelEntry:
         return kwargs
 
 
-def _load_embedded():
-    from accel.pipelines.embedded import embedded
+def weights_cached(hub_id: str) -> bool:
+    """Whether the hub checkpoint ``hub_id`` is in the local Hugging Face cache (its ``model_index.json``
+    is; the loader finds out whether the rest is). Never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
 
-    return embedded()
+    found = try_to_load_from_cache(hub_id, "model_index.json")
+    return isinstance(found, str)
 
 
-def _load_tiny(family: str):
-    def load():
-        from accel.pipelines.tiny import tiny_pipeline
+def _loader(name: str, device):
+    def load_pipeline():
+        from accel.pipelines.load import load
 
-        pipe = tiny_pipeline(family)
+        pipe = load(name, device=device)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    return load
+    return load_pipeline
 
 
-def _embedded_extra() -> dict:
-    """The embedded model's trained guidance scale and text length (its :data:`DEFAULT_GENERATION`)."""
-    from accel.pipelines.embedded import DEFAULT_GENERATION
+def entry_for_preset(preset, *, device=None) -> ModelEntry:
+    """The demo entry of a :class:`~accel.pipelines.presets.ModelPreset`.
 
-    return {k: DEFAULT_GENERATION[k] for k in ("guidance_scale", "max_sequence_length")}
-
-
-MODELS: dict[str, ModelEntry] = {
-    entry.name: entry
-    for entry in (
-        ModelEntry(
-            name="embedded",
-            description="the trained tiny Wan 2.1 text-to-video model shipped with accel (shapes moving over a background)",
-            kind="video", loader=_load_embedded,
-            defaults=dict(height=64, width=64, frames=9, steps=8),
-            size_multiple=16, max_side=256, max_frames=33, max_steps=50,
-            extra_call_kwargs=_embedded_extra(),
-        ),
-        ModelEntry(
-            name="tiny-wan",
-            description="a Wan 2.1 text-to-video pipeline with random weights (noise; for checking the machinery)",
-            kind="video", loader=_load_tiny("wan"),
-            defaults=dict(height=32, width=32, frames=9, steps=2),
-            size_multiple=16, max_side=128, max_frames=33, max_steps=20,
-            extra_call_kwargs=dict(guidance_scale=6.0, max_sequence_length=16),
-        ),
-        ModelEntry(
-            name="tiny-flux",
-            description="a FLUX.1 text-to-image pipeline with random weights (noise; for checking the machinery)",
-            kind="image", loader=_load_tiny("flux"),
-            defaults=dict(height=32, width=32, frames=1, steps=2),
-            size_multiple=16, max_side=128, max_frames=1, max_steps=20,
-            extra_call_kwargs=dict(guidance_scale=3.5, max_sequence_length=16),
-        ),
-    )
-}
+    Args:
+        preset: the preset.
+        device: where its pipeline runs (``None``: CUDA when available, else CPU).
+    """
+    video = preset.is_video
+    extra = {k: v for k, v in preset.generation_kwargs().items()
+             if k not in ("height", "width", "num_frames", "num_inference_steps")}
+    offline = _OFFLINE.get(preset.name)
+    if offline is not None:
+        limits = {k: offline[k] for k in ("defaults", "max_side", "max_frames", "max_steps")}
+        description = offline["description"]
+    else:
+        limits = dict(defaults=dict(height=preset.height, width=preset.width, frames=preset.num_frames or 1,
+                                    steps=preset.steps),
+                      max_side=max(preset.height, preset.width), max_frames=preset.num_frames or 1,
+                      max_steps=max(100, preset.steps))
+        description = f"{preset.hub_id} (from the local cache); defaults: {preset.note}"
+    return ModelEntry(name=preset.name, description=description, kind="video" if video else "image",
+                      loader=_loader(preset.name, device), size_multiple=preset.size_multiple,
+                      frame_step=preset.frame_step or 1, extra_call_kwargs=extra, **limits)
 
 
-def model_names() -> list[str]:
-    """Names of the models the demo offers, in display order."""
-    return list(MODELS)
+def offered_models(*, device=None, include_hub: bool = True) -> dict[str, ModelEntry]:
+    """The models the demo offers, by name: the offline ones, then cached hub checkpoints.
+
+    Args:
+        device: as in :func:`entry_for_preset`.
+        include_hub: also offer hub presets whose weights are in the local cache.
+    """
+    from accel.pipelines.presets import PRESETS
+
+    out = {}
+    for name in _OFFLINE:
+        out[name] = entry_for_preset(PRESETS[name], device=device)
+    if include_hub:
+        for preset in PRESETS.values():
+            if (preset.source == "hub" and preset.family in _FAMILIES and not preset.needs_image
+                    and weights_cached(preset.hub_id)):
+                out[preset.name] = entry_for_preset(preset, device=device)
+    return out
 
 
 class ModelCache:
@@ -118,14 +145,14 @@ class ModelCache:
     Owned by the app object, never module-global, so two apps (or tests) do not share pipelines.
 
     Args:
-        models: the offered models by name (default :data:`MODELS`).
+        models: the offered models by name (default :func:`offered_models`).
         warm_up: after loading a pipeline, run one smallest one-step call so that the first timed
             request does not include one-time start-up costs (which would bias a dense-vs-sparse
             latency comparison towards whichever runs second).
     """
 
     def __init__(self, models: dict[str, ModelEntry] | None = None, *, warm_up: bool = True) -> None:
-        self.models = dict(MODELS if models is None else models)
+        self.models = dict(offered_models() if models is None else models)
         self.warm_up = warm_up
         self._pipes: dict[str, Any] = {}
         self._lock = threading.Lock()

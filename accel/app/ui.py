@@ -61,11 +61,17 @@ def build_demo(models: ModelCache, outputs: OutputFolder):
     names = list(models.models)
     first = models.entry(names[0])
 
+    def describe(entry):
+        rule = f"sizes: multiples of {entry.size_multiple} px up to {entry.max_side}"
+        if entry.kind == "video":
+            rule += f"; frames: 1 + k·{entry.frame_step} up to {entry.max_frames}"
+        return f"{entry.description}  \n*{rule}; steps up to {entry.max_steps}*"
+
     def on_model(name):
         entry = models.entry(name)
         d = entry.defaults
         video = entry.kind == "video"
-        return (entry.description, gr.update(value=d["height"]), gr.update(value=d["width"]),
+        return (describe(entry), gr.update(value=d["height"]), gr.update(value=d["width"]),
                 gr.update(value=d["frames"], interactive=video), gr.update(value=d["steps"]),
                 gr.update(visible=video), gr.update(visible=not video))
 
@@ -97,7 +103,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder):
             with gr.Row():
                 with gr.Column(scale=1):
                     model = gr.Dropdown(names, value=names[0], label="model", elem_id="model")
-                    model_info = gr.Markdown(first.description)
+                    model_info = gr.Markdown(describe(first))
                     prompt = gr.Textbox(value="a red circle moving left", label="prompt", elem_id="prompt")
                     with gr.Row():
                         height = gr.Number(value=first.defaults["height"], precision=0, label="height (px)",
@@ -105,7 +111,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder):
                         width = gr.Number(value=first.defaults["width"], precision=0, label="width (px)",
                                           elem_id="width")
                     with gr.Row():
-                        frames = gr.Number(value=first.defaults["frames"], precision=0, label="frames (odd)",
+                        frames = gr.Number(value=first.defaults["frames"], precision=0, label="frames",
                                            elem_id="frames")
                         steps = gr.Number(value=first.defaults["steps"], precision=0, label="steps", elem_id="steps")
                         seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")

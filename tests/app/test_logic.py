@@ -173,7 +173,7 @@ def test_fidelity_by_hand():
     (dict(prompt="   "), "prompt must have 1 to 400 characters"),
     (dict(height=50), "height must be a multiple of 16 for embedded, got 50"),
     (dict(width=4096), "width must be between 16 and 256, got 4096"),
-    (dict(frames=4), "frames must be odd"),
+    (dict(frames=4), r"frames must be 1 \+ k\*2 \(1, 3, 5, ...\) for embedded, got 4"),
     (dict(steps=0), "steps must be between 1 and 50, got 0"),
     (dict(seed=-1), "seed must be between 0 and"),
     (dict(seed=None), "seed must be a whole number, got None"),
@@ -209,3 +209,14 @@ def test_output_folder(tmp_path):
     assert out.contains(a / "x.mp4") and not out.contains(out.root / ".." / "elsewhere")
     with pytest.raises(ValueError, match="kind must be a short lowercase word"):
         out.new_request_dir("../up")
+
+
+def test_data_dependent_method(models, outputs):
+    """Rectified picks blocks from the data: no static picture, but the recorder still measures the density."""
+    s = dataclasses.replace(BASE, method="rectified", method_params="block_size=16 drop=0.5", dense_steps=0,
+                            compare=False)
+    r = run_generate(s, models, outputs)
+    assert r.layout_picture is None and r.block_size is None
+    assert 0.3 < r.density < 0.9  # about half the video blocks dropped, text-free Wan self-attention
+    sparse = _by_hand(models.pipeline("embedded"), s, accel.Rectified(block_size=16, drop=0.5), accel.Schedule())
+    np.testing.assert_allclose(r.frames, sparse, atol=1e-6)
