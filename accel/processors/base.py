@@ -34,12 +34,19 @@ class Route(NamedTuple):
     """Carried through upstream's ``attention_mask`` argument to :func:`route_attention`.
 
     Attributes:
-        method: the accel method to run.
+        method: the accel method to run, or ``None`` for upstream's own attention (diffusers'
+            ``dispatch_attention_fn`` with ``mask``), used where an attention controller is active on
+            a layer/step that the schedule keeps dense.
         binding: the layer binding (root-hook state and layer index) of the attention module.
+        control: an attention controller (:class:`accel.control.Controller`) whose hooks wrap the
+            call, or ``None``.
+        mask: upstream's own ``attention_mask`` argument, passed on when ``method`` is ``None``.
     """
 
-    method: AttentionMethod
+    method: AttentionMethod | None
     binding: LayerBinding
+    control: Any = None
+    mask: Any = None
 
 
 def route_attention(
@@ -60,7 +67,10 @@ def route_attention(
 
     Same signature as ``dispatch_attention_fn``. When ``attn_mask`` is a :class:`Route`, runs
     ``route.method(query, key, value, layout, scale=scale)`` with the token layout recorded by the root
-    hook; otherwise forwards every argument to diffusers' ``dispatch_attention_fn``.
+    hook (or, when ``route.method`` is ``None``, diffusers' ``dispatch_attention_fn`` with
+    ``route.mask``); with a ``route.control``, that attention is wrapped by the controller's hooks
+    (``route.control.attend``: rewrite Q/K/V, replace the operator, blend the output). Otherwise
+    forwards every argument to diffusers' ``dispatch_attention_fn``.
 
     Raises:
         NotImplementedError: a routed call under context parallelism (``parallel_config`` set), or with
@@ -72,6 +82,15 @@ def route_attention(
             enable_gqa=enable_gqa, attention_kwargs=attention_kwargs, backend=backend,
             parallel_config=parallel_config,
         )
+    route = attn_mask
+    if route.method is None:
+        def core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return dispatch_attention_fn(q, k, v, attn_mask=route.mask, dropout_p=dropout_p, is_causal=is_causal,
+                                         scale=scale, enable_gqa=enable_gqa, attention_kwargs=attention_kwargs,
+                                         backend=backend, parallel_config=parallel_config)
+        if route.control is None:
+            return core(query, key, value)
+        return route.control.attend(query, key, value, route.binding, core)
     if parallel_config is not None:
         raise NotImplementedError(
             "accel attention methods do not support diffusers' context parallelism (the processor sees a "
@@ -80,12 +99,16 @@ def route_attention(
     if dropout_p != 0.0 or is_causal:
         raise NotImplementedError(f"accel methods support neither dropout nor causal masks (dropout_p={dropout_p}, "
                                   f"is_causal={is_causal})")
-    layout = attn_mask.binding.layout()
-    out = attn_mask.method(query, key, value, layout, scale=scale)
+    layout = route.binding.layout()
+    if route.control is None:
+        out = route.method(query, key, value, layout, scale=scale)
+    else:
+        out = route.control.attend(query, key, value, route.binding,
+                                   lambda q, k, v: route.method(q, k, v, layout, scale=scale))
     # optional accel.eval.recorder.DensityRecorder on the model's RunState; eager only (skipped when compiling)
-    recorder = getattr(attn_mask.binding.run, "recorder", None)
+    recorder = getattr(route.binding.run, "recorder", None)
     if recorder is not None and not torch.compiler.is_compiling():
-        recorder.record_call(attn_mask.binding, attn_mask.method, query, key, value, layout, scale)
+        recorder.record_call(route.binding, route.method, query, key, value, layout, scale)
     return out
 
 
@@ -140,6 +163,16 @@ class AccelProcessorMixin:
                 "call accel.processors.attach(transformer)."
             )
         return binding
+
+    def _control_route(self, binding: LayerBinding, attention_mask: Any) -> Route | None:
+        """The :class:`Route` of a call that an attention controller wraps, or ``None`` (no controller, or
+        not active on this layer at this step). Where the schedule keeps the layer dense the route runs
+        upstream's attention (``method=None``) with upstream's ``attention_mask``."""
+        control = binding.run.control
+        if control is None or not control.active(binding):
+            return None
+        method = None if binding.is_dense() else self.method
+        return Route(method, binding, control, attention_mask)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.method!r})"

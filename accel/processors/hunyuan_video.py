@@ -42,6 +42,9 @@ class AccelHunyuanVideoAttnProcessor(AccelProcessorMixin, HunyuanVideoAttnProces
     ) -> torch.Tensor:
         """Same arguments and result as ``HunyuanVideoAttnProcessor2_0.__call__`` (diffusers >= 0.42)."""
         binding = self._binding(attn)
+        route = self._control_route(binding, attention_mask)
+        if route is not None:
+            return _ROUTED_CALL(self, attn, hidden_states, encoder_hidden_states, route, image_rotary_emb)
         if binding.is_dense():
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         return _ROUTED_CALL(self, attn, hidden_states, encoder_hidden_states, Route(self.method, binding),

@@ -59,6 +59,8 @@ class StepCounter:
         step: the current step index (-1 before the first transformer call of a pipeline call).
         num_inference_steps: the number of steps of the current call when known (from the pipeline,
             the cache context, or set by the user), else ``None``.
+        context_name: the name of the diffusers cache context of the current transformer call
+            (``"cond"``, ``"uncond"``, ...), or ``None`` outside a context.
     """
 
     def __init__(self, pipeline=None) -> None:
@@ -68,6 +70,7 @@ class StepCounter:
         self._last_key: tuple | None = None
         self._first_context: str | None = None
         self.context_active = False
+        self.context_name: str | None = None
         self._pipeline = weakref.ref(pipeline) if pipeline is not None else None
         self._listeners: list[RunState] = []
 
@@ -130,8 +133,10 @@ class StepCounter:
         """Called (eagerly) when diffusers sets or clears a cache context on the transformer."""
         if context is None:
             self.context_active = False
+            self.context_name = None
             return
         self.context_active = True
+        self.context_name = context.name
         if context.num_inference_steps is not None and self.user_num_inference_steps is None:
             self.num_inference_steps = int(context.num_inference_steps)
         if context.step_index is not None:
@@ -162,6 +167,8 @@ class RunState:
         layout: the :class:`~accel.grid.TokenLayout` of the current forward call (``None`` before the
             first call).
         dense_layers: frozenset of the layer indices that run dense at the current step.
+        control: the attention controller (:class:`accel.control.Controller`) installed on this
+            transformer, or ``None``; the processors hand it the layers and steps it is active on.
     """
 
     def __init__(self, counter: StepCounter, schedule: Schedule, num_layers: int) -> None:
@@ -171,6 +178,7 @@ class RunState:
         self.layout: TokenLayout | None = None
         self.grid_by_tokens: dict[int, tuple[int, int, int]] = {}
         self.dense_layers: frozenset[int] = frozenset()
+        self.control = None
         self.refresh_dense_layers()
 
     def refresh_dense_layers(self) -> None:

@@ -45,6 +45,9 @@ class AccelWanAttnProcessor(AccelProcessorMixin, WanAttnProcessor):
         if encoder_hidden_states is not None:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         binding = self._binding(attn)
+        route = self._control_route(binding, attention_mask)
+        if route is not None:
+            return _ROUTED_CALL(self, attn, hidden_states, None, route, rotary_emb)
         if binding.is_dense():
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         if attention_mask is not None:
