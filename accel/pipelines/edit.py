@@ -1,0 +1,388 @@
+"""Editing with attention control: :func:`edit_generated` (generate a source and its edit together) and
+:func:`edit` (edit a real image or video), for FLUX, Wan and HunyuanVideo diffusers pipelines.
+
+Both run the source and the target prompt as one batch of two from the same starting latent, with a
+:class:`~accel.control.Controller` carrying :class:`~accel.control.ConsistEdit` (default) or
+:class:`~accel.control.MutualSelfAttention` (``rule="masactrl"``). The edit mask is, in order of
+precedence: the user's ``mask``; the attention to ``edit_words`` measured in a source-only pass
+(:class:`~accel.control.EditMaskObserver`); or all-edit. Real inputs are encoded with the VAE, inverted
+along the flow-matching ODE (:mod:`accel.pipelines.inversion`) and the source branch replays the stored
+trajectory.
+
+::
+
+    from accel.pipelines import edit_generated
+    result = edit_generated(pipe, "a red circle moving left", "a blue circle moving left",
+                            edit_words="red", alpha=1.0, steps=20, seed=0)
+    result.source, result.target, result.mask
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import numpy as np
+import torch
+
+from accel.control import ConsistEdit, Controller, EditMaskObserver, MutualSelfAttention, ReplaySource
+from accel.control.consistedit import check_alpha
+from accel.control.mask import DEFAULT_THRESHOLD, edit_token_positions, resize_user_mask
+
+__all__ = ["EditResult", "edit", "edit_generated", "encode_input", "token_grid", "RULES", "ALPHA_DEFAULTS"]
+
+RULES = ("consistedit", "masactrl")
+#: ConsistEdit's recommended consistency strengths (Yin et al. 2025)
+ALPHA_DEFAULTS = {"color": 1.0, "material": 1.0, "shape": 0.3, "object": 0.3, "real": 0.1}
+_OWN_KWARGS = ("prompt", "generator", "latents", "num_inference_steps", "callback_on_step_end", "prompt_embeds")
+
+
+@dataclasses.dataclass
+class EditResult:
+    """What :func:`edit_generated` / :func:`edit` return.
+
+    Attributes:
+        source: the source image/video, in the pipeline's ``output_type`` (batch dimension removed).
+        target: the edited image/video, same format.
+        mask: the edit mask used, bool ``[T, H, W]`` over the token grid (``None``: all-edit).
+        heatmap: the normalised attention to the edit words ``[T, H, W]`` when the mask came from them.
+        inversion: the :class:`~accel.pipelines.inversion.Inversion` of a real input (``None`` otherwise).
+    """
+
+    source: object
+    target: object
+    mask: torch.Tensor | None
+    heatmap: torch.Tensor | None = None
+    inversion: object = None
+
+
+def _family(pipe) -> str:
+    from accel.processors.families import family_of
+
+    transformer = getattr(pipe, "transformer", None)
+    if not isinstance(transformer, torch.nn.Module):
+        raise TypeError(f"pipe must be a FLUX, Wan or HunyuanVideo diffusers pipeline, got {type(pipe).__name__}")
+    return family_of(transformer).name
+
+
+def _call_default(pipe, name: str, value):
+    if value is not None:
+        return value
+    default = inspect.signature(type(pipe).__call__).parameters[name].default
+    if name in ("height", "width") and default is None:  # FLUX: default_sample_size * vae_scale_factor
+        return pipe.default_sample_size * pipe.vae_scale_factor
+    return default
+
+
+def token_grid(pipe, *, height: int | None = None, width: int | None = None, num_frames: int | None = None):
+    """The self-attention token grid ``(T, H, W)`` a pipeline call of this size produces.
+
+    Args:
+        pipe: a FLUX, Wan or HunyuanVideo pipeline.
+        height, width: output size in pixels (``None``: the pipeline's default).
+        num_frames: video frames (``None``: the pipeline's default; ignored for FLUX).
+    """
+    family = _family(pipe)
+    height, width = _call_default(pipe, "height", height), _call_default(pipe, "width", width)
+    if family == "flux":
+        f = pipe.vae_scale_factor * 2
+        return (1, height // f, width // f)
+    num_frames = _call_default(pipe, "num_frames", num_frames)
+    cfg = pipe.transformer.config
+    if family == "wan":
+        p_t, p_h, p_w = cfg.patch_size
+    else:
+        p_t, p_h, p_w = cfg.patch_size_t, cfg.patch_size, cfg.patch_size
+    s_t, s_s = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
+    return (((num_frames - 1) // s_t + 1) // p_t, height // s_s // p_h, width // s_s // p_w)
+
+
+def _split_output(out):
+    media = out.images if hasattr(out, "images") else out.frames
+    return media[0], media[1]
+
+
+def _text_positions(pipe, family: str, prompt: str, words, kwargs) -> tuple[list[int], int | None]:
+    """(token positions of the edit words, valid text length) for the text the transformer attends."""
+    max_len = kwargs.get("max_sequence_length")
+    if family == "flux":
+        tok = pipe.tokenizer_2
+        max_len = max_len or 512
+        template, crop = "{}", 0
+    elif family == "wan":
+        tok = pipe.tokenizer
+        max_len = max_len or 512
+        template, crop = "{}", 0
+    else:
+        from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+        tpl = kwargs.get("prompt_template") or DEFAULT_PROMPT_TEMPLATE
+        tok, template, crop = pipe.tokenizer, tpl["template"], int(tpl.get("crop_start", 0))
+        max_len = max_len or 256
+    positions = edit_token_positions(tok, prompt, words, template=template, crop_start=crop, max_length=max_len)
+    if family == "hunyuan_video":
+        return positions, None  # padding comes from the token layout's text_mask
+    ids = tok(prompt, max_length=max_len, truncation=True, add_special_tokens=True)["input_ids"]
+    return positions, len(ids)
+
+
+def _resolve_alpha(alpha) -> float:
+    if isinstance(alpha, str):
+        if alpha not in ALPHA_DEFAULTS:
+            raise ValueError(f"alpha must be a number in [0, 1] or one of {sorted(ALPHA_DEFAULTS)}, got {alpha!r}")
+        return ALPHA_DEFAULTS[alpha]
+    return check_alpha(alpha)
+
+
+def _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kwargs) -> str:
+    family = _family(pipe)
+    for name, value in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    bad = [k for k in pipe_kwargs if k in _OWN_KWARGS]
+    if bad:
+        raise ValueError(f"edit functions set {bad} themselves; pass the prompts, steps and seed as arguments")
+    return family
+
+
+def _resolve_mask(pipe, family, mask, grid, pipe_kwargs):
+    if mask is None:
+        return None
+    height, width = _call_default(pipe, "height", pipe_kwargs.get("height")), _call_default(
+        pipe, "width", pipe_kwargs.get("width"))
+    if family == "flux":
+        return resize_user_mask(mask, grid, pixel_size=(height, width))
+    frames = _call_default(pipe, "num_frames", pipe_kwargs.get("num_frames"))
+    return resize_user_mask(mask, grid, pixel_size=(height, width), num_frames=frames,
+                            temporal_factor=pipe.vae_scale_factor_temporal)
+
+
+def _make_rule(rule: str, alpha: float, mask, start_step: int):
+    if rule == "consistedit":
+        return ConsistEdit(alpha=alpha, mask=mask)
+    return MutualSelfAttention(start_step=start_step, mask=mask)
+
+
+def _generators(seed: int, n: int, device) -> list[torch.Generator]:
+    return [torch.Generator(device="cpu" if device is None else device).manual_seed(seed) for _ in range(n)]
+
+
+def _negatives(pipe_kwargs: dict, n: int) -> dict:
+    neg = pipe_kwargs.get("negative_prompt")
+    if isinstance(neg, str):
+        pipe_kwargs = dict(pipe_kwargs, negative_prompt=[neg] * n)
+    return pipe_kwargs
+
+
+def _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, pipe_kwargs, *, latents=None,
+                  replay=None):
+    """A source-only pass with an :class:`EditMaskObserver` on every layer; returns (mask, heatmap)."""
+    positions, valid = _text_positions(pipe, family, source_prompt, edit_words, pipe_kwargs)
+    observer = EditMaskObserver(positions, valid, rows="all")
+    rules = [observer] + ([replay] if replay is not None else [])
+    controller = Controller(rules, layers=None, num_steps=steps)
+    kwargs = dict(_negatives(pipe_kwargs, 1), output_type="latent")
+    with controller.install(pipe):
+        pipe(prompt=source_prompt, num_inference_steps=steps, latents=latents,
+             generator=None if latents is not None else _generators(seed, 1, None),
+             callback_on_step_end=controller.callback if replay is not None else None, **kwargs)
+    return observer.mask(threshold), observer.heatmap()
+
+
+def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=None, mask=None, alpha=0.3,
+                   steps: int = 28, seed: int = 0, rule: str = "consistedit", layers="auto",
+                   threshold: float = DEFAULT_THRESHOLD, start_step: int = 0, **pipe_kwargs) -> EditResult:
+    """Generate an image/video for ``source_prompt`` and its edit for ``target_prompt`` together.
+
+    Both branches start from the same noise (``seed``) and denoise as one batch ``[source, target]``; the
+    rule fuses the target's vision-token attention with the source's in the controlled layers.
+
+    Args:
+        pipe: a ``FluxPipeline``, ``WanPipeline`` or ``HunyuanVideoPipeline`` (any checkpoint; accel methods
+            already applied with :func:`accel.apply` are kept and composed with).
+        source_prompt: the prompt of the source.
+        target_prompt: the prompt of the edit (typically the source prompt with the edit words changed).
+        edit_words: word(s) of ``source_prompt`` whose attention defines the edit mask (a str or a list);
+            ``None`` with no ``mask`` means all-edit. A word missing from the prompt raises ``ValueError``.
+        mask: a user edit mask (PIL image, list of frames, array/tensor ``[H, W]`` or ``[F, H, W]`` at the
+            token grid or the pixel size; nonzero = edit); overrides ``edit_words``.
+        alpha: ConsistEdit's consistency strength in [0, 1] (structure lock for ``floor(alpha * steps)``
+            steps), or a name: ``"color"``/``"material"`` (1.0), ``"shape"``/``"object"`` (0.3), ``"real"``
+            (0.1). Default 0.3. Unused by ``rule="masactrl"``.
+        steps: number of inference steps, an int >= 1.
+        seed: seed of the shared starting noise (CPU generator), an int >= 0.
+        rule: ``"consistedit"`` (default) or ``"masactrl"`` (target queries attend to source K/V from
+            ``start_step`` on).
+        layers: controlled layers (see :class:`~accel.control.Controller`); ``"auto"``: FLUX single-stream
+            blocks, all layers of Wan / HunyuanVideo.
+        threshold: edit-mask threshold on the normalised attention map, in [0, 1] (default 0.1).
+        start_step: MasaCtrl's first mutual-attention step.
+        **pipe_kwargs: other pipeline arguments (``height``, ``width``, ``num_frames``, ``guidance_scale``,
+            ``negative_prompt``, ``output_type``, ...); not ``prompt``, ``generator``, ``latents``,
+            ``num_inference_steps`` or ``callback_on_step_end``.
+
+    Returns:
+        An :class:`EditResult`.
+
+    Raises:
+        ValueError: bad prompts/steps/seed/rule/alpha/threshold, an edit word missing from the source
+            prompt, a mask of a size other than the token grid or pixel size, a caching hook that skips
+            layers (FirstBlockCache, TaylorSeer, ...).
+        TypeError: an unsupported pipeline or mask type.
+    """
+    family = _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kwargs)
+    alpha = _resolve_alpha(alpha)
+    grid = token_grid(pipe, height=pipe_kwargs.get("height"), width=pipe_kwargs.get("width"),
+                      num_frames=pipe_kwargs.get("num_frames"))
+    token_mask = _resolve_mask(pipe, family, mask, grid, pipe_kwargs)
+    heat = None
+    if token_mask is None and edit_words is not None:
+        _text_positions(pipe, family, source_prompt, edit_words, pipe_kwargs)  # validate before any denoising
+        token_mask, heat = _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, pipe_kwargs)
+    controller = Controller([_make_rule(rule, alpha, token_mask, start_step)], layers=layers, num_steps=steps)
+    with controller.install(pipe):
+        out = pipe(prompt=[source_prompt, target_prompt], num_inference_steps=steps,
+                   generator=_generators(seed, 2, None), **_negatives(pipe_kwargs, 2))
+    source, target = _split_output(out)
+    return EditResult(source, target, token_mask, heat)
+
+
+# ---------------------------------------------------------------------- real inputs
+def _to_unit_tensor(media) -> torch.Tensor:
+    """An image/video as float ``[F, 3, H, W]`` in [0, 1] (F = 1 for an image)."""
+    from PIL import Image
+
+    if isinstance(media, Image.Image):
+        media = [media]
+    if isinstance(media, (list, tuple)) and media and all(isinstance(m, Image.Image) for m in media):
+        arr = np.stack([np.asarray(m.convert("RGB"), dtype=np.float32) / 255.0 for m in media])
+        return torch.from_numpy(arr).permute(0, 3, 1, 2)
+    if isinstance(media, np.ndarray):
+        media = torch.from_numpy(np.ascontiguousarray(media))
+        if media.dim() in (3, 4) and media.shape[-1] in (1, 3):  # channels last
+            media = media.movedim(-1, -3)
+        if media.dtype == torch.uint8:
+            media = media.float() / 255.0
+    if isinstance(media, torch.Tensor):
+        x = media.detach().float().cpu()
+        if x.dim() == 3:
+            x = x[None]
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"image_or_video tensor must be [3, H, W] or [F, 3, H, W] in [0, 1], got {tuple(media.shape)}")
+        if float(x.min()) < 0.0 or float(x.max()) > 1.0:
+            raise ValueError("image_or_video values must lie in [0, 1]")
+        return x
+    raise TypeError(f"image_or_video must be a PIL image, a list of PIL frames, a numpy array or a torch tensor, "
+                    f"got {type(media).__name__}")
+
+
+@torch.no_grad()
+def encode_input(pipe, image_or_video) -> tuple[torch.Tensor, dict]:
+    """Encode an image (FLUX) or video (Wan, HunyuanVideo) into the latent a pipeline call's ``latents`` takes.
+
+    Args:
+        pipe: the pipeline.
+        image_or_video: a PIL image, a list of PIL frames, or an array/tensor ``[3, H, W]`` / ``[F, 3, H, W]``
+            (``[H, W, 3]`` / ``[F, H, W, 3]`` arrays too) with values in [0, 1] (uint8 arrays in [0, 255]).
+
+    Returns:
+        ``(latents, size)``: the clean latent (batch 1; FLUX packed) and the call's ``height``, ``width``
+        (and ``num_frames`` for video) as a dict.
+
+    Raises:
+        ValueError: a size the pipeline cannot produce exactly (FLUX: multiple of ``2 * vae_scale_factor``;
+            video: multiple of ``vae_scale_factor_spatial * patch``, ``num_frames = 1 + k * temporal factor``).
+    """
+    family = _family(pipe)
+    x = _to_unit_tensor(image_or_video)
+    f, _, h, w = x.shape
+    vae = pipe.vae
+    param = next(vae.parameters())
+    if family == "flux":
+        if f != 1:
+            raise ValueError(f"FLUX edits images: image_or_video must hold one frame, got {f}")
+        m = pipe.vae_scale_factor * 2
+        if h % m or w % m:
+            raise ValueError(f"image size {h}x{w} must be a multiple of {m} for this FLUX pipeline")
+        z = vae.encode((x * 2 - 1).to(param)).latent_dist.mode()
+        z = (z - vae.config.shift_factor) * vae.config.scaling_factor
+        latents = pipe._pack_latents(z, 1, z.shape[1], z.shape[2], z.shape[3])
+        return latents, {"height": h, "width": w}
+    s_t, s_s = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
+    cfg = pipe.transformer.config
+    p = cfg.patch_size[1] if family == "wan" else cfg.patch_size
+    if h % (s_s * p) or w % (s_s * p):
+        raise ValueError(f"video size {h}x{w} must be a multiple of {s_s * p} for this pipeline")
+    if (f - 1) % s_t:
+        raise ValueError(f"the video must have 1 + k*{s_t} frames for this pipeline, got {f}")
+    video = (x * 2 - 1).permute(1, 0, 2, 3)[None].to(param)   # [1, 3, F, H, W]
+    z = vae.encode(video).latent_dist.mode()
+    if family == "wan":
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(z)
+        z = (z - mean) / std
+    else:
+        z = z * vae.config.scaling_factor
+    return z, {"height": h, "width": w, "num_frames": f}
+
+
+def edit(pipe, image_or_video, source_prompt: str, target_prompt: str, *, edit_words=None, mask=None, alpha=0.1,
+         steps: int = 28, seed: int = 0, rule: str = "consistedit", layers="auto", inversion: str = "euler",
+         threshold: float = DEFAULT_THRESHOLD, start_step: int = 0, **pipe_kwargs) -> EditResult:
+    """Edit a real image (FLUX) or video (Wan, HunyuanVideo) from ``source_prompt`` to ``target_prompt``.
+
+    The input is encoded with the pipeline's VAE and inverted along the flow-matching ODE with the
+    source prompt (:func:`accel.pipelines.inversion.invert`); then source and target denoise as one
+    batch from the inverted noise, the source branch replaying the stored latent trajectory (so it
+    reproduces the input) and the rule fusing the target's attention with it.
+
+    Args:
+        pipe: as in :func:`edit_generated`.
+        image_or_video: the input (see :func:`encode_input`); its size sets the output size.
+        source_prompt: a prompt describing the input.
+        target_prompt: the prompt of the edit.
+        edit_words, mask, rule, layers, threshold, start_step: as in :func:`edit_generated`.
+        alpha: as in :func:`edit_generated`; default 0.1 (the paper's value for real inputs).
+        steps: inference (and inversion) steps, an int >= 1.
+        seed: unused by the deterministic inversion; kept for the same signature (an int >= 0).
+        inversion: ``"euler"`` or ``"heun"`` (predictor-corrector, twice the transformer calls).
+        **pipe_kwargs: other pipeline arguments, as in :func:`edit_generated` (not ``height``/``width``/
+            ``num_frames``, which come from the input).
+
+    Returns:
+        An :class:`EditResult` with ``inversion`` set.
+    """
+    from accel.pipelines.inversion import invert
+
+    family = _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kwargs)
+    alpha = _resolve_alpha(alpha)
+    for key in ("height", "width", "num_frames"):
+        if key in pipe_kwargs:
+            raise ValueError(f"edit() takes {key!r} from the input; do not pass it")
+    latents, size = encode_input(pipe, image_or_video)
+    kwargs = dict(pipe_kwargs, **size)
+    grid = token_grid(pipe, height=size["height"], width=size["width"], num_frames=size.get("num_frames"))
+    token_mask = _resolve_mask(pipe, family, mask, grid, kwargs)
+    if token_mask is None and edit_words is not None:
+        _text_positions(pipe, family, source_prompt, edit_words, kwargs)
+    inv = invert(pipe, latents, source_prompt, steps=steps, method=inversion,
+                 **{k: v for k, v in kwargs.items() if k != "output_type"})
+    heat = None
+    if token_mask is None and edit_words is not None:
+        replay = ReplaySource(inv.trajectory, inv.clean, rows="all")
+        token_mask, heat = _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, kwargs,
+                                         latents=inv.noise, replay=replay)
+    rules = [_make_rule(rule, alpha, token_mask, start_step), ReplaySource(inv.trajectory, inv.clean)]
+    controller = Controller(rules, layers=layers, num_steps=steps)
+    with controller.install(pipe):
+        out = pipe(prompt=[source_prompt, target_prompt], num_inference_steps=steps,
+                   latents=inv.noise.expand(2, *inv.noise.shape[1:]).clone(),
+                   callback_on_step_end=controller.callback, **_negatives(kwargs, 2))
+    source, target = _split_output(out)
+    return EditResult(source, target, token_mask, heat, inv)
