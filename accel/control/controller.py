@@ -177,10 +177,10 @@ class Controller:
 
     Args:
         rules: the :class:`Rule` objects, run in this order at every hook.
-        layers: which self-attention layers are controlled: ``"auto"`` (default: the first rule's
-            ``default_layers`` for the model family, e.g. FLUX single-stream blocks for ConsistEdit; all
-            layers when it has none), ``None`` (all), an int, an iterable of ints (global layer
-            indices), a regular expression searched in the module path, or a callable
+        layers: which self-attention layers are controlled: ``"auto"`` (default: the
+            ``default_layers`` entry for the model family of the first rule that has one, e.g. FLUX
+            single-stream blocks for ConsistEdit; all layers when no rule has one), ``None`` (all), an
+            int, an iterable of ints (global layer indices), a regular expression searched in the module path, or a callable
             ``(index, path) -> bool`` -- as the ``layers`` argument of :func:`accel.apply`.
         steps: which denoising steps are controlled: ``None`` (all, default), ``range(start, stop)``
             or a ``(start, stop)`` tuple (``stop`` may be ``None``).
@@ -243,7 +243,8 @@ class Controller:
                 family = family_of(model)
                 layers = self.layers
                 if layers == "auto":
-                    layers = self.rules[0].default_layers.get(family.name)
+                    prefs = [r.default_layers[family.name] for r in self.rules if family.name in r.default_layers]
+                    layers = prefs[0] if prefs else None
                 chosen = frozenset(index for _, _, index in _select(family, model, layers))
                 run = get_root_hook(model).run
                 torch_hooks = []

@@ -174,9 +174,9 @@ class EditMaskObserver(Rule):
         if call.cross or layout.text_len == 0 or call.context == "uncond":
             return
         rows = slice(None) if self.rows == "all" else slice(0, None, 2)
-        valid = layout.text_mask[rows] if layout.text_mask is not None else None
-        if valid is not None and valid.shape[0] != q[rows].shape[0]:
-            valid = valid.expand(q[rows].shape[0], -1)
+        valid = layout.text_mask
+        if valid is not None:
+            valid = (valid.expand(q.shape[0], -1) if valid.shape[0] == 1 else valid)[rows]
         self._accumulate(call, q[rows, layout.video_slice], k[rows, layout.text_slice], valid)
 
     def observe_cross(self, call: AttentionCall, q, k) -> None:
