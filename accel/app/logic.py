@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fidelity import fidelity
 from .layout_view import block_kinds_image, video_block_kinds
 from .models import ModelCache, ModelEntry
 from .outputs import OutputFolder
@@ -102,9 +101,12 @@ class GenerateResult:
         latency_s: wall time of the method's pipeline call (seconds).
         dense_latency_s: wall time of the dense pipeline call, or ``None``.
         speedup: ``dense_latency_s / latency_s``, or ``None``.
-        psnr_db: PSNR (dB, data range 1) of the method's frames against the dense ones; ``inf`` when
-            identical; ``None`` without ``compare``.
-        ssim: mean SSIM over frames (colour, data range 1) against the dense frames, or ``None``.
+        psnr_db: PSNR (dB, data range 1) of the method's frames against the dense ones, per frame and
+            averaged (:func:`accel.eval.metrics.compare_frames`); ``inf`` when identical; ``None``
+            without ``compare``.
+        ssim: SSIM against the dense frames (:func:`accel.eval.metrics.compare_frames`: Gaussian
+            11 x 11 window, per frame, averaged), or ``None`` without ``compare`` or for frames
+            smaller than the window.
         density: executed self-attention density of the method's pipeline call: computed (query, key)
             pairs over all pairs, summed over every self-attention call (dense steps and layers of the
             schedule count fully), as recorded by :class:`accel.eval.recorder.DensityRecorder`; 1.0
@@ -294,6 +296,16 @@ def _write_png(image: np.ndarray, path: Path) -> None:
     imageio.imwrite(path, image, format="PNG")
 
 
+def _compare(reference: np.ndarray, frames: np.ndarray) -> tuple[float, float | None]:
+    """PSNR and SSIM of ``frames`` against ``reference`` (SSIM ``None`` below the SSIM window size)."""
+    from accel.eval.metrics import SSIM_WINDOW, compare_frames, video_psnr
+
+    if min(frames.shape[1:3]) < SSIM_WINDOW:
+        return video_psnr(reference, frames), None
+    figures = compare_frames(reference, frames)
+    return figures["psnr_db"], figures["ssim"]
+
+
 def run_generate(settings: GenerateSettings, models: ModelCache, outputs: OutputFolder,
                  progress: Progress | None = None) -> GenerateResult:
     """Validate and run one Generate request; write its files into a new folder of ``outputs``.
@@ -340,7 +352,7 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         dense_frames, dense_latency, _ = _run_pipeline(pipe, entry, s, progress, 0.5, 0.5, "dense")
         dense_output = _write_result(dense_frames, folder, "dense", entry.kind)
         speedup = dense_latency / latency
-        psnr, ssim = fidelity(frames, dense_frames)
+        psnr, ssim = _compare(dense_frames, frames)
     picture = None
     kinds = video_block_kinds(method, layout)
     block = None
