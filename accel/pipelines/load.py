@@ -158,6 +158,17 @@ def _derived_preset(pipe, location: str) -> ModelPreset:
     )
 
 
+def _check_family_requirements(family: str) -> None:
+    """Refuse, before loading, a family whose diffusers pipeline cannot run in this environment."""
+    import importlib.util
+
+    # diffusers 0.42's WanImageToVideoPipeline cleans every prompt with ftfy.fix_text but imports ftfy
+    # only when it is installed, so without it each call fails with NameError.
+    if family == "wan_i2v" and importlib.util.find_spec("ftfy") is None:
+        raise ImportError("Wan image-to-video pipelines need the ftfy package (diffusers cleans prompts with it): "
+                          "pip install ftfy")
+
+
 def check_no_context_parallel(pipe) -> None:
     """Refuse pipelines whose transformer runs diffusers' context parallelism.
 
@@ -231,6 +242,7 @@ def load(
             no safetensors weights).
         RuntimeError: diffusers context parallelism is enabled on the transformer.
         TypeError: a pipeline class accel does not support.
+        ImportError: a package the model's pipeline needs is missing (ftfy for Wan image-to-video).
     """
     import accel
     from accel.methods.base import AttentionMethod
@@ -252,6 +264,8 @@ def load(
     if isinstance(method, str):  # validate the name before any loading
         method_for_model(method, dict(method_args or {}), None)
 
+    if preset is not None:
+        _check_family_requirements(preset.family)
     hub_like = preset is None or preset.source == "hub"
     if dtype is None:
         dtype = torch.bfloat16 if hub_like and device.type == "cuda" else torch.float32
@@ -267,6 +281,7 @@ def load(
         pipe = _from_pretrained(location, dtype)
         if preset is None:
             preset = _derived_preset(pipe, location)
+            _check_family_requirements(preset.family)
         elif _family_of(pipe) != preset.family:
             raise TypeError(f"{location!r} loaded as {type(pipe).__name__}, expected the {preset.family} family of "
                             f"preset {preset.name!r}")

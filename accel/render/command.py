@@ -288,7 +288,7 @@ def _run(p, args, items, method_args, schedule, ctx, load, pipeline_size_rules) 
     try:
         pipe = load(args.model, method=args.method, method_args=method_args, schedule=schedule, device=device,
                     dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:
         p.error(str(exc))
     preset = pipe.accel_preset
     multiple, frame_step = pipeline_size_rules(pipe)

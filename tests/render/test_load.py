@@ -161,3 +161,15 @@ def test_rectified_uses_the_release_setting_of_the_checkpoint():
     assert schedule == accel.Schedule(dense_steps=5, dense_layers=2) and "RECTIFIED_PRESETS" in source
     for p in HUB_PRESETS:
         assert p.rectified_key is None or p.rectified_key in RECTIFIED_PRESETS, p.name
+
+
+def test_wan_i2v_without_ftfy_is_refused_before_loading(monkeypatch):
+    import importlib.util
+
+    from diffusers import DiffusionPipeline
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ftfy" else real_find_spec(name, *a))
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", lambda *a, **k: pytest.fail("downloaded anyway"))
+    with pytest.raises(ImportError, match="need the ftfy package"):
+        load("wan2.1-i2v-14b-480p", device="cpu")
