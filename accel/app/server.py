@@ -83,7 +83,7 @@ def create(argv: list[str] | None = None, *, models=None):
 
     if models is None:
         models = ModelCache(warm_up=not args.no_warm_up)
-    demo = build_demo(models, outputs)
+    demo = build_demo(models, outputs, max_upload_bytes=kwargs["max_file_size"])
     demo.queue(max_size=args.queue, default_concurrency_limit=1)
     return demo, kwargs
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from .editing import DEFAULT_MAX_UPLOAD_BYTES, SOURCES, EditSettings, run_edit
 from .logic import METHOD_CHOICES, AppInputError, GenerateSettings, run_generate
 from .models import ModelCache
 from .outputs import OutputFolder
+from .uploads import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-__all__ = ["build_demo", "error_text", "method_help"]
+__all__ = ["build_demo", "error_text", "method_help", "drawn_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,34 @@ def method_help(method: str) -> str:
     return f"`{cls_name}` parameters (type `key=value`, tuples as `3,5,5`): " + ", ".join(parts)
 
 
-def build_demo(models: ModelCache, outputs: OutputFolder):
+def drawn_mask(value):
+    """The drawn mask of a ``gradio.Sketchpad`` value as ``[H, W]`` alpha (nonzero = drawn), or ``None``.
+
+    Accepts the editor's dict (``layers`` of RGBA arrays; the strokes are the layers' opaque pixels),
+    a bare array, or ``None``.
+    """
+    import numpy as np
+
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        layers = [np.asarray(layer) for layer in (value.get("layers") or []) if layer is not None]
+        if not layers:
+            return None
+        alpha = [layer[..., 3] if layer.ndim == 3 and layer.shape[-1] == 4 else layer.max(-1) if layer.ndim == 3
+                 else layer for layer in layers]
+        return np.max(np.stack(alpha), axis=0)
+    return np.asarray(value)
+
+
+def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES):
     """The demo's ``gradio.Blocks`` (not launched; :mod:`accel.app.server` queues and launches it).
 
     Args:
         models: the app's model cache (which models are offered, loaded pipelines).
         outputs: the app's output folder (results are written there and served from there).
+        max_upload_bytes: size limit the Edit tab applies to uploaded media and masks (the server
+            also refuses larger uploads).
     """
     import gradio as gr
 
@@ -77,7 +101,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder):
 
     def on_generate(model, prompt, height, width, frames, steps, seed, method, params, dense_steps, dense_layers,
                     dense_last_steps, compare, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress this way)
-        empty = (None, None, None, None, None, "")
+        empty = (None, None, None, None, None, "", gr.update())
         try:
             settings = GenerateSettings(
                 model=model, prompt=prompt, height=height, width=width, frames=frames, steps=steps, seed=seed,
@@ -93,9 +117,31 @@ def build_demo(models: ModelCache, outputs: OutputFolder):
         picture = str(result.layout_picture) if result.layout_picture else None
         status = f"done: {result.kind} written to its own folder ({result.output.parent.name})"
         return (status, out if video else None, dense if video else None, None if video else out,
-                None if video else dense, picture, result.figures_markdown())
+                None if video else dense, picture, result.figures_markdown(), out)
+
+    def on_edit(model, source, upload, source_prompt, target_prompt, words, mask_file, drawn, alpha, steps, seed,
+                height, width, frames, last, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress this way)
+        empty = (None, None, None, None, None, "")
+        try:
+            settings = EditSettings(
+                model=model, source=source, source_prompt=source_prompt, target_prompt=target_prompt,
+                edit_words=words or "", alpha=alpha, steps=steps, seed=seed, height=height, width=width,
+                frames=frames, upload=upload, mask_file=mask_file, drawn_mask=drawn_mask(drawn))
+            result = run_edit(settings, models, outputs, last_output=last, max_upload_bytes=max_upload_bytes,
+                              progress=lambda f, text: progress(f, desc=text))
+        except Exception as exc:  # shown in the page; the traceback only in the log
+            if not isinstance(exc, AppInputError):
+                log.exception("edit request failed")
+            return (error_text(exc), *empty)
+        video = result.kind == "video"
+        src, dst = str(result.source_output), str(result.edited_output)
+        picture = str(result.mask_picture) if result.mask_picture else None
+        status = f"done: {result.kind} edited ({result.edited_output.parent.name})"
+        return (status, src if video else None, dst if video else None, None if video else src,
+                None if video else dst, picture, result.figures_markdown())
 
     with gr.Blocks(title="accel: sparse attention demo") as demo:
+        last_output = gr.State(None)
         gr.Markdown("# accel: sparse attention for diffusion transformers\n"
                     "Generate with a sparse attention method and compare with the model's dense attention "
                     "(same prompt, same seed). Runs offline on the models listed below.")
@@ -145,5 +191,61 @@ def build_demo(models: ModelCache, outputs: OutputFolder):
             run.click(on_generate,
                       [model, prompt, height, width, frames, steps, seed, method, params, dense_steps, dense_layers,
                        dense_last, compare],
-                      [status, video, dense_video, image, dense_image, layout, figures])
+                      [status, video, dense_video, image, dense_image, layout, figures, last_output])
+        with gr.Tab("Edit"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    e_model = gr.Dropdown(names, value=names[0], label="model", elem_id="e_model")
+                    e_model_info = gr.Markdown(first.description)
+                    e_source = gr.Radio(list(SOURCES), value="generate", label="source", elem_id="e_source",
+                                        info="generate: from the source prompt; upload: your image/video; "
+                                             "last: the Generate tab's last result")
+                    e_upload = gr.File(label="image or video to edit (source = upload)", type="filepath",
+                                       file_types=[*IMAGE_SUFFIXES, *VIDEO_SUFFIXES], elem_id="e_upload")
+                    e_src_prompt = gr.Textbox(value="a red circle moving left", label="source prompt",
+                                              elem_id="e_source_prompt")
+                    e_tgt_prompt = gr.Textbox(value="a blue circle moving left", label="target prompt",
+                                              elem_id="e_target_prompt")
+                    e_words = gr.Textbox(value="red", label="edit words (from the source prompt, comma-separated)",
+                                         elem_id="e_words")
+                    with gr.Accordion("edit mask (optional; overrides the edit words)", open=False):
+                        e_mask_file = gr.Image(label="mask image (white = edit)", type="filepath",
+                                               elem_id="e_mask_file")
+                        e_drawn = gr.Sketchpad(label="or draw the edit region", type="numpy", elem_id="e_drawn",
+                                               canvas_size=(256, 256))
+                    e_alpha = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="alpha (consistency strength)",
+                                        info="1: colour/material edits; 0.3: shape edits; 0.1: real inputs",
+                                        elem_id="e_alpha")
+                    with gr.Row():
+                        e_height = gr.Number(value=first.defaults["height"], precision=0, label="height (px)",
+                                             elem_id="e_height")
+                        e_width = gr.Number(value=first.defaults["width"], precision=0, label="width (px)",
+                                            elem_id="e_width")
+                    with gr.Row():
+                        e_frames = gr.Number(value=first.defaults["frames"], precision=0, label="frames (odd)",
+                                             elem_id="e_frames")
+                        e_steps = gr.Number(value=first.defaults["steps"], precision=0, label="steps",
+                                            elem_id="e_steps")
+                        e_seed = gr.Number(value=0, precision=0, label="seed", elem_id="e_seed")
+                    e_run = gr.Button("Edit", variant="primary", elem_id="edit")
+                with gr.Column(scale=2):
+                    e_status = gr.Markdown("", elem_id="e_status")
+                    with gr.Row(visible=first.kind == "video") as e_video_row:
+                        e_src_video = gr.Video(label="source", elem_id="e_video_source", autoplay=True, loop=True)
+                        e_dst_video = gr.Video(label="edited", elem_id="e_video_edited", autoplay=True, loop=True)
+                    with gr.Row(visible=first.kind == "image") as e_image_row:
+                        e_src_image = gr.Image(label="source", elem_id="e_image_source", type="filepath")
+                        e_dst_image = gr.Image(label="edited", elem_id="e_image_edited", type="filepath")
+                    with gr.Row():
+                        e_figures = gr.Markdown("", elem_id="e_figures")
+                        with gr.Column():
+                            e_mask_picture = gr.Image(label="edit mask used", elem_id="e_mask", type="filepath")
+                            gr.Markdown("The edit mask on the token grid, latent frames left to right; white tokens "
+                                        "may change, black ones are kept from the source.")
+            e_model.change(on_model, e_model, [e_model_info, e_height, e_width, e_frames, e_steps,
+                                               e_video_row, e_image_row])
+            e_run.click(on_edit,
+                        [e_model, e_source, e_upload, e_src_prompt, e_tgt_prompt, e_words, e_mask_file, e_drawn,
+                         e_alpha, e_steps, e_seed, e_height, e_width, e_frames, last_output],
+                        [e_status, e_src_video, e_dst_video, e_src_image, e_dst_image, e_mask_picture, e_figures])
     return demo

@@ -2,7 +2,8 @@
 
 Starts the app on a free loopback port with the embedded model, fills the Generate tab, waits for the
 result, checks the videos, figures and layout picture appear (and the video is served), then sends
-an invalid size and checks the page shows the readable error. Screenshots go to
+an invalid size and checks the page shows the readable error; then runs an edit in the Edit tab and
+an edit word missing from the prompt. Screenshots go to
 ``tests/app/artifacts/``. Also checks over HTTP that files outside the output folder are refused.
 
 Needs ``chromium`` on the PATH (``apt-get install -y chromium``; ``scripts/setup.sh`` installs it
@@ -136,4 +137,30 @@ def test_generate_tab_in_a_browser(server, browser):
     status.get_by_text("height must be a multiple of 16").wait_for(timeout=60_000)
     assert "Traceback" not in page.content()
     page.screenshot(path=str(ARTIFACTS / "error.png"), full_page=True)
+    page.close()
+
+
+def test_edit_tab_in_a_browser(server, browser):
+    base, out = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_default_timeout(30_000)
+    page.goto(base + "/")
+    page.get_by_role("tab", name="Edit").click()
+    page.wait_for_selector("#edit")
+    for field, value in (("e_height", "32"), ("e_width", "32"), ("e_frames", "5"), ("e_steps", "2")):
+        page.fill(f"#{field} input", value)
+    page.click("#edit")  # source "generate", edit words "red", alpha 1
+    figures = page.locator("#e_figures")
+    figures.get_by_text("background PSNR vs source").wait_for(timeout=240_000)
+    text = figures.inner_text()
+    assert "edit words" in text and re.search(r"edited area\s+\d+\.\d %", text), text
+    for element in ("#e_video_source video", "#e_video_edited video", "#e_mask img"):
+        assert page.locator(element).get_attribute("src"), element
+    assert len(list(out.glob("edit-*/edited.mp4"))) == 1
+    page.screenshot(path=str(ARTIFACTS / "edit.png"), full_page=True)
+
+    page.fill("#e_words input, #e_words textarea", "purple")
+    page.click("#edit")
+    page.locator("#e_status").get_by_text("the edit cannot run").wait_for(timeout=60_000)
+    assert "purple" in page.locator("#e_status").inner_text()
     page.close()
