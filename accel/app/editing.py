@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .fidelity import fidelity
-from .logic import MAX_PROMPT_CHARS, MAX_SEED, AppInputError, Progress, _int_field, _write_png, _write_result
+from .logic import MAX_PROMPT_CHARS, MAX_SEED, AppInputError, Progress, _int_field, _write_png, _write_result, check_size
 from .models import ModelCache
 from .outputs import OutputFolder
 from .uploads import fit_media, read_media
@@ -191,18 +191,8 @@ def _validate(s: EditSettings, models: ModelCache):
         prompts[name] = text
     if isinstance(s.alpha, bool) or not isinstance(s.alpha, (int, float)) or not 0.0 <= float(s.alpha) <= 1.0:
         raise AppInputError(f"alpha must be a number in [0, 1], got {s.alpha!r}")
-    m = entry.size_multiple
-    size = {}
-    for name in ("height", "width"):
-        value = _int_field(name, getattr(s, name), m, entry.max_side)
-        if value % m:
-            raise AppInputError(f"{name} must be a multiple of {m} for {entry.name}, got {value}")
-        size[name] = value
-    frames = 1
-    if entry.kind == "video":
-        frames = _int_field("frames", s.frames, 1, entry.max_frames)
-        if frames % 2 != 1:
-            raise AppInputError(f"frames must be odd (1, 3, 5, ...) for {entry.name}, got {frames}")
+    height, width, frames = check_size(entry, s.height, s.width, s.frames)
+    size = dict(height=height, width=width)
     steps = _int_field("steps", s.steps, 1, entry.max_steps)
     seed = _int_field("seed", s.seed, 0, MAX_SEED)
     words = [w.strip() for w in (s.edit_words or "").split(",") if w.strip()]

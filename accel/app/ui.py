@@ -196,7 +196,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: i
             with gr.Row():
                 with gr.Column(scale=1):
                     e_model = gr.Dropdown(names, value=names[0], label="model", elem_id="e_model")
-                    e_model_info = gr.Markdown(first.description)
+                    e_model_info = gr.Markdown(describe(first))
                     e_source = gr.Radio(list(SOURCES), value="generate", label="source", elem_id="e_source",
                                         info="generate: from the source prompt; upload: your image/video; "
                                              "last: the Generate tab's last result")
@@ -222,7 +222,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: i
                         e_width = gr.Number(value=first.defaults["width"], precision=0, label="width (px)",
                                             elem_id="e_width")
                     with gr.Row():
-                        e_frames = gr.Number(value=first.defaults["frames"], precision=0, label="frames (odd)",
+                        e_frames = gr.Number(value=first.defaults["frames"], precision=0, label="frames",
                                              elem_id="e_frames")
                         e_steps = gr.Number(value=first.defaults["steps"], precision=0, label="steps",
                                             elem_id="e_steps")

@@ -114,7 +114,7 @@ BAD = EditSettings(model="embedded", source="generate", source_prompt="a red cir
     (dict(source="camera"), "source must be one of"),
     (dict(source_prompt=" "), "source prompt must have 1 to 400 characters"),
     (dict(alpha=1.5), r"alpha must be a number in \[0, 1\], got 1.5"),
-    (dict(frames=6), "frames must be odd"),
+    (dict(frames=6), r"frames must be 1 \+ k\*2"),
     (dict(height=20), "height must be a multiple of 16"),
     (dict(source="upload"), "no file was uploaded"),
     (dict(edit_words="green"), "the edit cannot run"),
