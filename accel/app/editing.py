@@ -7,7 +7,9 @@ chosen frame count, inverted and edited (:func:`accel.pipelines.edit`).
 
 The edit mask is, in order: an uploaded mask image, a drawn mask, the attention to the edit words,
 or none (everything may change). Background preservation compares the edited result with the
-source (the input itself for uploads and the last result) on the pixels outside the mask.
+source (the input itself for uploads and the last result) outside the mask, with
+:func:`accel.eval.edit_metrics.background_metrics` (PIE-Bench's conventions), and the structure score
+is :func:`accel.eval.edit_metrics.structure_similarity` (SSIM of the edge maps).
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fidelity import fidelity
 from .logic import MAX_PROMPT_CHARS, MAX_SEED, AppInputError, Progress, _int_field, _write_png, _write_result, check_size
 from .models import ModelCache
 from .outputs import OutputFolder
 from .uploads import fit_media, read_media
 
-__all__ = ["SOURCES", "EditSettings", "EditOutcome", "run_edit", "token_mask_to_pixels", "mask_picture"]
+__all__ = ["SOURCES", "EditSettings", "EditOutcome", "run_edit", "mask_picture"]
 
 SOURCES = ("generate", "upload", "last")
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -83,8 +84,11 @@ class EditOutcome:
         mask: bool ``[T, H, W]`` token-grid mask used, or ``None``.
         mask_origin: ``"uploaded mask"``, ``"drawn mask"``, ``"edit words"`` or ``"none"``.
         edited_fraction: fraction of pixels inside the mask (1.0 without a mask).
-        background_psnr_db, background_ssim: the edited result against the source outside the mask
-            (``None`` when the mask covers everything).
+        background_psnr_db, background_ssim: :func:`accel.eval.edit_metrics.background_metrics` of the
+            edited result against the source (``None`` when the mask covers everything; SSIM also
+            ``None`` for frames smaller than the SSIM window).
+        structure_ssim: :func:`accel.eval.edit_metrics.structure_similarity` (edge-map SSIM) of the
+            source and the edit, or ``None`` for frames smaller than the SSIM window.
         latency_s: wall time of the edit call (seconds).
         source_frames, edited_frames: float ``[F, H, W, 3]`` in [0, 1].
     """
@@ -98,6 +102,7 @@ class EditOutcome:
     edited_fraction: float
     background_psnr_db: float | None
     background_ssim: float | None
+    structure_ssim: float | None
     latency_s: float
     source_frames: np.ndarray
     edited_frames: np.ndarray
@@ -116,31 +121,10 @@ class EditOutcome:
             ("edited area", f"{100 * self.edited_fraction:.1f} % of pixels"),
             ("background PSNR vs source", fmt(self.background_psnr_db, ".2f", " dB")),
             ("background SSIM vs source", fmt(self.background_ssim, ".4f")),
+            ("structure (edge-map SSIM)", "n/a" if self.structure_ssim is None else f"{self.structure_ssim:.4f}"),
             ("latency", f"{self.latency_s:.2f} s"),
         ]
         return "\n".join(["| figure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
-
-
-def token_mask_to_pixels(mask: torch.Tensor, *, frames: int, height: int, width: int, temporal_factor: int) -> np.ndarray:
-    """A token-grid mask ``[T, h, w]`` as a pixel mask ``[frames, height, width]``.
-
-    Spatially each token covers ``height / h`` x ``width / w`` pixels. In time the VAE's grouping is
-    followed: latent frame 0 is frame 0 and latent frame ``j >= 1`` is frames ``f*(j-1)+1 .. f*j``
-    (``f = temporal_factor``).
-
-    Raises:
-        ValueError: sizes that are not whole multiples of the grid, or a frame count that does not
-            match ``T`` under the grouping.
-    """
-    t, h, w = mask.shape
-    if height % h or width % w:
-        raise ValueError(f"pixel size {height}x{width} must be a multiple of the token grid {h}x{w}")
-    if (frames - 1) // temporal_factor + 1 != t:
-        raise ValueError(f"{frames} frames do not make {t} latent frames with temporal factor {temporal_factor}")
-    m = mask.cpu().numpy().astype(bool)
-    m = m.repeat(height // h, axis=1).repeat(width // w, axis=2)
-    index = [0] + [1 + (i - 1) // temporal_factor for i in range(1, frames)]
-    return m[index]
 
 
 def mask_picture(mask: torch.Tensor, *, target: int = 96) -> np.ndarray:
@@ -279,16 +263,28 @@ def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, 
     folder = outputs.new_request_dir("edit")
     source_path = _write_result(source, folder, "source", entry.kind)
     edited_path = _write_result(edited, folder, "edited", entry.kind)
+    from accel.eval.edit_metrics import background_metrics, structure_similarity
+    from accel.eval.metrics import SSIM_WINDOW
+
+    whole = min(s.height, s.width) >= SSIM_WINDOW
+    structure = structure_similarity(source, edited) if whole else None
     picture, fraction, psnr, ssim = None, 1.0, None, None
     if result.mask is not None:
-        temporal = getattr(pipe, "vae_scale_factor_temporal", 1) if entry.kind == "video" else 1
-        pixels = token_mask_to_pixels(result.mask, frames=s.frames, height=s.height, width=s.width,
-                                      temporal_factor=temporal)
-        fraction = float(pixels.mean())
-        if not pixels.all():
-            psnr, ssim = fidelity(edited, source, where=~pixels)
         picture = folder / "mask.png"
         _write_png(mask_picture(result.mask), picture)
+        fraction = float(result.mask.float().mean())  # every token covers the same number of pixels
+        if not bool(result.mask.all()):
+            if whole:
+                figures = background_metrics(source, edited, result.mask)
+                psnr, ssim = figures["psnr_db"], figures["ssim"]
+                fraction = 1.0 - figures["background_fraction"]
+            else:
+                from accel.eval.edit_metrics import mask_to_pixels
+                from accel.eval.metrics import psnr as psnr_of
+
+                keep = ~mask_to_pixels(result.mask, *source.shape[:3])
+                psnr, fraction = psnr_of(source[keep], edited[keep]), 1.0 - float(keep.mean())
     return EditOutcome(kind=entry.kind, source_output=source_path, edited_output=edited_path, mask_picture=picture,
                        mask=result.mask, mask_origin=origin, edited_fraction=fraction, background_psnr_db=psnr,
-                       background_ssim=ssim, latency_s=latency, source_frames=source, edited_frames=edited)
+                       background_ssim=ssim, structure_ssim=structure, latency_s=latency, source_frames=source,
+                       edited_frames=edited)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from accel.app.editing import EditSettings, mask_picture, run_edit, token_mask_to_pixels
+from accel.app.editing import EditSettings, mask_picture, run_edit
 from accel.app.logic import AppInputError, GenerateSettings, run_generate
 from accel.app.models import ModelCache
 from accel.app.outputs import OutputFolder
@@ -57,6 +57,7 @@ def test_generated_edit_matches_edit_generated_by_hand(models, outputs):
         mse = ((r.edited_frames - r.source_frames) ** 2).mean(-1)[~pixels].mean()
         assert r.background_psnr_db == pytest.approx(10 * math.log10(1 / mse), rel=1e-5)
         assert -1.0 <= r.background_ssim <= 1.0
+    assert -1.0 <= r.structure_ssim <= 1.0
     for path in (r.source_output, r.edited_output, r.mask_picture):
         assert outputs.contains(path) and path.is_file()
 
@@ -130,16 +131,9 @@ def test_bad_edit_input(models, outputs, tmp_path, change, message):
         run_edit(dataclasses.replace(BAD, **change), models, outputs)
 
 
-def test_token_mask_to_pixels_and_picture():
+def test_mask_picture():
     mask = torch.zeros(3, 2, 2, dtype=torch.bool)
     mask[0, 0, 0] = mask[2, 1, 1] = True
-    px = token_mask_to_pixels(mask, frames=5, height=4, width=6, temporal_factor=2)
-    assert px.shape == (5, 4, 6)
-    assert px[0, :2, :3].all() and px[0].sum() == 6
-    assert not px[1].any() and not px[2].any()  # latent frame 1 = frames 1, 2
-    assert px[3, 2:, 3:].all() and px[4, 2:, 3:].all() and px[3].sum() == 6
-    with pytest.raises(ValueError, match="do not make 3 latent frames"):
-        token_mask_to_pixels(mask, frames=9, height=4, width=6, temporal_factor=2)
     pic = mask_picture(mask, target=4)
     assert pic.shape == (4, 3 * 4 + 2 * 2, 3)
     assert (pic[:2, :2] == 255).all() and (pic[:2, 2:4] == 0).all() and (pic[:, 4:6] == 128).all()

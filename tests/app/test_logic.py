@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import accel
-from accel.app.fidelity import region_fidelity
 from accel.app.layout_view import KIND_COLOURS, block_kinds_image, video_block_kinds
 from accel.app.logic import AppInputError, GenerateSettings, parse_method_params, run_generate, validate_generate
 from accel.app.models import ModelCache
@@ -147,30 +146,6 @@ def test_image_model_without_compare(models, outputs):
     assert r.dense_output is None and r.speedup is None and r.psnr_db is None
     assert r.grid == (1, 16, 16)  # FLUX: one token per 2 x 2 latent pixels, tiny VAE scale 1
     assert "n/a" in r.figures_markdown()
-
-
-def test_region_fidelity_by_hand():
-    a = np.zeros((2, 8, 8, 3), np.float32)
-    b = a.copy()
-    b[0, 0, 0, 0] = 0.5  # one value of 3 channels x 10 selected pixels: mse = 0.25 / 30
-    where = np.zeros((2, 8, 8), bool)
-    where[0, 0, :5] = where[1, 0, :5] = True
-    psnr, ssim = region_fidelity(b, a, where)
-    assert psnr == pytest.approx(10 * math.log10(30 / 0.25)) and ssim < 1.0
-    assert region_fidelity(a, a, where) == (math.inf, 1.0)
-    with pytest.raises(ValueError, match="must both be"):
-        region_fidelity(a, a[:1], where)
-    # a region at least half a window (3 px) away from the one changed pixel is untouched
-    c = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
-    d = c.copy()
-    d[0, 0, 0] = 1.0 - d[0, 0, 0]
-    far = np.zeros((2, 16, 16), bool)
-    far[:, 8:, 8:] = True
-    assert region_fidelity(d, c, far) == (math.inf, pytest.approx(1.0))
-    near_psnr, near_ssim = region_fidelity(d, c, ~far)
-    assert near_psnr < 60 and near_ssim < 1.0
-    with pytest.raises(ValueError, match="selects no pixel"):
-        region_fidelity(d, c, np.zeros((2, 16, 16), bool))
 
 
 @pytest.mark.parametrize("change, message", [
