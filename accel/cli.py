@@ -20,6 +20,10 @@ _COMMANDS = {
     ("generate",): ("accel.generate", "main", "render clips with the embedded model (offline), MP4"),
     ("render",): ("accel.render.command", "main", "render a prompt file to MP4/PNG (presets, resume, many GPUs)"),
     ("bench", "kernels"): ("accel.eval.kernel_bench", "main", "block-sparse kernel benchmark (JSON figures)"),
+    ("eval",): ("accel.eval.e2e", "main", "dense vs sparse methods on a pipeline: report dir (= eval e2e)"),
+    ("eval", "e2e"): ("accel.eval.e2e", "main", "dense vs sparse methods on a pipeline: PSNR/SSIM/speed report"),
+    ("eval", "attention"): ("accel.eval.attention_bench", "main", "methods at matched densities on synthetic Q/K/V"),
+    ("eval", "kernels"): ("accel.eval.kernel_bench", "main", "block-sparse kernel benchmark (= bench kernels)"),
     ("train-embedded",): ("accel.pipelines.train_embedded", "main", "train the embedded tiny Wan model"),
     ("app",): ("accel.app.server", "main", "the Gradio demo: sparse vs dense side by side (127.0.0.1 by default)"),
 }

@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = [
     "markdown_table", "save_layout_picture", "write_attention_report", "pareto_front", "plot_speedup_vs_psnr",
-    "plot_density_heatmap", "save_side_by_side", "fmt",
+    "plot_density_heatmap", "save_side_by_side", "fmt", "e2e_summary", "write_e2e_report",
 ]
 
 
@@ -135,8 +135,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def plot_speedup_vs_psnr(records: list[dict], path: Path, *, speed_key: str = "speedup_transformer") -> None:
-    """Scatter of speedup vs PSNR per method with each method's Pareto front (infinite PSNR is drawn
-    at the largest finite PSNR + 5 dB)."""
+    """Scatter of speedup vs PSNR per method (one point per record, e.g. per configuration) with each
+    method's Pareto front (infinite PSNR is drawn at the largest finite PSNR + 5 dB)."""
     plt = _plt()
     finite = [r["psnr_db"] for r in records if isinstance(r.get("psnr_db"), float) and math.isfinite(r["psnr_db"])]
     cap = (max(finite) + 5) if finite else 60.0
@@ -192,5 +192,116 @@ def save_side_by_side(reference: np.ndarray, others: dict[str, np.ndarray], path
             if row == 0:
                 ax.set_title(f"frame {i}", fontsize=6)
     fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    if any(isinstance(v, float) and math.isinf(v) for v in vals):
+        return math.inf
+    return float(np.mean(vals))
+
+
+def e2e_summary(records: list[dict]) -> list[dict]:
+    """Per configuration: means over prompts of the per-prompt figures (adherence as fractions)."""
+    out = []
+    for label in dict.fromkeys(r["config"] for r in records):
+        rs = [r for r in records if r["config"] == label]
+        row = {"config": label, "method": rs[0]["method"], "target_density": rs[0]["target_density"], "prompts": len(rs)}
+        for key in ("density", "psnr_db", "ssim", "lpips", "pipeline_s", "transformer_s", "speedup_pipeline",
+                    "speedup_transformer", "attention_flops", "peak_rss_mib", "peak_mem_mib"):
+            row[key] = _mean([r.get(key) for r in rs])
+        if "colour_ok" in rs[0]:
+            row["colour_acc"] = _mean([float(r["colour_ok"]) for r in rs])
+            row["direction_acc"] = _mean([float(r["direction_ok"]) for r in rs])
+            row["both_acc"] = _mean([float(r["colour_ok"] and r["direction_ok"]) for r in rs])
+        out.append(row)
+    return out
+
+
+def write_e2e_report(run_dir, *, dense_frames, samples: dict, configs, grid, draw: bool = True) -> None:
+    """``report.md`` and the PNGs of an end-to-end run (see :mod:`accel.eval.e2e`)."""
+    data = run_dir.data
+    recs = data["records"]
+    summary = e2e_summary(recs)
+    run_dir.set("summary", summary)
+    env = data["environment"]
+    mem_key = "peak_mem_mib" if any(r.get("peak_mem_mib") is not None for r in summary) else "peak_rss_mib"
+    adher = "colour_acc" in summary[0]
+    lines = ["# End-to-end comparison", "",
+             f"Pipeline `{data['pipeline']}` on {env.get('device')}, token grid {tuple(grid)}, "
+             f"{len(data['prompts'])} prompt(s), seeds {data['seed']}..{data['seed'] + len(data['prompts']) - 1}, "
+             f"call {data.get('call_kwargs', {})}. Reference: upstream dense attention, same seeds and scheduler.",
+             "", "PSNR/SSIM vs dense per frame, averaged (SSIM: Gaussian window 11, sigma 1.5). " + data["lpips"] + ".",
+             "Density: executed (query, key) pairs / dense pairs, measured from the kernel calls of every self-attention "
+             "call. Speedups: dense time / method time (transformer: sum of its forward calls). Memory: "
+             + ("torch.cuda.max_memory_allocated." if mem_key == "peak_mem_mib" else
+                "process max RSS after the call (CPU high-water mark; it never decreases)."), ""]
+    header = ["config", "density", "PSNR dB", "SSIM"] + (["LPIPS"] if any(r["lpips"] is not None for r in summary) else [])
+    header += (["colour ok", "direction ok", "both ok"] if adher else [])
+    header += ["pipeline s", "transformer s", "speedup (pipe)", "speedup (transf.)", "attn GFLOPs", "mem MiB"]
+    rows = []
+    for r in summary:
+        row = [r["config"], r["density"], r["psnr_db"], r["ssim"]]
+        if "LPIPS" in header:
+            row.append(r["lpips"])
+        if adher:
+            row += [r["colour_acc"], r["direction_acc"], r["both_acc"]]
+        flops = r["attention_flops"]
+        row += [r["pipeline_s"], r["transformer_s"], r["speedup_pipeline"], r["speedup_transformer"],
+                None if flops is None else flops / 1e9, r[mem_key]]
+        rows.append(row)
+    lines += [markdown_table(header, rows), ""]
+    lines += ["Configurations:", ""] + [f"- `{c['label']}`: `{c['method']}`, {c['schedule']}" for c in data["configs"]]
+    lines.append("")
+    if draw:
+        path = run_dir.path
+        plot_speedup_vs_psnr([r for r in summary if r["config"] != "dense"], path / "speedup_vs_psnr.png")
+        lines += ["![speedup vs PSNR](speedup_vs_psnr.png)", ""]
+        maps = [(r["config"], r["density_map"]) for r in recs if r.get("density_map") and r["prompt_index"] == 0]
+        if maps:
+            _plot_density_maps(maps, path / "density_heatmaps.png")
+            lines += ["Executed density per step and layer (first prompt):", "", "![density](density_heatmaps.png)", ""]
+        pics = []
+        for cfg in configs:
+            if hasattr(cfg.method, "tile_permutation"):
+                name = "layout_" + cfg.label.replace("@", "_").replace("%", "") + ".png"
+                save_layout_picture(path, cfg.method, grid, name)
+                pics.append(name)
+        if pics:
+            lines += ["Block layouts at this grid:", ""] + [f"![{p}]({p})" for p in pics] + [""]
+        if samples:
+            save_side_by_side(dense_frames, samples, path / "side_by_side.png")
+            lines += ["Dense vs each configuration, first prompt:", "", "![frames](side_by_side.png)", ""]
+    run_dir.write_text("report.md", "\n".join(lines))
+
+
+def _plot_density_maps(maps, path: Path) -> None:
+    plt = _plt()
+    n = len(maps)
+    cols = min(5, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 1, 2.0 * rows), dpi=110, squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, entries) in zip(axes.flat, maps, strict=False):
+        steps = max(e[0] for e in entries) + 1
+        layers = max(e[1] for e in entries) + 1
+        m = np.full((steps, layers), np.nan)
+        for s, layer, d in entries:
+            m[s, layer] = d
+        ax.axis("on")
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
+        ax.set_title(label, fontsize=7)
+        ax.set_xticks(range(layers))
+        ax.set_yticks(range(0, steps, max(1, steps // 5)))
+        ax.set_xlabel("layer", fontsize=6)
+        ax.set_ylabel("step", fontsize=6)
+        ax.tick_params(labelsize=5)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="executed density")
     fig.savefig(path)
     plt.close(fig)
