@@ -10,6 +10,7 @@ wait (others are turned away with a "queue full" message); no pickle and no remo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -67,6 +68,8 @@ def create(argv: list[str] | None = None, *, models=None):
     """
     p = _parser()
     args = p.parse_args(argv)
+    if importlib.util.find_spec("gradio") is None:
+        p.error("the demo needs Gradio: pip install 'accel[demo]' (or: pip install gradio)")
     from .outputs import OutputFolder
 
     outputs = OutputFolder(args.out)

@@ -71,6 +71,54 @@ def drawn_mask(value):
     return np.asarray(value)
 
 
+def _size_inputs(gr, first, prefix: str):
+    """Number fields height, width, frames, steps, seed (element ids ``prefix + name``)."""
+    d = first.defaults
+    with gr.Row():
+        height = gr.Number(value=d["height"], precision=0, label="height (px)", elem_id=f"{prefix}height")
+        width = gr.Number(value=d["width"], precision=0, label="width (px)", elem_id=f"{prefix}width")
+    with gr.Row():
+        frames = gr.Number(value=d["frames"], precision=0, label="frames", elem_id=f"{prefix}frames")
+        steps = gr.Number(value=d["steps"], precision=0, label="steps", elem_id=f"{prefix}steps")
+        seed = gr.Number(value=0, precision=0, label="seed", elem_id=f"{prefix}seed")
+    return height, width, frames, steps, seed
+
+
+def _result_pane(gr, first, prefix: str, labels: tuple[str, str], picture: tuple[str, str], caption: str):
+    """Status line, a pair of videos and a pair of images (one pair visible per model kind), figures and a
+    picture with its caption. Returns ``(status, rows, media, figures, picture)``; element ids are
+    ``prefix`` + ``status`` / ``video_<label>`` / ``image_<label>`` / ``figures`` / the picture's id."""
+    status = gr.Markdown("", elem_id=f"{prefix}status")
+    media = []
+    rows = []
+    for kind, component in (("video", gr.Video), ("image", gr.Image)):
+        with gr.Row(visible=first.kind == kind) as row:
+            for label in labels:
+                extra = dict(autoplay=True, loop=True) if kind == "video" else dict(type="filepath")
+                media.append(component(label=label, elem_id=f"{prefix}{kind}_{label}", **extra))
+        rows.append(row)
+    with gr.Row():
+        figures = gr.Markdown("", elem_id=f"{prefix}figures")
+        with gr.Column():
+            image = gr.Image(label=picture[1], elem_id=f"{prefix}{picture[0]}", type="filepath")
+            gr.Markdown(caption)
+    return status, rows, media, figures, image
+
+
+def _shown(kind: str, first, second, picture, figures: str, status: str) -> tuple:
+    """Output values of a result pane: the two files as videos or as images, the picture, the figures."""
+    video = kind == "video"
+    return (status, first if video else None, second if video else None, None if video else first,
+            None if video else second, picture, figures)
+
+
+def _failed(exc: Exception, what: str) -> tuple:
+    """Output values of a result pane for a failed request: the message, everything else cleared."""
+    if not isinstance(exc, AppInputError):
+        log.exception("%s request failed", what)
+    return (error_text(exc), None, None, None, None, None, "")
+
+
 def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES):
     """The demo's ``gradio.Blocks`` (not launched; :mod:`accel.app.server` queues and launches it).
 
@@ -101,44 +149,33 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: i
 
     def on_generate(model, prompt, height, width, frames, steps, seed, method, params, dense_steps, dense_layers,
                     dense_last_steps, compare, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress this way)
-        empty = (None, None, None, None, None, "", gr.update())
         try:
             settings = GenerateSettings(
                 model=model, prompt=prompt, height=height, width=width, frames=frames, steps=steps, seed=seed,
                 method=method, method_params=params or "", dense_steps=dense_steps, dense_layers=dense_layers,
                 dense_last_steps=dense_last_steps, compare=bool(compare))
-            result = run_generate(settings, models, outputs, progress=lambda f, text: progress(f, desc=text))
+            r = run_generate(settings, models, outputs, progress=lambda f, text: progress(f, desc=text))
         except Exception as exc:  # shown in the page; the traceback only in the log
-            if not isinstance(exc, AppInputError):
-                log.exception("generate request failed")
-            return (error_text(exc), *empty)
-        video = result.kind == "video"
-        out, dense = str(result.output), (str(result.dense_output) if result.dense_output else None)
-        picture = str(result.layout_picture) if result.layout_picture else None
-        status = f"done: {result.kind} written to its own folder ({result.output.parent.name})"
-        return (status, out if video else None, dense if video else None, None if video else out,
-                None if video else dense, picture, result.figures_markdown(), out)
+            return (*_failed(exc, "generate"), gr.update())
+        out = str(r.output)
+        return (*_shown(r.kind, out, str(r.dense_output) if r.dense_output else None,
+                        str(r.layout_picture) if r.layout_picture else None, r.figures_markdown(),
+                        f"done: {r.kind} written to its own folder ({r.output.parent.name})"), out)
 
     def on_edit(model, source, upload, source_prompt, target_prompt, words, mask_file, drawn, alpha, steps, seed,
                 height, width, frames, last, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress this way)
-        empty = (None, None, None, None, None, "")
         try:
             settings = EditSettings(
                 model=model, source=source, source_prompt=source_prompt, target_prompt=target_prompt,
                 edit_words=words or "", alpha=alpha, steps=steps, seed=seed, height=height, width=width,
                 frames=frames, upload=upload, mask_file=mask_file, drawn_mask=drawn_mask(drawn))
-            result = run_edit(settings, models, outputs, last_output=last, max_upload_bytes=max_upload_bytes,
-                              progress=lambda f, text: progress(f, desc=text))
+            r = run_edit(settings, models, outputs, last_output=last, max_upload_bytes=max_upload_bytes,
+                         progress=lambda f, text: progress(f, desc=text))
         except Exception as exc:  # shown in the page; the traceback only in the log
-            if not isinstance(exc, AppInputError):
-                log.exception("edit request failed")
-            return (error_text(exc), *empty)
-        video = result.kind == "video"
-        src, dst = str(result.source_output), str(result.edited_output)
-        picture = str(result.mask_picture) if result.mask_picture else None
-        status = f"done: {result.kind} edited ({result.edited_output.parent.name})"
-        return (status, src if video else None, dst if video else None, None if video else src,
-                None if video else dst, picture, result.figures_markdown())
+            return _failed(exc, "edit")
+        return _shown(r.kind, str(r.source_output), str(r.edited_output),
+                      str(r.mask_picture) if r.mask_picture else None, r.figures_markdown(),
+                      f"done: {r.kind} edited ({r.edited_output.parent.name})")
 
     with gr.Blocks(title="accel: sparse attention demo") as demo:
         last_output = gr.State(None)
@@ -151,16 +188,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: i
                     model = gr.Dropdown(names, value=names[0], label="model", elem_id="model")
                     model_info = gr.Markdown(describe(first))
                     prompt = gr.Textbox(value="a red circle moving left", label="prompt", elem_id="prompt")
-                    with gr.Row():
-                        height = gr.Number(value=first.defaults["height"], precision=0, label="height (px)",
-                                           elem_id="height")
-                        width = gr.Number(value=first.defaults["width"], precision=0, label="width (px)",
-                                          elem_id="width")
-                    with gr.Row():
-                        frames = gr.Number(value=first.defaults["frames"], precision=0, label="frames",
-                                           elem_id="frames")
-                        steps = gr.Number(value=first.defaults["steps"], precision=0, label="steps", elem_id="steps")
-                        seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
+                    height, width, frames, steps, seed = _size_inputs(gr, first, "")
                     method = gr.Dropdown(list(METHOD_CHOICES), value="radial", label="attention method",
                                          elem_id="method")
                     params = gr.Textbox(value="block_size=16", label="method parameters (key=value ...)",
@@ -174,24 +202,14 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: i
                     compare = gr.Checkbox(value=True, label="compare with dense", elem_id="compare")
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column(scale=2):
-                    status = gr.Markdown("", elem_id="status")
-                    with gr.Row(visible=first.kind == "video") as video_row:
-                        video = gr.Video(label="method", elem_id="video_method", autoplay=True, loop=True)
-                        dense_video = gr.Video(label="dense", elem_id="video_dense", autoplay=True, loop=True)
-                    with gr.Row(visible=first.kind == "image") as image_row:
-                        image = gr.Image(label="method", elem_id="image_method", type="filepath")
-                        dense_image = gr.Image(label="dense", elem_id="image_dense", type="filepath")
-                    with gr.Row():
-                        figures = gr.Markdown("", elem_id="figures")
-                        with gr.Column():
-                            layout = gr.Image(label="block layout", elem_id="layout", type="filepath")
-                            gr.Markdown(_LAYOUT_CAPTION)
+                    status, (video_row, image_row), media, figures, layout = _result_pane(
+                        gr, first, "", ("method", "dense"), ("layout", "block layout"), _LAYOUT_CAPTION)
             model.change(on_model, model, [model_info, height, width, frames, steps, video_row, image_row])
             method.change(method_help, method, params_help)
             run.click(on_generate,
                       [model, prompt, height, width, frames, steps, seed, method, params, dense_steps, dense_layers,
                        dense_last, compare],
-                      [status, video, dense_video, image, dense_image, layout, figures, last_output])
+                      [status, *media, layout, figures, last_output])
         with gr.Tab("Edit"):
             with gr.Row():
                 with gr.Column(scale=1):
@@ -216,36 +234,17 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: i
                     e_alpha = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="alpha (consistency strength)",
                                         info="1: colour/material edits; 0.3: shape edits; 0.1: real inputs",
                                         elem_id="e_alpha")
-                    with gr.Row():
-                        e_height = gr.Number(value=first.defaults["height"], precision=0, label="height (px)",
-                                             elem_id="e_height")
-                        e_width = gr.Number(value=first.defaults["width"], precision=0, label="width (px)",
-                                            elem_id="e_width")
-                    with gr.Row():
-                        e_frames = gr.Number(value=first.defaults["frames"], precision=0, label="frames",
-                                             elem_id="e_frames")
-                        e_steps = gr.Number(value=first.defaults["steps"], precision=0, label="steps",
-                                            elem_id="e_steps")
-                        e_seed = gr.Number(value=0, precision=0, label="seed", elem_id="e_seed")
+                    e_height, e_width, e_frames, e_steps, e_seed = _size_inputs(gr, first, "e_")
                     e_run = gr.Button("Edit", variant="primary", elem_id="edit")
                 with gr.Column(scale=2):
-                    e_status = gr.Markdown("", elem_id="e_status")
-                    with gr.Row(visible=first.kind == "video") as e_video_row:
-                        e_src_video = gr.Video(label="source", elem_id="e_video_source", autoplay=True, loop=True)
-                        e_dst_video = gr.Video(label="edited", elem_id="e_video_edited", autoplay=True, loop=True)
-                    with gr.Row(visible=first.kind == "image") as e_image_row:
-                        e_src_image = gr.Image(label="source", elem_id="e_image_source", type="filepath")
-                        e_dst_image = gr.Image(label="edited", elem_id="e_image_edited", type="filepath")
-                    with gr.Row():
-                        e_figures = gr.Markdown("", elem_id="e_figures")
-                        with gr.Column():
-                            e_mask_picture = gr.Image(label="edit mask used", elem_id="e_mask", type="filepath")
-                            gr.Markdown("The edit mask on the token grid, latent frames left to right; white tokens "
-                                        "may change, black ones are kept from the source.")
+                    e_status, (e_video_row, e_image_row), e_media, e_figures, e_mask_picture = _result_pane(
+                        gr, first, "e_", ("source", "edited"), ("mask", "edit mask used"),
+                        "The edit mask on the token grid, latent frames left to right; white tokens may change, "
+                        "black ones are kept from the source.")
             e_model.change(on_model, e_model, [e_model_info, e_height, e_width, e_frames, e_steps,
                                                e_video_row, e_image_row])
             e_run.click(on_edit,
                         [e_model, e_source, e_upload, e_src_prompt, e_tgt_prompt, e_words, e_mask_file, e_drawn,
                          e_alpha, e_steps, e_seed, e_height, e_width, e_frames, last_output],
-                        [e_status, e_src_video, e_dst_video, e_src_image, e_dst_image, e_mask_picture, e_figures])
+                        [e_status, *e_media, e_mask_picture, e_figures])
     return demo

@@ -102,12 +102,18 @@ def browser():
         b.close()
 
 
-def test_generate_tab_in_a_browser(server, browser):
-    base, out = server
+def _open(browser, base: str, tab: str, ready: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.set_default_timeout(30_000)
     page.goto(base + "/")
-    page.wait_for_selector("#generate")
+    page.get_by_role("tab", name=tab).click()
+    page.wait_for_selector(ready)
+    return page
+
+
+def test_generate_tab_in_a_browser(server, browser):
+    base, out = server
+    page = _open(browser, base, "Generate", "#generate")
     page.fill("#prompt textarea", "a green circle moving right")
     for field, value in (("height", "64"), ("width", "64"), ("frames", "5"), ("steps", "2")):
         page.fill(f"#{field} input", value)
@@ -142,11 +148,7 @@ def test_generate_tab_in_a_browser(server, browser):
 
 def test_edit_tab_in_a_browser(server, browser):
     base, out = server
-    page = browser.new_page(viewport={"width": 1400, "height": 1200})
-    page.set_default_timeout(30_000)
-    page.goto(base + "/")
-    page.get_by_role("tab", name="Edit").click()
-    page.wait_for_selector("#edit")
+    page = _open(browser, base, "Edit", "#edit")
     for field, value in (("e_height", "32"), ("e_width", "32"), ("e_frames", "5"), ("e_steps", "2")):
         page.fill(f"#{field} input", value)
     page.click("#edit")  # source "generate", edit words "red", alpha 1

@@ -13,22 +13,10 @@ import torch
 
 from accel.app.editing import EditSettings, mask_picture, run_edit
 from accel.app.logic import AppInputError, GenerateSettings, run_generate
-from accel.app.models import ModelCache
-from accel.app.outputs import OutputFolder
 from accel.app.ui import drawn_mask
 from accel.app.uploads import fit_media, read_media
 
 SMALL = dict(height=32, width=32, frames=5, steps=2, seed=1)
-
-
-@pytest.fixture(scope="module")
-def models():
-    return ModelCache(warm_up=False)
-
-
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return OutputFolder(tmp_path_factory.mktemp("app_edit_out"))
 
 
 def test_generated_edit_matches_edit_generated_by_hand(models, outputs):

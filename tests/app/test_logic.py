@@ -15,7 +15,6 @@ import torch
 import accel
 from accel.app.layout_view import KIND_COLOURS, block_kinds_image, video_block_kinds
 from accel.app.logic import AppInputError, GenerateSettings, parse_method_params, run_generate, validate_generate
-from accel.app.models import ModelCache
 from accel.app.outputs import OutputFolder
 from accel.grid import TokenLayout
 
@@ -24,16 +23,6 @@ PROMPT = "a yellow square moving up"
 BASE = GenerateSettings(model="embedded", prompt=PROMPT, height=64, width=64, frames=9, steps=2, seed=3,
                         method="neighborhood", method_params="window=3,3,3 block_size=16 tiling=false",
                         dense_steps=1, compare=True)
-
-
-@pytest.fixture(scope="module")
-def models():
-    return ModelCache(warm_up=False)
-
-
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return OutputFolder(tmp_path_factory.mktemp("app_out"))
 
 
 def _by_hand(pipe, settings, method=None, schedule=None):
