@@ -7,6 +7,7 @@ Subcommands (each forwards its remaining arguments to the module that implements
 * ``accel bench kernels [...]`` - block-sparse kernel benchmark, writes JSON (``--help`` for options)
 * ``accel train-embedded [...]`` - retrain the embedded text-to-video model shipped with the package
 * ``accel app [--port 7860] [...]`` - the Gradio demo (see ``accel.app``)
+* ``accel edit --source "..." --target "..." [--edit-words W] [--input FILE] --out DIR`` - attention-control editing
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _COMMANDS = {
     ("eval", "kernels"): ("accel.eval.kernel_bench", "main", "block-sparse kernel benchmark (= bench kernels)"),
     ("train-embedded",): ("accel.pipelines.train_embedded", "main", "train the embedded tiny Wan model"),
     ("app",): ("accel.app.server", "main", "the Gradio demo: sparse vs dense side by side (127.0.0.1 by default)"),
+    ("edit",): ("accel.pipelines.edit_cli", "main", "edit a generated or real image/video by attention control (ConsistEdit)"),
 }
 
 
