@@ -173,3 +173,11 @@ def test_wan_i2v_without_ftfy_is_refused_before_loading(monkeypatch):
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", lambda *a, **k: pytest.fail("downloaded anyway"))
     with pytest.raises(ImportError, match="need the ftfy package"):
         load("wan2.1-i2v-14b-480p", device="cpu")
+
+
+@pytest.mark.parametrize("family", ["tiny-wan", "tiny-flux"])
+def test_vae_memory_options(family):
+    pipe = load(family, device="cpu", vae_tiling=True, vae_slicing=True)
+    assert pipe.vae.use_tiling and pipe.vae.use_slicing
+    plain = load(family, device="cpu")
+    assert not plain.vae.use_tiling and not plain.vae.use_slicing
