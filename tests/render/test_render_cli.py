@@ -32,6 +32,10 @@ def _reference(family: str, prompt: str, seed: int, **overrides):
     if family == "wan":
         kw.update(dict(height=16, width=16, num_frames=9, guidance_scale=6.0, max_sequence_length=16), **overrides)
         return pipe(**kw).frames[0]
+    if family == "hunyuan_video":
+        kw.update(dict(height=16, width=16, num_frames=9, guidance_scale=4.5, max_sequence_length=16,
+                       prompt_template={"template": "{}", "crop_start": 0}), **overrides)
+        return pipe(**kw).frames[0]
     kw.update(dict(height=8, width=8, guidance_scale=3.5, max_sequence_length=16), **overrides)
     return pipe(**kw).images[0]
 
@@ -64,6 +68,19 @@ def test_video_to_mp4_and_png_frames(tmp_path):
     pngs = sorted((out / first["file"]).iterdir())
     got = np.stack([imageio.imread(p) for p in pngs])
     assert np.array_equal(got, to_uint8(_reference("wan", "a red circle moving left", 5)))
+
+
+def test_hunyuan_video_frames_equal_a_direct_call(tmp_path):
+    import imageio.v2 as imageio
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dancing monkey\n")
+    out = tmp_path / "o"
+    assert _run("--model", "tiny-hunyuan-video", "--prompts", prompts, "--out", out, "--format", "png", "--seed", 4) == 0
+    (record,) = _manifest(out)
+    got = np.stack([imageio.imread(p) for p in sorted((out / record["file"]).iterdir())])
+    assert got.shape == (9, 16, 16, 3)
+    assert np.array_equal(got, to_uint8(_reference("hunyuan_video", "a dancing monkey", 4)))
 
 
 def test_image_model_to_png_with_method_and_jsonl(tmp_path):
