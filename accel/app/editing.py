@@ -50,8 +50,10 @@ class EditSettings:
         seed: noise seed for ``"generate"``, 0 to 2**31 - 1.
         height, width, frames: the output size; inputs are resized and cut to it (same rules as
             :class:`~accel.app.logic.GenerateSettings`).
-        upload: path of the uploaded image/video (``source="upload"``).
-        mask_file: path of an uploaded mask image (white or opaque = edit), or ``None``.
+        upload: path of the uploaded image/video (``source="upload"``); must lie inside the app's
+            output folder (the server keeps its uploads there).
+        mask_file: path of an uploaded mask image (white or opaque = edit), or ``None``; inside the
+            output folder too.
         drawn_mask: a drawn mask, ``[H, W]`` or ``[H, W, C]`` array (any nonzero = edit), or ``None``.
     """
 
@@ -184,6 +186,14 @@ def _validate(s: EditSettings, models: ModelCache):
     return s, entry, words
 
 
+def _inside(outputs: OutputFolder, path: str, what: str) -> str:
+    """``path`` if it lies inside the output folder (where the server also keeps uploads), else refuse."""
+    if not outputs.contains(path):
+        raise AppInputError(f"{what} is not inside the app's output folder; only files uploaded through the page "
+                            "or written by the app are read")
+    return path
+
+
 def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, *, last_output: str | None = None,
              max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, progress: Progress | None = None) -> EditOutcome:
     """Validate and run one Edit request; write its files into a new folder of ``outputs``.
@@ -208,13 +218,12 @@ def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, 
     if s.source == "upload":
         if not s.upload:
             raise AppInputError("source is 'upload' but no file was uploaded")
-        media = read_media(s.upload, max_bytes=max_upload_bytes, max_frames=s.frames)
+        media = read_media(_inside(outputs, s.upload, "the uploaded file"), max_bytes=max_upload_bytes,
+                           max_frames=s.frames)
     elif s.source == "last":
         if not last_output:
             raise AppInputError("source is 'last' but nothing was generated yet in this session (use the Generate tab)")
-        if not outputs.contains(last_output):
-            raise AppInputError("the last result is not inside the app's output folder")
-        media = read_media(last_output, max_bytes=max_upload_bytes, max_frames=s.frames)
+        media = read_media(_inside(outputs, last_output, "the last result"), max_bytes=max_upload_bytes, max_frames=s.frames)
     if media is not None:
         if entry.kind == "image":
             media = media[:1]
@@ -222,7 +231,8 @@ def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, 
 
     mask, origin = None, "none"
     if s.mask_file:
-        uploaded = read_media(s.mask_file, max_bytes=max_upload_bytes, max_frames=1)[0].mean(-1)
+        uploaded = read_media(_inside(outputs, s.mask_file, "the mask image"), max_bytes=max_upload_bytes,
+                              max_frames=1)[0].mean(-1)
         mask, origin = _resize_mask((uploaded > 0.5).astype(np.float32), s.height, s.width), "uploaded mask"
     drawn = _drawn_to_array(s.drawn_mask)
     if drawn is not None:

@@ -146,7 +146,7 @@ def test_generate_tab_in_a_browser(server, browser):
     page.close()
 
 
-def test_edit_tab_in_a_browser(server, browser):
+def test_edit_tab_in_a_browser(server, browser, tmp_path_factory):
     base, out = server
     page = _open(browser, base, "Edit", "#edit")
     for field, value in (("e_height", "32"), ("e_width", "32"), ("e_frames", "5"), ("e_steps", "2")):
@@ -165,4 +165,21 @@ def test_edit_tab_in_a_browser(server, browser):
     page.click("#edit")
     page.locator("#e_status").get_by_text("the edit cannot run").wait_for(timeout=60_000)
     assert "purple" in page.locator("#e_status").inner_text()
+
+    # an uploaded video: the server keeps it inside the output folder, the app inverts and edits it
+    import numpy as np
+
+    from accel.pipelines.media import write_mp4
+
+    clip = tmp_path_factory.mktemp("upload") / "clip.mp4"
+    write_mp4(np.random.default_rng(0).random((7, 48, 48, 3)), clip, fps=8)
+    page.fill("#e_words input, #e_words textarea", "red")
+    page.get_by_role("radio", name="upload").check()
+    page.set_input_files("#e_upload input[type=file]", str(clip))
+    page.wait_for_function("() => document.querySelector('#e_upload').innerText.includes('clip.mp4')")
+    page.click("#edit")
+    page.locator("#e_figures").get_by_text("background PSNR vs source").wait_for(timeout=240_000)
+    assert page.locator("#e_status").inner_text().startswith("done"), page.locator("#e_status").inner_text()
+    assert list((out / ".gradio").rglob("clip.mp4"))  # the upload lives inside the output folder
+    assert len(list(out.glob("edit-*/edited.mp4"))) == 2
     page.close()

@@ -50,8 +50,11 @@ def test_generated_edit_matches_edit_generated_by_hand(models, outputs):
         assert outputs.contains(path) and path.is_file()
 
 
-def test_uploaded_image_with_uploaded_mask_matches_edit_by_hand(models, outputs, tmp_path):
+def test_uploaded_image_with_uploaded_mask_matches_edit_by_hand(models, outputs):
     import imageio.v2 as imageio
+
+    tmp_path = outputs.root / "uploads"  # where the server keeps uploads: inside the output folder
+    tmp_path.mkdir(exist_ok=True)
 
     from accel.pipelines import edit
 
@@ -89,8 +92,14 @@ def test_last_result_and_drawn_mask(models, outputs, tmp_path):
     np.testing.assert_allclose(r.source_frames, g.frames, atol=1 / 255 + 1e-6)  # through the PNG file
     outside = tmp_path / "elsewhere.png"
     outside.write_bytes(g.output.read_bytes())
-    with pytest.raises(AppInputError, match="not inside the app's output folder"):
+    with pytest.raises(AppInputError, match="the last result is not inside the app's output folder"):
         run_edit(s, models, outputs, last_output=str(outside))
+    elsewhere = dataclasses.replace(s, source="upload", upload=str(outside))
+    with pytest.raises(AppInputError, match="the uploaded file is not inside the app's output folder"):
+        run_edit(elsewhere, models, outputs)
+    with pytest.raises(AppInputError, match="the mask image is not inside the app's output folder"):
+        run_edit(dataclasses.replace(s, drawn_mask=None, mask_file=str(outside)), models, outputs,
+                 last_output=str(g.output))
     with pytest.raises(AppInputError, match="nothing was generated yet"):
         run_edit(s, models, outputs, last_output=None)
 
@@ -113,8 +122,8 @@ def test_bad_edit_input(models, outputs, tmp_path, change, message):
     if change.get("mask_file") == "__mask__":
         import imageio.v2 as imageio
 
-        imageio.imwrite(tmp_path / "m.png", np.full((8, 8), 255, np.uint8))
-        change = dict(change, mask_file=str(tmp_path / "m.png"))
+        imageio.imwrite(outputs.root / "m.png", np.full((8, 8), 255, np.uint8))
+        change = dict(change, mask_file=str(outputs.root / "m.png"))
     with pytest.raises(AppInputError, match=message):
         run_edit(dataclasses.replace(BAD, **change), models, outputs)
 
