@@ -127,6 +127,8 @@ _TABLE = [
                 size_multiple=16, frame_step=2, note="accel.pipelines.embedded.DEFAULT_GENERATION"),
     ModelPreset("tiny-wan", "wan", "tiny", None, 16, 16, 9, 2, 6.0, fps=8, max_sequence_length=16,
                 size_multiple=16, frame_step=4, note=_TINY_NOTE),
+    ModelPreset("tiny-wan-i2v", "wan_i2v", "tiny", None, 16, 16, 9, 2, 6.0, fps=8, max_sequence_length=16,
+                size_multiple=16, frame_step=4, needs_image=True, note=_TINY_NOTE),
     ModelPreset("tiny-hunyuan-video", "hunyuan_video", "tiny", None, 16, 16, 9, 2, 4.5, fps=8,
                 max_sequence_length=16, size_multiple=16, frame_step=4,
                 call_kwargs=(("prompt_template", {"template": "{}", "crop_start": 0}),), note=_TINY_NOTE),

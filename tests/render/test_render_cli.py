@@ -32,6 +32,9 @@ def _reference(family: str, prompt: str, seed: int, **overrides):
     if family == "wan":
         kw.update(dict(height=16, width=16, num_frames=9, guidance_scale=6.0, max_sequence_length=16), **overrides)
         return pipe(**kw).frames[0]
+    if family == "wan_i2v":
+        kw.update(dict(height=16, width=16, num_frames=9, guidance_scale=6.0, max_sequence_length=16), **overrides)
+        return pipe(**kw).frames[0]
     if family == "hunyuan_video":
         kw.update(dict(height=16, width=16, num_frames=9, guidance_scale=4.5, max_sequence_length=16,
                        prompt_template={"template": "{}", "crop_start": 0}), **overrides)
@@ -81,6 +84,27 @@ def test_hunyuan_video_frames_equal_a_direct_call(tmp_path):
     got = np.stack([imageio.imread(p) for p in sorted((out / record["file"]).iterdir())])
     assert got.shape == (9, 16, 16, 3)
     assert np.array_equal(got, to_uint8(_reference("hunyuan_video", "a dancing monkey", 4)))
+
+
+def test_image_to_video_reads_the_jsonl_image(tmp_path):
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    pytest.importorskip("ftfy")  # diffusers' Wan I2V pipeline cleans prompts with it
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray((rng.random((24, 20, 3)) * 255).astype(np.uint8))
+    (tmp_path / "in").mkdir()
+    picture.save(tmp_path / "in" / "start.png")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "it moves", "image": "in/start.png", "seed": 2, "name": "clip"}) + "\n"
+                       + json.dumps({"prompt": "no image"}) + "\n")
+    out = tmp_path / "o"
+    assert _run("--model", "tiny-wan-i2v", "--prompts", prompts, "--out", out, "--format", "png") == 1
+    clip, missing = _manifest(out)
+    assert missing["status"] == "failed" and "needs an input image" in missing["error"]
+    got = np.stack([imageio.imread(p) for p in sorted((out / clip["file"]).iterdir())])
+    expected = _reference("wan_i2v", "it moves", 2, image=picture.convert("RGB").resize((16, 16)))
+    assert np.array_equal(got, to_uint8(expected))
 
 
 def test_image_model_to_png_with_method_and_jsonl(tmp_path):
