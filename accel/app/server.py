@@ -20,7 +20,7 @@ __all__ = ["main", "create", "launch_settings"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="accel app", description=__doc__.splitlines()[0].strip("`: "))
+    p = argparse.ArgumentParser(prog="accel app", description="Serve the Gradio demo: generate (sparse vs dense) and edit.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="output folder: results are written and served from here only (default ./accel-app-output)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload in MB (default 50)")
     p.add_argument("--queue", type=int, default=8, help="requests that may wait while one runs (default 8)")
+    p.add_argument("--device", default=None,
+                   help="where the models run: cuda, cuda:1, cpu (default: cuda when available, else cpu)")
     p.add_argument("--no-warm-up", action="store_true",
                    help="skip the one-step warm-up call after loading a model (first latency then includes start-up)")
     return p
@@ -81,11 +83,17 @@ def create(argv: list[str] | None = None, *, models=None):
     os.environ["GRADIO_TEMP_DIR"] = str(outputs.root / ".gradio")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .models import ModelCache
+    from .models import ModelCache, offered_models
     from .ui import build_demo
 
     if models is None:
-        models = ModelCache(warm_up=not args.no_warm_up)
+        import torch
+
+        try:
+            device = None if args.device is None else torch.device(args.device)
+        except (RuntimeError, TypeError):
+            p.error(f"--device must look like cpu, cuda or cuda:1, got {args.device!r}")
+        models = ModelCache(offered_models(device=device), warm_up=not args.no_warm_up)
     demo = build_demo(models, outputs, max_upload_bytes=kwargs["max_file_size"])
     demo.queue(max_size=args.queue, default_concurrency_limit=1)
     return demo, kwargs

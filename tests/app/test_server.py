@@ -41,6 +41,7 @@ def test_opt_in_exposure_and_limits(tmp_path):
     (["--port", "0"], "--port must be in 1..65535, got 0"),
     (["--queue", "0"], "--queue must be >= 1, got 0"),
     (["--max-upload-mb", "-1"], "--max-upload-mb must be > 0, got -1.0"),
+    (["--device", "gpu:x"], "--device must look like cpu, cuda or cuda:1, got 'gpu:x'"),
 ])
 def test_bad_arguments(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit):
