@@ -53,3 +53,22 @@ def test_cli_lists_the_command():
     done = subprocess.run([sys.executable, "-m", "accel.cli", "--help"], cwd=REPO, capture_output=True, text=True,
                           check=True)
     assert "app " in done.stdout and "Gradio demo" in done.stdout
+
+
+def test_hub_presets_are_offered_only_when_cached(monkeypatch):
+    import accel.app.models as app_models
+    from accel.pipelines.presets import PRESETS
+
+    monkeypatch.setattr(app_models, "weights_cached", lambda hub_id: False)
+    assert list(app_models.offered_models()) == ["embedded", "tiny-wan", "tiny-flux"]
+    cached = {"Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"}
+    monkeypatch.setattr(app_models, "weights_cached", lambda hub_id: hub_id in cached)
+    offered = app_models.offered_models()
+    assert list(offered) == ["embedded", "tiny-wan", "tiny-flux", "wan2.1-t2v-1.3b"]  # image-to-video is not offered
+    entry, preset = offered["wan2.1-t2v-1.3b"], PRESETS["wan2.1-t2v-1.3b"]
+    assert entry.defaults == dict(height=480, width=832, frames=81, steps=50)
+    assert (entry.size_multiple, entry.frame_step, entry.kind) == (16, 4, "video")
+    assert entry.extra_call_kwargs == dict(guidance_scale=preset.guidance, max_sequence_length=512)
+    assert entry.call_kwargs(height=480, width=832, frames=81, steps=50) == dict(
+        guidance_scale=5.0, max_sequence_length=512, height=480, width=832, num_inference_steps=50,
+        output_type="np", num_frames=81)
