@@ -235,6 +235,8 @@ def validate_generate(settings: GenerateSettings, models: ModelCache) -> tuple[G
     if settings.method not in METHOD_CHOICES:
         raise AppInputError(f"method must be one of {list(METHOD_CHOICES)}, got {settings.method!r}")
     params = parse_method_params(settings.method_params)
+    if settings.method == "none" and params:
+        raise AppInputError("method 'none' (the model's own attention) takes no parameters; clear the parameters field")
     try:
         method = build_method(settings.method, params)
     except (ValueError, TypeError) as exc:

@@ -71,6 +71,18 @@ def drawn_mask(value):
     return np.asarray(value)
 
 
+def _default_params(method: str) -> str:
+    """The parameters field's text when a method is chosen: small blocks (16 tokens) suit the demo's small
+    grids where the method has a block size; nothing otherwise."""
+    import accel
+    from accel.generate import METHODS
+
+    cls_name = METHODS.get(method)
+    if cls_name is None:
+        return ""
+    return "block_size=16" if any(f.name == "block_size" for f in dataclasses.fields(getattr(accel, cls_name))) else ""
+
+
 def _size_inputs(gr, first, prefix: str):
     """Number fields height, width, frames, steps, seed (element ids ``prefix + name``)."""
     d = first.defaults
@@ -205,7 +217,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: i
                     status, (video_row, image_row), media, figures, layout = _result_pane(
                         gr, first, "", ("method", "dense"), ("layout", "block layout"), _LAYOUT_CAPTION)
             model.change(on_model, model, [model_info, height, width, frames, steps, video_row, image_row])
-            method.change(method_help, method, params_help)
+            method.change(lambda name: (method_help(name), _default_params(name)), method, [params_help, params])
             run.click(on_generate,
                       [model, prompt, height, width, frames, steps, seed, method, params, dense_steps, dense_layers,
                        dense_last, compare],

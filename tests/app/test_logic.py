@@ -14,7 +14,7 @@ import torch
 
 import accel
 from accel.app.layout_view import KIND_COLOURS, block_kinds_image, video_block_kinds
-from accel.app.logic import AppInputError, GenerateSettings, parse_method_params, run_generate, validate_generate
+from accel.app.logic import METHOD_CHOICES, AppInputError, GenerateSettings, parse_method_params, run_generate, validate_generate
 from accel.app.outputs import OutputFolder
 from accel.grid import TokenLayout
 
@@ -151,6 +151,7 @@ def test_image_model_without_compare(models, outputs):
     (dict(method_params="window"), "each item must be key=value"),
     (dict(method_params="windw=3"), "method parameters for neighborhood"),
     (dict(method="none", method_params="", dense_steps=2), "needs an attention method"),
+    (dict(method="none", method_params="block_size=16", dense_steps=0), "method 'none' .* takes no parameters"),
     (dict(dense_layers=-1), "dense_layers must be between 0 and 1000"),
 ])
 def test_bad_input_is_refused_with_a_clear_message(models, change, message):
@@ -189,3 +190,14 @@ def test_data_dependent_method(models, outputs):
     assert 0.3 < r.density < 0.9  # about half the video blocks dropped, text-free Wan self-attention
     sparse = _by_hand(models.pipeline("embedded"), s, accel.Rectified(block_size=16, drop=0.5), accel.Schedule())
     np.testing.assert_allclose(r.frames, sparse, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", METHOD_CHOICES)
+def test_the_page_default_parameters_of_every_method_are_valid(models, method):
+    from accel.app.ui import _default_params
+
+    s, _, built, _ = validate_generate(dataclasses.replace(BASE, method=method, method_params=_default_params(method),
+                                                           dense_steps=0), models)
+    assert (built is None) == (method == "none")
+    if built is not None and _default_params(method):
+        assert built.block_size == 16
