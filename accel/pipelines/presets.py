@@ -20,11 +20,13 @@ Sources of the numbers (checked while writing this table; where a value has no s
   50 steps, guidance 6.0, max_sequence_length 256; ``pipelines/flux/pipeline_flux.py``: schnell at
   4 steps and guidance 0.0).
 * diffusers' FLUX documentation (api/pipelines/flux): schnell is timestep-distilled,
-  ``max_sequence_length`` at most 256, ``guidance_scale`` 0; dev is guidance-distilled (its model
-  card calls it at 1024x1024, guidance 3.5, 50 steps, max_sequence_length 512).
+  ``max_sequence_length`` at most 256, ``guidance_scale`` 0; dev is guidance-distilled. FLUX.1-dev's
+  1024x1024 / 50 steps come from its model card's example as remembered; that card was not
+  re-checked while writing this (guidance 3.5 and max_sequence_length 512 are FluxPipeline's defaults).
 * HunyuanVideo's README / sample_video.py command: ``--video-size 720 1280 --video-length 129
-  --infer-steps 50 --embedded-cfg-scale 6.0 --flow-shift 7.0``; fps 24 is the value its examples
-  export with (diffusers' own example exports its 61-frame clip at 15 fps).
+  --infer-steps 50 --embedded-cfg-scale 6.0 --flow-shift 7.0`` (seen in many scripts built on it);
+  fps 24: the diffusers-integration test card magespace/hyvideo-diffusers-dev exports at 24 (diffusers'
+  own example exports its 61-frame clip at 15 fps).
 * Wan 2.2 configs (Wan-Video/Wan2.2 ``wan/configs/wan_t2v_A14B.py``: ``sample_shift 12.0``,
   ``sample_steps 40``, ``boundary 0.875``, ``sample_guide_scale (3.0, 4.0)`` for (low, high) noise,
   shared ``sample_fps 16``, ``frame_num 81``; ``wan_ti2v_5B.py``: ``vae_stride (4, 16, 16)``,
@@ -137,7 +139,8 @@ _TABLE = [
     ModelPreset("hunyuan-video", "hunyuan_video", "hub", "hunyuanvideo-community/HunyuanVideo", 720, 1280, 129, 50,
                 6.0, fps=24, flow_shift=7.0, max_sequence_length=256, method_model="hunyuan_video",
                 note="HunyuanVideo README (720x1280, 129 frames, 50 steps, embedded guidance 6.0, flow shift 7.0); "
-                     "diffusers pipeline_hunyuan_video.py defaults; fps 24 from the original repository's examples",
+                     "diffusers pipeline_hunyuan_video.py defaults; fps 24 as in the diffusers integration's test card "
+                     "(magespace/hyvideo-diffusers-dev exports at fps=24; diffusers' own example uses 15)",
                 rectified_key="hunyuan-video"),
     ModelPreset("wan2.1-t2v-1.3b", "wan", "hub", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", 480, 832, 81, 50, 5.0,
                 fps=16, flow_shift=3.0, max_sequence_length=512, method_model="wan", vae_fp32=True,
@@ -163,7 +166,9 @@ _TABLE = [
                      "stride 16 x patch 2 = 32); text-to-video only here", rectified_key="wan2.2-ti2v"),
     ModelPreset("flux.1-dev", "flux", "hub", "black-forest-labs/FLUX.1-dev", 1024, 1024, None, 50, 3.5, fps=None,
                 max_sequence_length=512, frame_step=None, method_model="flux",
-                note="FLUX.1-dev model card (1024x1024, guidance 3.5, 50 steps, max_sequence_length 512)",
+                note="guidance 3.5 and max_sequence_length 512: diffusers FluxPipeline defaults (checked); 1024x1024 "
+                     "and 50 steps: the FLUX.1-dev model card example as remembered, not re-checked here "
+                     "(FluxPipeline itself defaults to 28 steps)",
                 rectified_key="flux-dev"),
     ModelPreset("flux.1-schnell", "flux", "hub", "black-forest-labs/FLUX.1-schnell", 1024, 1024, None, 4, 0.0,
                 fps=None, max_sequence_length=256, frame_step=None, method_model="flux",
