@@ -28,6 +28,9 @@ _OFFLINE = {
     "tiny-wan": dict(defaults=dict(height=32, width=32, frames=9, steps=2), max_side=128, max_frames=33, max_steps=20,
                      description="a Wan 2.1 text-to-video pipeline with random weights (noise; for checking the "
                                  "machinery)"),
+    "tiny-hunyuan-video": dict(defaults=dict(height=32, width=32, frames=9, steps=2), max_side=128, max_frames=33,
+                               max_steps=20, description="a HunyuanVideo pipeline with random weights (noise; for "
+                                                          "checking the machinery)"),
     "tiny-flux": dict(defaults=dict(height=32, width=32, frames=1, steps=2), max_side=128, max_frames=1, max_steps=20,
                       description="a FLUX.1 text-to-image pipeline with random weights (noise; for checking the "
                                   "machinery)"),

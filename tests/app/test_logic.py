@@ -201,3 +201,18 @@ def test_the_page_default_parameters_of_every_method_are_valid(models, method):
     assert (built is None) == (method == "none")
     if built is not None and _default_params(method):
         assert built.block_size == 16
+
+
+def test_hunyuan_video_with_text_tokens(models, outputs):
+    """HunyuanVideo puts (padded) text in the self-attention sequence; the dense side equals a hand-made call."""
+    from accel.pipelines.presets import PRESETS
+
+    s = GenerateSettings(model="tiny-hunyuan-video", prompt="a cat", height=32, width=32, frames=9, steps=2, seed=4,
+                         method="neighborhood", method_params="window=2,3,3 block_size=16")
+    r = run_generate(s, models, outputs)
+    kwargs = {**PRESETS["tiny-hunyuan-video"].generation_kwargs(), "height": 32, "width": 32, "num_frames": 9,
+              "num_inference_steps": 2, "output_type": "np"}
+    dense = models.pipeline("tiny-hunyuan-video")("a cat", generator=torch.Generator().manual_seed(4), **kwargs).frames[0]
+    np.testing.assert_allclose(r.dense_frames, dense, atol=1e-6)
+    assert r.grid == (3, 4, 4) and r.frames.shape == (9, 32, 32, 3)
+    assert 0.0 < r.density < 1.0  # the video pattern is sparse; the text rows and columns stay dense

@@ -60,11 +60,12 @@ def test_hub_presets_are_offered_only_when_cached(monkeypatch):
     from accel.pipelines.presets import PRESETS
 
     monkeypatch.setattr(app_models, "weights_cached", lambda hub_id: False)
-    assert list(app_models.offered_models()) == ["embedded", "tiny-wan", "tiny-flux"]
+    offline = ["embedded", "tiny-wan", "tiny-hunyuan-video", "tiny-flux"]
+    assert list(app_models.offered_models()) == offline
     cached = {"Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"}
     monkeypatch.setattr(app_models, "weights_cached", lambda hub_id: hub_id in cached)
     offered = app_models.offered_models()
-    assert list(offered) == ["embedded", "tiny-wan", "tiny-flux", "wan2.1-t2v-1.3b"]  # image-to-video is not offered
+    assert list(offered) == [*offline, "wan2.1-t2v-1.3b"]  # image-to-video is not offered
     entry, preset = offered["wan2.1-t2v-1.3b"], PRESETS["wan2.1-t2v-1.3b"]
     assert entry.defaults == dict(height=480, width=832, frames=81, steps=50)
     assert (entry.size_multiple, entry.frame_step, entry.kind) == (16, 4, "video")
