@@ -148,6 +148,10 @@ def _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kw
     bad = [k for k in pipe_kwargs if k in _OWN_KWARGS]
     if bad:
         raise ValueError(f"edit functions set {bad} themselves; pass the prompts, steps and seed as arguments")
+    for key in ("num_images_per_prompt", "num_videos_per_prompt"):
+        if pipe_kwargs.get(key, 1) != 1:
+            raise ValueError(f"{key} must be 1 for editing (the batch holds one (source, target) pair), "
+                             f"got {pipe_kwargs[key]!r}")
     return family
 
 

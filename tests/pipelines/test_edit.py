@@ -95,3 +95,21 @@ def test_real_edit_replays_the_source(flux):
         recon = (flux.vae.decode(z).sample / 2 + 0.5).clamp(0, 1)[0]
     torch.testing.assert_close(result.source, recon, rtol=0, atol=1e-5)
     assert result.target.shape == result.source.shape and not torch.equal(result.target, result.source)
+
+
+def test_real_video_edit_on_wan_replays_the_source(wan):
+    video = torch.rand(9, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    kw = {k: v for k, v in call_kwargs("wan").items() if k not in ("height", "width", "num_frames")}
+    result = edit(wan, video, SOURCE, TARGET, mask=torch.ones(32, 32), steps=2, **kw)
+    assert result.mask.all() and tuple(result.mask.shape) == (3, 2, 2)
+    # the pipeline's own decoding of the clean latent (WanPipeline: latents * std + mean, then the VAE)
+    vae = wan.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    with torch.no_grad():
+        decoded = vae.decode(result.inversion.clean * std + mean).sample
+    expected = wan.video_processor.postprocess_video(decoded, output_type="pt")[0]
+    torch.testing.assert_close(result.source, expected, rtol=0, atol=1e-5)
+    assert not torch.equal(result.target, result.source)
+    with pytest.raises(ValueError, match="num_videos_per_prompt"):
+        edit_generated(wan, SOURCE, TARGET, steps=STEPS, num_videos_per_prompt=2, **call_kwargs("wan"))
