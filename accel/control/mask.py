@@ -137,7 +137,9 @@ class EditMaskObserver(Rule):
             token layout's ``text_mask`` (HunyuanVideo) or all text keys.
         rows: which batch rows to observe: ``"all"`` (a source-only pass) or ``"source"`` (rows
             0, 2, 4, ... of a paired batch).
-        head_chunk: heads per softmax chunk (bounds memory at ``B * head_chunk * S_vision * L`` floats).
+        head_chunk: heads per softmax chunk, an int >= 1.
+        query_chunk: vision queries per softmax chunk, an int >= 1; memory is bounded by
+            ``B * head_chunk * query_chunk * L`` floats (L = text tokens).
 
     Calls in a cache context named ``"uncond"`` (classifier-free guidance's negative prompt) are skipped.
     After the pass, :meth:`heatmap` and :meth:`mask` give the results.
@@ -146,7 +148,7 @@ class EditMaskObserver(Rule):
     wants_cross_attention = True
 
     def __init__(self, token_positions, valid_text_len: int | None = None, *, rows: str = "all",
-                 head_chunk: int = 8) -> None:
+                 head_chunk: int = 8, query_chunk: int = 8192) -> None:
         positions = list(token_positions)
         if not positions or not all(isinstance(p, int) and p >= 0 for p in positions):
             raise ValueError(f"token_positions must be a non-empty list of ints >= 0, got {token_positions!r}")
@@ -155,7 +157,11 @@ class EditMaskObserver(Rule):
         self.token_positions = positions
         self.valid_text_len = valid_text_len
         self.rows = rows
+        for name, value in (("head_chunk", head_chunk), ("query_chunk", query_chunk)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         self.head_chunk = head_chunk
+        self.query_chunk = query_chunk
         self.reset()
 
     def reset(self) -> None:
@@ -202,10 +208,11 @@ class EditMaskObserver(Rule):
         scale = d ** -0.5
         with torch.no_grad():
             for h0 in range(0, h, self.head_chunk):
-                qh = qv[:, :, h0:h0 + self.head_chunk].float().transpose(1, 2)       # [b, hc, s, d]
                 kh = kt[:, :, h0:h0 + self.head_chunk].float().transpose(1, 2)       # [b, hc, L, d]
-                probs = torch.softmax(qh @ kh.transpose(-1, -2) * scale + bias, dim=-1)
-                total += probs.index_select(-1, pos).sum(-1).sum(1)
+                for s0 in range(0, s, self.query_chunk):
+                    qh = qv[:, s0:s0 + self.query_chunk, h0:h0 + self.head_chunk].float().transpose(1, 2)
+                    probs = torch.softmax(qh @ kh.transpose(-1, -2) * scale + bias, dim=-1)   # [b, hc, sc, L]
+                    total[:, s0:s0 + self.query_chunk] += probs.index_select(-1, pos).sum(-1).sum(1)
         heat = (total / h).mean(0)
         if self._sum is None:
             self._sum = torch.zeros_like(heat)

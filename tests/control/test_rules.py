@@ -133,13 +133,16 @@ def test_mask_recovers_planted_region(family):
     if layout.grid[0] > 1:
         region[1].view(-1)[[0, 4]] = True   # a different region in the second latent frame
     q, k = _planted(layout, region, word_pos=1)
-    obs = EditMaskObserver([1], rows="all")
+    obs = EditMaskObserver([1], rows="all", head_chunk=1, query_chunk=5)   # chunked softmax: same result
     for step in range(3):
         obs.observe(_call(family, step), q, k, k)
     assert obs.count == 3
     assert torch.equal(obs.mask(), region)
     heat = obs.heatmap()
     assert heat.amin() >= 0 and heat.amax() <= 1
+    whole = EditMaskObserver([1], rows="all")
+    whole.observe(_call(family), q, k, k)
+    torch.testing.assert_close(whole.heatmap(), heat)
 
 
 def test_mask_excludes_padding_and_uncond_calls():
