@@ -1,5 +1,10 @@
-"""A picture of the block layout a static-pattern method runs (the executed density itself is recorded
-per call by :class:`accel.eval.recorder.DensityRecorder`)."""
+"""Pictures of the block layout a method runs, and a density recorder that keeps one call's layout.
+
+Static patterns have one layout per grid (:func:`video_block_kinds`, computed outside the timed call);
+data-dependent methods (Rectified, Agent) choose theirs per call, so :class:`LayoutRecorder` -- the
+eval suite's :class:`~accel.eval.recorder.DensityRecorder`, which measures the executed density --
+also keeps the layout of the first sparse call.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,36 @@ import torch
 
 from accel.grid import TokenLayout
 
-__all__ = ["video_block_kinds", "block_kinds_image", "KIND_COLOURS"]
+__all__ = ["video_block_kinds", "block_kinds_image", "KIND_COLOURS", "LayoutRecorder"]
 
 #: RGB colour per block kind of :meth:`accel.kernels.BlockLayout.block_kinds`: skipped, full, partial.
 KIND_COLOURS = np.array([[242, 242, 242], [31, 78, 140], [122, 172, 222]], dtype=np.uint8)
+
+
+def _recorder_base():
+    from accel.eval.recorder import DensityRecorder
+
+    return DensityRecorder
+
+
+class LayoutRecorder(_recorder_base()):
+    """A :class:`~accel.eval.recorder.DensityRecorder` that also keeps ``first_layout``: the
+    :class:`~accel.kernels.BlockLayout` of the first kernel call of the first sparse attention call it
+    records (for Rectified, its video x video selection; for Agent, agents x keys). ``None`` until then.
+    Re-planning that one call adds one selection's cost to the recorded pipeline call.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_layout = None
+
+    def record_call(self, binding, method, q, k, v, layout: TokenLayout, scale) -> None:
+        """As the base class; on the first call also keep that call's first kernel layout."""
+        super().record_call(binding, method, q, k, v, layout, scale)
+        if self.first_layout is None:
+            from accel.eval.recorder import kernel_layouts
+
+            self.first_layout = kernel_layouts(method, q, k, v, layout, scale=scale)[0]
 
 
 def _is_static_pattern(method) -> bool:
@@ -54,11 +85,14 @@ def block_kinds_image(kinds: torch.Tensor, *, target: int = 256) -> np.ndarray:
 
     Args:
         kinds: int8 ``[NQ, NKV]`` block kinds (0 skipped, 1 full, 2 partial), coloured with
-            :data:`KIND_COLOURS`; rows are query blocks (top to bottom), columns key blocks.
+            :data:`KIND_COLOURS`; rows are query blocks (top to bottom), columns key blocks. A
+            ``[B, H, NQ, NKV]`` map (per batch element and head) is drawn for element 0, head 0.
         target: the longer side is scaled up by an integer factor to at least ``target`` pixels
             when the map is smaller (never scaled down).
     """
     k = kinds.cpu().numpy().astype(np.int64)
+    if k.ndim == 4:  # [B|1, H|1, NQ, NKV]: the first batch element and head
+        k = k[0, 0]
     if k.ndim != 2 or k.min(initial=0) < 0 or k.max(initial=0) > 2:
         raise ValueError(f"kinds must be a 2-D map of values 0, 1, 2, got shape {tuple(kinds.shape)}")
     scale = max(1, -(-target // max(k.shape)))

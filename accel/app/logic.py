@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .layout_view import block_kinds_image, video_block_kinds
+from .layout_view import LayoutRecorder, block_kinds_image, video_block_kinds
 from .models import ModelCache, ModelEntry
 from .outputs import OutputFolder
 
@@ -97,7 +97,9 @@ class GenerateResult:
         kind: ``"video"`` (MP4 files) or ``"image"`` (PNG files).
         output: the method's result file.
         dense_output: the dense result file, or ``None`` without ``compare``.
-        layout_picture: PNG of the video x video block layout, or ``None`` for data-dependent layouts.
+        layout_picture: PNG of the block layout: for static patterns the video x video layout at this
+            grid; for data-dependent methods (Rectified, Agent) the first kernel layout of the first
+            sparse call (batch element 0, head 0); ``None`` when no sparse call ran.
         latency_s: wall time of the method's pipeline call (seconds).
         dense_latency_s: wall time of the dense pipeline call, or ``None``.
         speedup: ``dense_latency_s / latency_s``, or ``None``.
@@ -331,13 +333,11 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
     pipe = models.pipeline(entry.name)
     folder = outputs.new_request_dir("generate")
     runs = 2 if s.compare else 1
-    from accel.eval.recorder import DensityRecorder
-
     # upstream attention ("none") still gets the root hook, which only records the token layout
     handle = accel.apply(pipe, method, schedule=schedule) if method is not None else accel.attach(pipe)
     # the recorder's bookkeeping runs inside the timed call: cached per call for static patterns; Rectified
-    # re-plans its block selection once per call for it
-    recorder = DensityRecorder().attach(handle) if method is not None else None
+    # re-plans its block selection once per call for it (and once more for the kept layout)
+    recorder = LayoutRecorder().attach(handle) if method is not None else None
     try:
         try:
             frames, latency, layout = _run_pipeline(pipe, entry, s, progress, 0.0, 1.0 / runs, s.method, handle)
@@ -357,6 +357,8 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         psnr, ssim = _compare(dense_frames, frames)
     picture = None
     kinds = video_block_kinds(method, layout)
+    if kinds is None and recorder is not None and recorder.first_layout is not None:  # chosen from the data
+        kinds = recorder.first_layout.block_kinds(), recorder.first_layout.q_block
     block = None
     if kinds is not None:
         kinds, block = kinds

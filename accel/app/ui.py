@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 _LAYOUT_CAPTION = ("Block layout of one sparse call, video × video: query blocks top to bottom, key blocks left "
                    "to right, in the order the method runs the tokens (tiles when it tiles). Dark: computed whole; "
-                   "light: computed with a per-token mask; grey: skipped.")
+                   "light: computed with a per-token mask; grey: skipped. Rectified and Agent choose per call: "
+                   "shown is the first sparse call's first kernel layout (batch 0, head 0).")
 
 
 def error_text(exc: BaseException) -> str:
