@@ -82,7 +82,7 @@ def load_pipeline(name: str, device: str = "cpu"):
 
     family = name.removeprefix("tiny-")
     pipe = tiny_pipeline(family).to(device)
-    kw = tiny_call_kwargs(family, steps=2, size=128)
+    kw = tiny_call_kwargs(family, steps=2, size=32 if family == "flux" else 128)  # grids (1,16,16) / (3,8,8)
     for key in ("prompt", "generator", "output_type"):
         kw.pop(key, None)
     return pipe, kw

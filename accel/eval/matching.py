@@ -165,9 +165,9 @@ def method_at_density(name: str, target: float, grid: tuple[int, int, int], *, b
 
     if name == "neighborhood":
         def window(a):
-            return tuple(g if g < 2 else min(g, max(2, round(a * g))) for g in grid)
+            return tuple(-1 if g < 3 else min(g, max(2, round(a * g))) for g in grid)  # -1: whole axis
 
-        dims = sum(g > 1 for g in grid) or 1
+        dims = sum(g >= 3 for g in grid) or 1
         m, d, p = _bisect(lambda a: Neighborhood(window=window(a), block_size=bs, backend=backend), 0.0, 1.0, target,
                           grid, log_scale=False, guess=target ** (1 / dims))
         return Matched(name, m, target, d, {"window": list(m.window)})
