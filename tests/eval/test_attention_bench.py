@@ -125,3 +125,17 @@ def test_bad_inputs(tmp_path):
     target = ro / "x" if os.geteuid() != 0 else "/proc/accel_eval_unwritable"  # root ignores permissions
     with pytest.raises(ValueError, match="not writable"):
         ab.run(target, sizes=["small"], methods=["dense"])
+
+
+def test_cli_commands(tmp_path, capsys):
+    from accel.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "attention", "--sizes", "huge", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "unknown size 'huge'" in capsys.readouterr().err
+    assert main(["eval", "attention", "--sizes", "2,6,8", "--methods", "dense", "--heads", "1", "--head-dim", "16",
+                 "--rows", "0", "--no-plots", "--out", str(tmp_path / "ok")]) == 0
+    assert json.loads((tmp_path / "ok" / "results.json").read_text())["complete"]
+    with pytest.raises(SystemExit) as exc:  # bare `accel eval` is the end-to-end comparison
+        main(["eval", "--pipeline", "sdxl"])
+    assert exc.value.code == 2 and "invalid choice: 'sdxl'" in capsys.readouterr().err
