@@ -328,7 +328,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=Path("eval-results/e2e"), help="run directory")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="a few-minute CPU run: first prompt only, density 20%% only, 4 steps (unless given)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.densities = [0.2] if args.densities == [0.1, 0.2, 0.3] else args.densities
+        args.steps = args.steps or 4
     prompts = args.prompts
     if args.prompt_file is not None:
         try:
@@ -336,7 +341,7 @@ def main(argv=None) -> int:
         except OSError as exc:
             p.error(f"cannot read --prompt-file {args.prompt_file}: {exc.strerror}")
     if prompts is None:
-        prompts = list(DEFAULT_PROMPTS)
+        prompts = list(DEFAULT_PROMPTS)[:1] if args.quick else list(DEFAULT_PROMPTS)
     try:
         path = run(args.out, pipeline=args.pipeline, prompts=prompts, methods=args.methods, densities=args.densities,
                    schedule=Schedule(dense_steps=args.dense_steps), steps=args.steps, seed=args.seed,
