@@ -2,8 +2,9 @@
 
 Starts the app on a free loopback port with the embedded model, fills the Generate tab, waits for the
 result, checks the videos, figures and layout picture appear (and the video is served), then sends
-an invalid size and checks the page shows the readable error; then runs an edit in the Edit tab and
-an edit word missing from the prompt. Screenshots go to
+an invalid size and checks the page shows the readable error; in the Edit tab it edits by edit words,
+by a mask drawn with the mouse and from an uploaded video, and checks an edit word missing from the
+prompt gives a readable error. Screenshots go to
 ``tests/app/artifacts/``. Also checks over HTTP that files outside the output folder are refused.
 
 Needs ``chromium`` on the PATH (``apt-get install -y chromium``; ``scripts/setup.sh`` installs it
@@ -161,6 +162,20 @@ def test_edit_tab_in_a_browser(server, browser, tmp_path_factory):
     assert len(list(out.glob("edit-*/edited.mp4"))) == 1
     page.screenshot(path=str(ARTIFACTS / "edit.png"), full_page=True)
 
+    # a drawn mask overrides the edit words
+    page.get_by_text("edit mask (optional").click()
+    page.locator("#e_drawn button[aria-label=Brush]").click()
+    box = page.locator("#e_drawn canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 40, cy - 40)
+    page.mouse.down()
+    for i in range(12):
+        page.mouse.move(cx - 40 + 80 * (i % 2), cy - 40 + 6 * i, steps=4)
+    page.mouse.up()
+    page.click("#edit")
+    figures.get_by_text("drawn mask").wait_for(timeout=240_000)
+    page.locator("#e_drawn button[aria-label='Clear canvas']").click()
+
     page.fill("#e_words input, #e_words textarea", "purple")
     page.click("#edit")
     page.locator("#e_status").get_by_text("the edit cannot run").wait_for(timeout=60_000)
@@ -181,5 +196,5 @@ def test_edit_tab_in_a_browser(server, browser, tmp_path_factory):
     page.locator("#e_figures").get_by_text("background PSNR vs source").wait_for(timeout=240_000)
     assert page.locator("#e_status").inner_text().startswith("done"), page.locator("#e_status").inner_text()
     assert list((out / ".gradio").rglob("clip.mp4"))  # the upload lives inside the output folder
-    assert len(list(out.glob("edit-*/edited.mp4"))) == 2
+    assert len(list(out.glob("edit-*/edited.mp4"))) == 3  # words, drawn mask, upload
     page.close()
