@@ -105,7 +105,7 @@ def browser():
 
 def _open(browser, base: str, tab: str, ready: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(90_000)  # the machine may be busy: UI steps, not generation, use this
     page.goto(base + "/")
     page.get_by_role("tab", name=tab).click()
     page.wait_for_selector(ready)
