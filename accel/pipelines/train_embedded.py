@@ -54,6 +54,10 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 def _lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -71,7 +75,7 @@ def train_vae(pipe, work: Path, *, steps: int, batch: int, seed: int, lr: float,
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     start = 0
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=_device_of(vae))
         vae.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         start = ckpt["step"]
@@ -99,7 +103,7 @@ def train_vae(pipe, work: Path, *, steps: int, batch: int, seed: int, lr: float,
             else:
                 y0, x0 = (int(v) for v in rng.integers(0, CLIP_SIZE - crop + 1, size=2))
             clips.append(_to_model_range(full[f0:f0 + frames, y0:y0 + crop, x0:x0 + crop]))
-        x = torch.stack(clips)
+        x = torch.stack(clips).to(_device_of(vae))
         # Object pixels (saturated) weigh 5x in the reconstruction loss.
         weight = 1.0 + 4.0 * ((x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) > 0.5).float()
         for group in opt.param_groups:
@@ -140,7 +144,7 @@ def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -
         specs = [sample_spec(seed, i) for i in idx]
         x = torch.stack([_to_model_range(render_clip(s, num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE))
                          for s in specs])
-        z = vae.encode(x).latent_dist.mode()
+        z = vae.encode(x.to(_device_of(vae))).latent_dist.mode().cpu()
         _save_atomic({"latents": z.half(), "captions": [s.caption for s in specs]}, part)
         done_now += len(idx)
         per = (time.time() - t0) / done_now
@@ -163,7 +167,7 @@ def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -
         lengths = pipe.tokenizer(batch, padding="max_length", max_length=emb.MAX_SEQUENCE_LENGTH, truncation=True,
                                  add_special_tokens=True, return_attention_mask=True).attention_mask
         for text, e, m in zip(batch, pe, lengths, strict=True):
-            embeds[text] = e[: int(sum(m))].clone()
+            embeds[text] = e[: int(sum(m))].cpu().clone()
     _save_atomic({"latents": latents, "captions": captions, "mean": mean, "std": std, "embeds": embeds},
                  work / "dataset.pt")
     _log(f"dataset: {len(captions)} clips, latent {tuple(latents.shape[1:])}, "
@@ -188,7 +192,7 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
     ckpt_path = work / "transformer.pt"
     start, history, ckpt = 0, [], {}
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=_device_of(model))
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         start, history = ckpt["step"], ckpt.get("history", [])
@@ -215,6 +219,8 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
         xt = (1.0 - s) * x0 + s * noise
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup=50)
+        # the batch is drawn on the CPU (same numbers on every device), then moved
+        xt, sigma, text, noise, x0 = (t.to(_device_of(model)) for t in (xt, sigma, text, noise, x0))
         pred = model(hidden_states=xt, timestep=sigma * 1000.0, encoder_hidden_states=text, return_dict=False)[0]
         loss = (pred - (noise - x0)).square().mean()
         opt.zero_grad(set_to_none=True)
@@ -305,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated subset of {','.join(STAGES)} (default: all, in order)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data and noise (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--device", default="cpu",
+                   help="where to train: cpu (default), cuda, cuda:N; the data and noise are drawn on the CPU either way")
     p.add_argument("--vae-steps", type=int, default=1450, help="VAE training steps (default 1450)")
     p.add_argument("--vae-batch", type=int, default=1, help="VAE batch size in 17x64x64 crops (default 1)")
     p.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
@@ -349,7 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     _log(f"training the embedded model: stages {stages}, work {work}, out {args.out}")
-    pipe = emb.build_pipeline(seed=args.seed)
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    pipe = emb.build_pipeline(seed=args.seed).to(device)
     pipe.set_progress_bar_config(disable=True)
     for p in pipe.text_encoder.parameters():
         p.requires_grad_(False)
@@ -357,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         train_vae(pipe, work, steps=args.vae_steps, batch=args.vae_batch, seed=args.seed, lr=args.vae_lr,
                   log_every=args.log_every)
     elif (work / "vae.pt").exists():
-        pipe.vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
+        pipe.vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False, map_location=device)["model"])
     pipe.vae.eval()
     for p in pipe.vae.parameters():
         p.requires_grad_(False)
@@ -375,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                                       log_every=args.log_every, export_every=args.export_every,
                                       max_minutes=args.max_minutes, ema_decay=args.ema_decay))
     elif (work / "transformer.pt").exists():
-        ckpt = torch.load(work / "transformer.pt", weights_only=False)
+        ckpt = torch.load(work / "transformer.pt", weights_only=False, map_location=device)
         pipe.transformer.load_state_dict(ckpt["ema"] if ckpt.get("ema_count") else ckpt["model"])
     if "export" in stages:
         info["seconds_this_run"] = round(time.time() - t0, 1)

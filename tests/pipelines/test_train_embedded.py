@@ -67,3 +67,8 @@ def test_export_holds_the_moving_average(tmp_path):
 def test_bad_ema_decay(tmp_path):
     with pytest.raises(ValueError, match="--ema-decay must be in"):
         main(["--work", str(tmp_path), "--stages", "export", "--ema-decay", "1.5"])
+
+
+def test_bad_device(tmp_path):
+    with pytest.raises(ValueError, match="--device"):
+        main(["--work", str(tmp_path), "--stages", "export", "--device", "tpu:0:x"])
