@@ -128,9 +128,8 @@ def run_rectified(model, q, k, v, layout, *, slice_blocks, reps, dtype, log=prin
         if not layout.text_len:  # error on the slice rows, rectification included
             want = dense().float()
             got = sparse()
-            if method.rectify:
-                weights = plan.p_hat * plan.compensated
-                affine = (1.0 - weights.sum(-1), torch.einsum("bhij,bhjd->bhid", weights, plan.v_mean))
+            affine = method.rectification(plan)
+            if affine is not None:
                 got = apply_block_affine(got, tuple(a[:, :, first:first + sub.num_q_blocks] for a in affine), bs)
             rec["rel_l2_error_slice"] = round(float((got.float() - want).norm() / want.norm()), 4)
         log(json.dumps(rec))

@@ -77,13 +77,14 @@ class _Rows:
         self.layout = TokenLayout(tuple(grid))
         self.perm = self.inv = None
         self.block_layout = None
-        self.plan = None
+        self.plan = self.rectification = None
         self.agents = self.v_agents = None
         self.density = 1.0
         if isinstance(method, Dense):
             return
         if isinstance(method, Rectified):
             self.plan = method.plan(q, k, v, self.layout, scale=scale)
+            self.rectification = method.rectification(self.plan)  # (R [1, H, NB], C [1, H, NB, D]) or None
             n = self.layout.num_video_tokens
             bs = method.block_size
             self.density = BlockLayout.from_block_mask(self.plan.selected, bs, bs, n, n).density()
@@ -139,13 +140,10 @@ class _Rows:
             p = _softmax_rows(s2 * self.q[0, rows, h] @ self.agents[0, :, h].float().T, None)
             return p @ self.v_agents[h] + m.k_shortcut * v[rows]
         o = _softmax_rows(scores, self.mask(h, rows)) @ v
-        if self.plan is not None and self.method.rectify:
-            bs = self.method.block_size
-            w = self.plan.p_hat[0, h] * self.plan.compensated[0, h]  # [NB, NB]
-            ratio = 1.0 - w.sum(-1)
-            comp = w @ self.plan.v_mean[0, h].float()
-            qb = rows // bs
-            o = ratio[qb, None] * o + comp[qb]
+        if self.rectification is not None:
+            ratio, comp = self.rectification
+            qb = rows // self.method.block_size
+            o = ratio[0, h, qb, None] * o + comp[0, h, qb]
         return o
 
 

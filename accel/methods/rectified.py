@@ -324,15 +324,23 @@ class Rectified(AttentionMethod):
             prior = block_sparse_attention(q[:, vs], k[:, ts], v[:, ts], text_keys, scale=scale,
                                            backend=self.backend, return_lse=True)
             o_video = block_sparse_attention(q[:, vs], k[:, vs], v[:, vs], video, scale=scale, backend=self.backend,
-                                             prior=prior, affine=self._rectification(plan))
+                                             prior=prior, affine=self.rectification(plan))
         else:
             o_video = block_sparse_attention(q, k, v, video, scale=scale, backend=self.backend,
-                                             affine=self._rectification(plan))
+                                             affine=self.rectification(plan))
         return self._with_dense_text_queries(o_video, q, k, v, layout, scale=scale)
 
-    def _rectification(self, plan: RectifiedPlan) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The kernel epilogue ``(R_i [B, H, NB], Σ_{j compensated} P̂_ij·v̄_j [B, H, NB, D])``, or None
-        with ``rectify=False``."""
+    def rectification(self, plan: RectifiedPlan) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The rectification of ``plan`` as the kernel's ``affine`` epilogue, or None with ``rectify=False``.
+
+        Args:
+            plan: the :class:`RectifiedPlan` of the call (from :meth:`plan`).
+
+        Returns:
+            ``(R [B, H, NB], C [B, H, NB, D])`` float32 with ``R_i = 1 - Σ_{j compensated} P̂_ij`` and
+            ``C_i = Σ_{j compensated} P̂_ij·v̄_j``; every video query token of block ``i`` gets
+            ``R_i·O_sparse + C_i`` (:func:`accel.kernels.apply_block_affine`).
+        """
         if not self.rectify:
             return None
         weights = plan.p_hat * plan.compensated  # [B, H, NB, NB]
