@@ -41,7 +41,7 @@ from accel.grid import TokenLayout  # noqa: E402
 from accel.kernels import BlockLayout, apply_block_affine  # noqa: E402
 from accel.kernels.flex import flex_block_sparse_attention  # noqa: E402
 from accel.methods.agent import Agent  # noqa: E402
-from accel.methods.rectified import RECTIFIED_PRESETS, Rectified, morton_order  # noqa: E402
+from accel.methods.rectified import RECTIFIED_PRESETS, Rectified  # noqa: E402
 
 MODELS = {
     "hunyuan_video": dict(grid=(33, 45, 80), text_len=256, text_valid=200, preset="hunyuan-video"),
@@ -86,12 +86,7 @@ def run_rectified(model, q, k, v, layout, *, slice_blocks, reps, dtype, log=prin
     n = layout.num_video_tokens
     heads = q.shape[2]
     for name, method in configurations(model):
-        qv, kv, vv, lay = q, k, v, layout
-        if method.reorder:  # the plan and layout then live in curve order, as in a real call
-            perm = morton_order(layout.grid)
-            qv, kv, vv = (torch.cat([x[:, vs][:, perm], x[:, layout.text_slice]], 1) if layout.text_len else x[:, perm]
-                          for x in (q, k, v))
-            lay = TokenLayout(layout.grid, layout.text_len, layout.text_side, layout.text_mask, perm)
+        qv, kv, vv, lay = method.on_curve(q, k, v, layout)  # the order the selection runs in, as in a real call
         plan, t_plan = _timed(lambda: method.plan(qv, kv, vv, lay))  # noqa: B023
         bs = method.block_size
         video, t_build = _timed(lambda: BlockLayout.from_block_mask(plan.selected, bs, bs, n, n))  # noqa: B023

@@ -32,7 +32,7 @@ from accel.grid import TokenLayout
 from accel.kernels import BlockLayout
 from accel.methods.agent import Agent, agent_grid
 from accel.methods.base import AttentionMethod, _padded_full_layout
-from accel.methods.rectified import Rectified, morton_order
+from accel.methods.rectified import Rectified
 from accel.patterns.method import StaticPatternMethod
 from accel.processors.base import BINDING_ATTR
 from accel.processors.state import get_root_hook
@@ -71,11 +71,7 @@ def kernel_layouts(method: AttentionMethod, q: torch.Tensor, k: torch.Tensor, v:
         bcast = BlockLayout.full(layout.num_video_tokens, n_agents, q_block=shape[0], kv_block=shape[1], device=dev)
         return [keys, bcast] + _text_layouts(method, layout, batch, dev, video_text=False)
     if isinstance(method, Rectified):
-        if method.reorder and layout.permutation is None and layout.num_video_tokens > 1:
-            perm = morton_order(layout.grid, dev)
-            vs = layout.video_slice
-            q, k, v = (torch.cat([x[:, : vs.start], x[:, vs][:, perm], x[:, vs.stop:]], dim=1) for x in (q, k, v))
-            layout = TokenLayout(layout.grid, layout.text_len, layout.text_side, layout.text_mask, perm)
+        q, k, v, layout = method.on_curve(q, k, v, layout)
         plan = method.plan(q, k, v, layout, scale=scale)
         n, bs = layout.num_video_tokens, method.block_size
         video = BlockLayout.from_block_mask(plan.selected, bs, bs, n, n)

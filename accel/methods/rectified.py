@@ -287,26 +287,37 @@ class Rectified(AttentionMethod):
         return RectifiedPlan(selected, compensated, p_hat, p_text, v_mean, counts)
 
     # ------------------------------------------------------------------ computation
+    def on_curve(self, q, k, v, layout: TokenLayout):
+        """The inputs in the token order the selection runs in: ``(q, k, v, layout)`` unchanged, or -- with
+        ``reorder=True``, a layout without ``permutation`` and more than one video token -- copies whose video
+        tokens are gathered along :func:`morton_order` (text tokens stay in place) and the TokenLayout with
+        that permutation (kept in ``layout.cache``, shared by the layers of one transformer call)."""
+        if not (self.reorder and layout.permutation is None and layout.num_video_tokens > 1):
+            return q, k, v, layout
+        key = ("accel.rectified.morton", str(q.device))
+        curve = layout.cache.get(key)
+        if curve is None:
+            perm = morton_order(layout.grid, q.device)
+            curve = TokenLayout(layout.grid, layout.text_len, layout.text_side, layout.text_mask, perm)
+            layout.cache[key] = curve
+        vs = layout.video_slice
+        gathered = []
+        for x in (q, k, v):
+            y = x.clone()
+            y[:, vs] = x[:, vs][:, curve.permutation]
+            gathered.append(y)
+        return (*gathered, curve)
+
     def forward(self, q, k, v, layout, *, scale=None):
         """Pooled selection, then block-sparse attention with the rectification fused in (see the class)."""
-        if self.reorder and layout.permutation is None and layout.num_video_tokens > 1:
-            perm = morton_order(layout.grid, q.device)
-            vs = layout.video_slice
-            gathered = []
-            for x in (q, k, v):
-                y = x.clone()
-                y[:, vs] = x[:, vs][:, perm]
-                gathered.append(y)
-            key = ("accel.rectified.morton", str(q.device))
-            curve = layout.cache.get(key)
-            if curve is None:  # shared by the layers of one transformer call
-                curve = TokenLayout(layout.grid, layout.text_len, layout.text_side, layout.text_mask, perm)
-                layout.cache[key] = curve
-            out = self._forward(*gathered, curve, scale=scale)
-            result = out.clone()
-            result[:, vs] = torch.empty_like(out[:, vs]).index_copy_(1, perm, out[:, vs])
-            return result
-        return self._forward(q, k, v, layout, scale=scale)
+        qc, kc, vc, curve = self.on_curve(q, k, v, layout)
+        if curve is layout:
+            return self._forward(q, k, v, layout, scale=scale)
+        out = self._forward(qc, kc, vc, curve, scale=scale)
+        vs, perm = layout.video_slice, curve.permutation
+        result = out.clone()
+        result[:, vs] = torch.empty_like(out[:, vs]).index_copy_(1, perm, out[:, vs])
+        return result
 
     def _forward(self, q, k, v, layout, *, scale=None):
         batch, _, heads, _ = q.shape
