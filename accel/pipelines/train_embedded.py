@@ -91,7 +91,7 @@ def train_vae(pipe, work: Path, *, steps: int, batch: int, seed: int, lr: float,
     for step in range(start, steps):
         clips = []
         for j in range(batch):
-            spec = sample_spec(seed + 1, step * batch + j, exclude_held_out=False)
+            spec = sample_spec(seed + 1, step * batch + j, exclude_held_out=False, placement="anywhere")
             full = render_clip(spec, num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE)
             f0 = int(rng.integers(0, CLIP_FRAMES - frames + 1))
             if rng.random() < 0.8:
