@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from accel.pipelines import embedded as emb
-from accel.pipelines.train_embedded import main
+from accel.pipelines.embedded_data import render_clip, sample_spec
+from accel.pipelines.train_embedded import main, object_masks, weighted_flow_loss
 
 
 def _tiny_dataset(work):
@@ -18,7 +19,8 @@ def _tiny_dataset(work):
     captions = ["a red circle moving left", "a blue square moving up", "a red circle moving left"]
     embeds = {c: torch.randn(6, dim, generator=gen) for c in set(captions) | {""}}
     torch.save({"latents": torch.randn(3, channels, 1, 4, 4, generator=gen).half(), "captions": captions,
-                "mean": torch.zeros(channels), "std": torch.ones(channels), "embeds": embeds}, work / "dataset.pt")
+                "mean": torch.zeros(channels), "std": torch.ones(channels), "embeds": embeds,
+                "masks": torch.rand(3, 1, 4, 4, generator=gen) < 0.3}, work / "dataset.pt")
 
 
 def _run(work, out, steps, ema_decay="0.9"):
@@ -72,3 +74,31 @@ def test_bad_ema_decay(tmp_path):
 def test_bad_device(tmp_path):
     with pytest.raises(ValueError, match="--device"):
         main(["--work", str(tmp_path), "--stages", "export", "--device", "tpu:0:x"])
+
+
+def test_object_masks_cover_every_object_pixel():
+    masks = object_masks(4, 3)
+    assert masks.shape == (3, 9, 32, 32) and masks.dtype == torch.bool
+    for i in range(3):
+        frames = render_clip(sample_spec(4, i))
+        f, y, x = ((frames.max(-1) - frames.min(-1)) > 0.1).nonzero()
+        t = (f + 1) // 2  # frame 0 -> latent 0; frames 2t-1, 2t -> latent t
+        assert masks[i, t, y // 4, x // 4].all()
+        # and little else: the object is ~5% of a frame, the mask is dilated by one cell
+        assert 0.02 < masks[i].float().mean() < 0.2
+
+
+def test_weighted_flow_loss_against_elementwise_weights():
+    gen = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 3, 2, 4, 4, generator=gen), torch.randn(2, 3, 2, 4, 4, generator=gen)
+    mask = torch.rand(2, 2, 4, 4, generator=gen) < 0.25
+    w = torch.where(mask, 5.0, 1.0)[:, None].expand_as(pred)
+    expected = (w * (pred - target) ** 2).sum() / w.sum()
+    assert torch.allclose(weighted_flow_loss(pred, target, mask, 4.0), expected)
+    assert torch.allclose(weighted_flow_loss(pred, target, mask, 0.0), ((pred - target) ** 2).mean())
+    assert torch.allclose(weighted_flow_loss(pred, target, None, 4.0), ((pred - target) ** 2).mean())
+
+
+def test_bad_object_weight(tmp_path):
+    with pytest.raises(ValueError, match="--object-weight must be >= 0"):
+        main(["--work", str(tmp_path), "--stages", "export", "--object-weight", "-1"])
