@@ -3,14 +3,19 @@
 Run ``python -m accel.pipelines.train_embedded`` (``--help`` for options). Stages, each resumable from
 checkpoints in ``--work``:
 
-1. ``vae``: train the tiny :class:`~diffusers.AutoencoderKLWan` on short crops of rendered clips
-   (L1 + L2 reconstruction, a weak KL term).
-2. ``latents``: render ``--clips`` training clips (17 x 128 x 128), encode each once to its posterior mean,
-   and measure per-channel latent mean/std (stored in the VAE config as Wan does); encode every training
-   caption (and the empty negative prompt) with the frozen text encoder.
+1. ``vae``: train the tiny :class:`~diffusers.AutoencoderKLWan` on 64x64 crops of whole 17-frame clips
+   whose objects may be anywhere in the frame (L1 + L2 reconstruction, object pixels weighted 5x, a weak
+   KL term).
+2. ``latents``: render ``--clips`` training clips (17 x 128 x 128, paths centred in the frame with
+   jitter: :func:`~accel.pipelines.embedded_data.sample_spec`), encode each once to its posterior mean,
+   and measure per-channel latent mean/std (stored in the VAE config as Wan does); record where the
+   object is on the latent grid (:func:`object_masks`); encode every training caption (and the empty
+   negative prompt) with the frozen text encoder.
 3. ``transformer``: train the :class:`~diffusers.WanTransformer3DModel` by rectified-flow matching
    (``x_t = (1 - s) x_0 + s e``, target ``e - x_0``, timestep ``1000 s``, ``s`` shifted like the
-   scheduler's ``flow_shift``), with 10% caption dropout for classifier-free guidance.
+   scheduler's ``flow_shift``), object cells weighted ``1 + --object-weight`` in the loss
+   (:func:`weighted_flow_loss`), with 10% caption dropout for classifier-free guidance; the export holds an
+   exponential moving average of the weights.
 4. ``export``: write the complete pipeline (safetensors + json) to ``--out``; also done every
    ``--export-every`` transformer steps, so an interrupted run still leaves usable weights.
 
@@ -360,14 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated subset of {','.join(STAGES)} (default: all, in order)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data and noise (default 0)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, all cores)")
     p.add_argument("--device", default="cpu",
                    help="where to train: cpu (default), cuda, cuda:N; the data and noise are drawn on the CPU either way")
     p.add_argument("--vae-steps", type=int, default=1450, help="VAE training steps (default 1450)")
     p.add_argument("--vae-batch", type=int, default=1, help="VAE batch size in 17x64x64 crops (default 1)")
     p.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
-    p.add_argument("--clips", type=int, default=700, help="number of training clips to encode (default 700)")
-    p.add_argument("--steps", type=int, default=1500, help="transformer training steps (default 1500)")
+    p.add_argument("--clips", type=int, default=800, help="number of training clips to encode (default 800)")
+    p.add_argument("--steps", type=int, default=2600, help="transformer training steps (default 2600)")
     p.add_argument("--batch", type=int, default=4, help="transformer batch size (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="transformer peak learning rate (default 1e-3)")
     p.add_argument("--shift", type=float, default=emb.SCHEDULER_CONFIG["flow_shift"],
@@ -403,10 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--object-weight must be >= 0, got {args.object_weight}")
     if not 0.0 <= args.ema_decay < 1.0:
         raise ValueError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
-    for name in ("vae_steps", "vae_batch", "clips", "steps", "batch", "threads"):
+    if args.threads is not None and args.threads <= 0:
+        raise ValueError(f"--threads must be > 0, got {args.threads}")
+    for name in ("vae_steps", "vae_batch", "clips", "steps", "batch"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
