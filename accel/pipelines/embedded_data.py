@@ -1,10 +1,8 @@
 """Procedural training data for the embedded text-to-video model.
 
 Every clip shows one flat-coloured shape moving in a straight line over a neutral (grey) background
-that is either plain, checkered or striped. The path of the transformer's training clips is centred in
-the frame (small jitter, see ``placement`` of :func:`sample_spec`); the VAE's clips place it anywhere.
-Captions read ``"a red circle moving left"``, optionally followed by the background
-(``"a red circle moving left on a striped background"``). Everything is
+that is either plain, checkered or striped. Captions read ``"a red circle moving left"``, optionally
+followed by the background (``"a red circle moving left on a striped background"``). Everything is
 generated with numpy from an integer seed, so a clip is a pure function of ``(seed, index)``; no file
 or network is involved.
 
@@ -24,7 +22,6 @@ __all__ = [
     "BACKGROUNDS",
     "COLOURS",
     "DIRECTIONS",
-    "PLACEMENTS",
     "SHAPES",
     "ClipSpec",
     "caption_for",
@@ -48,13 +45,6 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 # Unit vectors in image coordinates (x to the right, y downwards).
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 BACKGROUNDS: tuple[str, ...] = ("plain", "checkered", "striped")
-
-#: Values of :func:`sample_spec`'s ``placement``.
-PLACEMENTS: tuple[str, ...] = ("centred", "anywhere")
-# Jitter of the centred placement, as a fraction of the frame. With 0.12 (about one object radius) a
-# 1M-parameter model after 500 CPU steps still scattered specks of the prompt's colour over the frame
-# instead of committing to one object; the location must be nearly known from the caption.
-_CENTRED_JITTER = 0.04
 
 _HELD_OUT_COUNT = 50
 _HELD_OUT_SEED = 20240
@@ -174,7 +164,6 @@ def sample_spec(
     exclude_held_out: bool = True,
     short_caption_prob: float = 0.25,
     combo: tuple[str, str, str, str] | None = None,
-    placement: str = "centred",
 ) -> ClipSpec:
     """Draw the random parameters of clip number ``index`` of the dataset with seed ``seed``.
 
@@ -188,15 +177,9 @@ def sample_spec(
         short_caption_prob: probability in ``[0, 1]`` that the caption omits the background.
         combo: force ``(colour, shape, direction, background)`` instead of drawing it (then
             ``exclude_held_out`` is ignored and the caption always names the background).
-        placement: where the path lies. ``"centred"`` (default, the transformer's training data): the
-            midpoint of the path is the frame centre moved by up to ``0.04 * min(height, width)`` in x
-            and y (uniform), so a caption fixes the motion up to that jitter -- a distribution a tiny
-            model can learn on a CPU. ``"anywhere"`` (the VAE's training data): the start is uniform
-            over every position that keeps the whole path inside the frame.
 
     Raises:
-        ValueError: on a negative seed/index, a too small frame, a probability outside ``[0, 1]`` or
-            an unknown ``placement``.
+        ValueError: on a negative seed/index, a too small frame or a probability outside ``[0, 1]``.
     """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
@@ -206,8 +189,6 @@ def sample_spec(
         raise ValueError(f"height and width must be >= 32 pixels, got {height}x{width}")
     if not 0.0 <= short_caption_prob <= 1.0:
         raise ValueError(f"short_caption_prob must be in [0, 1], got {short_caption_prob}")
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     rng = np.random.default_rng([int(seed), int(index), 7])
     held = set(held_out_specs()) if exclude_held_out and combo is None else set()
     mention = True
@@ -238,13 +219,7 @@ def sample_spec(
     hi_x = width - margin - (distance if dx > 0 else 0.0)
     lo_y = margin + (distance if dy < 0 else 0.0)
     hi_y = height - margin - (distance if dy > 0 else 0.0)
-    if placement == "anywhere":
-        start = (float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y)))
-    else:
-        jitter = rng.uniform(-_CENTRED_JITTER, _CENTRED_JITTER, size=2) * size
-        mid_x, mid_y = width / 2.0 + jitter[0], height / 2.0 + jitter[1]
-        start = (float(np.clip(mid_x - dx * distance / 2.0, lo_x, hi_x)),
-                 float(np.clip(mid_y - dy * distance / 2.0, lo_y, hi_y)))
+    start = (float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y)))
     level = float(rng.uniform(0.25, 0.60))
     if background == "plain":
         levels = (level, level)
