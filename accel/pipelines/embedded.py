@@ -18,7 +18,9 @@ background. Prompts outside that little world produce something, but nothing mea
 is right for 40% and the direction for 16% (both: 10%), below the 90% / 70% target. Yellow and green
 prompts mostly give a recognisable object of the right colour; others often give a noisy background
 with coloured specks. The training script resumes from its checkpoints, so a longer run
-(``--steps`` larger, same ``--work``) continues from here.
+(``--steps`` larger, same ``--work``) continues from here. What was tried since (text length 32,
+object-weighted loss, paths centred in the frame) and why the model still scatters specks is written
+in :mod:`accel.pipelines.train_embedded`'s docstring and ``MAX_SEQUENCE_LENGTH``'s comment.
 
 Components (all stock diffusers/transformers classes):
 
@@ -102,11 +104,12 @@ SCHEDULER_CONFIG: dict[str, Any] = dict(
 )
 
 #: Text length (tokens, padding included) used in training; generation must pass the same, which
-#: :data:`DEFAULT_GENERATION` does. Wan's cross-attention has no padding mask, so with WanPipeline's
-#: default of 512 the ~10 caption tokens compete with ~500 identical padding keys: a 1M-parameter model
-#: on a CPU budget then barely learned to read the caption (held-out colour 40%, direction 16%).
-#: Captions of the training set are at most 10 tokens; longer prompts are truncated at 32.
-MAX_SEQUENCE_LENGTH = 32
+#: :data:`DEFAULT_GENERATION` does. The shipped weights were trained at 512 (WanPipeline's default).
+#: Wan's cross-attention has no padding mask, so there the ~10 caption tokens compete with ~500
+#: identical padding keys; a retrained model should use 32 (captions are at most 10 tokens): at 32 the
+#: caption-vs-wrong-caption loss gap was larger early in training, though a 1,590-step run at 32 did
+#: not beat the shipped weights on adherence (colour 50% / direction 10% vs 40% / 16%).
+MAX_SEQUENCE_LENGTH = 512
 
 #: Keyword arguments for ``pipe(prompt, **DEFAULT_GENERATION)`` giving the trained clip size:
 #: 17 frames of 128x128 pixels, a 9 x 16 x 16 = 2,304-token self-attention grid.

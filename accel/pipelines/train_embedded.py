@@ -12,9 +12,9 @@ checkpoints in ``--work``:
    negative prompt) with the frozen text encoder.
 3. ``transformer``: train the :class:`~diffusers.WanTransformer3DModel` by rectified-flow matching
    (``x_t = (1 - s) x_0 + s e``, target ``e - x_0``, timestep ``1000 s``, ``s`` shifted like the
-   scheduler's ``flow_shift``), object cells weighted ``1 + --object-weight`` in the loss
-   (:func:`weighted_flow_loss`), with 10% caption dropout for classifier-free guidance; the export holds an
-   exponential moving average of the weights.
+   scheduler's ``flow_shift``), object cells optionally weighted ``1 + --object-weight`` in the loss
+   (:func:`weighted_flow_loss`; default 0, off, as for the shipped weights), with 10% caption dropout for
+   classifier-free guidance; the export holds an exponential moving average of the weights.
 4. ``export``: write the complete pipeline (safetensors + json) to ``--out``; also done every
    ``--export-every`` transformer steps, so an interrupted run still leaves usable weights.
 
@@ -207,7 +207,7 @@ def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -
 
 def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, seed: int, lr: float,
                       shift: float, cfg_drop: float, log_every: int, export_every: int,
-                      max_minutes: float | None, ema_decay: float = 0.999, object_weight: float = 4.0) -> dict:
+                      max_minutes: float | None, ema_decay: float = 0.999, object_weight: float = 0.0) -> dict:
     """Stage 3: train ``pipe.transformer`` (resuming from ``work/transformer.pt``).
 
     Keeps an exponential moving average of the weights (decay ``min(ema_decay, (1 + n) / (10 + n))`` after
@@ -377,15 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-steps", type=int, default=1450, help="VAE training steps (default 1450)")
     p.add_argument("--vae-batch", type=int, default=1, help="VAE batch size in 17x64x64 crops (default 1)")
     p.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
-    p.add_argument("--clips", type=int, default=800, help="number of training clips to encode (default 800)")
-    p.add_argument("--steps", type=int, default=2600, help="transformer training steps (default 2600)")
+    p.add_argument("--clips", type=int, default=700, help="number of training clips to encode (default 700)")
+    p.add_argument("--steps", type=int, default=1500, help="transformer training steps (default 1500)")
     p.add_argument("--batch", type=int, default=4, help="transformer batch size (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="transformer peak learning rate (default 1e-3)")
     p.add_argument("--shift", type=float, default=emb.SCHEDULER_CONFIG["flow_shift"],
                    help="noise-level shift for training, matching the scheduler (default 2.0)")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="probability of an empty caption (default 0.1)")
-    p.add_argument("--object-weight", type=float, default=4.0,
-                   help="extra loss weight on latent cells showing the object (1 + W there); 0 disables (default 4)")
+    p.add_argument("--object-weight", type=float, default=0.0,
+                   help="extra loss weight on latent cells showing the object (1 + W there); 0 (default, as the "
+                        "shipped weights were trained) disables it")
     p.add_argument("--ema-decay", type=float, default=0.999,
                    help="decay of the exported moving average of the transformer weights; 0 disables (default 0.999)")
     p.add_argument("--max-minutes", type=float, default=None,
