@@ -8,7 +8,7 @@ checkpoints in ``--work``:
 2. ``latents``: render ``--clips`` training clips (17 x 128 x 128, the object's path anywhere in the
    frame: :func:`~accel.pipelines.embedded_data.sample_spec`), encode each once to its posterior mean,
    and measure per-channel latent mean/std (stored in the VAE config as Wan does); record where the
-   object is on the latent grid (:func:`object_masks`); encode every training caption (and the empty
+   object is on the latent grid (:func:`object_mask`); encode every training caption (and the empty
    negative prompt) with the frozen text encoder.
 3. ``transformer``: train the :class:`~diffusers.WanTransformer3DModel` by rectified-flow matching
    (``x_t = (1 - s) x_0 + s e``, target ``e - x_0``, timestep ``1000 s``, ``s`` shifted like the
@@ -140,24 +140,34 @@ def train_vae(pipe, work: Path, *, steps: int, batch: int, seed: int, lr: float,
     vae.eval()
 
 
-def object_masks(seed: int, clips: int) -> torch.Tensor:
-    """Where the object is, on the latent grid, for training clips ``0 .. clips - 1`` of dataset ``seed``.
+def object_mask(frames: np.ndarray) -> torch.Tensor:
+    """Where the object of one rendered clip is, on the latent grid.
 
-    Returns a bool tensor ``[clips, 9, 32, 32]``: latent cell ``(t, y, x)`` is true if any pixel it
-    encodes (frame 0 for ``t = 0``, frames ``2t - 1`` and ``2t`` after it, as the causal VAE groups them;
-    the 4x4 pixel block), or a neighbouring cell's, shows the object. Backgrounds are grey, so a pixel is
-    object when its channels differ by more than 0.1.
+    Args:
+        frames: ``[17, 128, 128, 3]`` in ``[0, 1]`` as :func:`~accel.pipelines.embedded_data.render_clip`
+            returns it (grey background, saturated object).
+
+    Returns:
+        bool ``[9, 32, 32]``: latent cell ``(t, y, x)`` is true if any pixel it encodes (frame 0 for
+        ``t = 0``, frames ``2t - 1`` and ``2t`` after it, as the causal VAE groups them; the 4x4 pixel
+        block), or a neighbouring cell's, shows the object. Backgrounds are grey, so a pixel is object when
+        its channels differ by more than 0.1.
     """
     spatial = emb.VAE_CONFIG["scale_factor_spatial"]
-    masks = []
-    for i in range(clips):
-        frames = render_clip(sample_spec(seed, i), num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE)
-        obj = torch.from_numpy((frames.max(-1) - frames.min(-1)) > 0.1).float()  # [F, H, W]
-        groups = [obj[:1]] + [obj[2 * t - 1:2 * t + 1] for t in range(1, (CLIP_FRAMES - 1) // 2 + 1)]
-        per_latent = torch.stack([g.amax(0) for g in groups])  # [T, H, W]
-        cells = torch.nn.functional.max_pool2d(per_latent[:, None], spatial)  # [T, 1, H/4, W/4]
-        masks.append(torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)[:, 0] > 0)
-    return torch.stack(masks)
+    obj = torch.from_numpy((frames.max(-1) - frames.min(-1)) > 0.1).float()  # [F, H, W]
+    groups = [obj[:1]] + [obj[2 * t - 1:2 * t + 1] for t in range(1, (CLIP_FRAMES - 1) // 2 + 1)]
+    per_latent = torch.stack([g.amax(0) for g in groups])  # [T, H, W]
+    cells = torch.nn.functional.max_pool2d(per_latent[:, None], spatial)  # [T, 1, H/4, W/4]
+    return torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)[:, 0] > 0
+
+
+def object_masks(seed: int, clips: int) -> torch.Tensor:
+    """:func:`object_mask` of training clips ``0 .. clips - 1`` of dataset ``seed``, ``[clips, 9, 32, 32]``.
+
+    Renders the clips again; for datasets encoded before the latents stage stored the masks itself.
+    """
+    return torch.stack([object_mask(render_clip(sample_spec(seed, i), num_frames=CLIP_FRAMES, height=CLIP_SIZE,
+                                                width=CLIP_SIZE)) for i in range(clips)])
 
 
 @torch.no_grad()
@@ -173,10 +183,11 @@ def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -
             continue
         idx = list(range(first, min(clips, first + chunk)))
         specs = [sample_spec(seed, i) for i in idx]
-        x = torch.stack([_to_model_range(render_clip(s, num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE))
-                         for s in specs])
+        frames = [render_clip(s, num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE) for s in specs]
+        x = torch.stack([_to_model_range(f) for f in frames])
         z = vae.encode(x.to(_device_of(vae))).latent_dist.mode().cpu()
-        _save_atomic({"latents": z.half(), "captions": [s.caption for s in specs]}, part)
+        _save_atomic({"latents": z.half(), "captions": [s.caption for s in specs],
+                      "masks": torch.stack([object_mask(f) for f in frames])}, part)
         done_now += len(idx)
         per = (time.time() - t0) / done_now
         _log(f"latents {first + len(idx)}/{clips} {per:.2f}s/clip eta {per * (clips - first - len(idx)) / 60:.1f} min")
@@ -199,8 +210,12 @@ def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -
                                  add_special_tokens=True, return_attention_mask=True).attention_mask
         for text, e, m in zip(batch, pe, lengths, strict=True):
             embeds[text] = e[: int(sum(m))].cpu().clone()
+    if all("masks" in d for d in data):
+        masks = torch.cat([d["masks"] for d in data])[:clips]
+    else:  # parts encoded before they stored masks
+        masks = object_masks(seed, len(captions))
     _save_atomic({"latents": latents, "captions": captions, "mean": mean, "std": std, "embeds": embeds,
-                  "masks": object_masks(seed, len(captions))}, work / "dataset.pt")
+                  "masks": masks}, work / "dataset.pt")
     _log(f"dataset: {len(captions)} clips, latent {tuple(latents.shape[1:])}, "
          f"mean {mean.abs().mean():.3f} std {std.mean():.3f}, {len(embeds)} captions")
 
@@ -215,7 +230,7 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
     exports and the returned model hold the averaged weights. ``ema_decay=0`` disables the average.
 
     The squared error weighs ``1 + object_weight`` on latent cells that show the object
-    (:func:`object_masks`) and 1 elsewhere, normalised by the mean weight. The object covers ~5% of a
+    (:func:`object_mask`) and 1 elsewhere, normalised by the mean weight. The object covers ~5% of a
     frame, so unweighted the loss is nearly all background and the caption (colour, direction) is
     learned last. Because the weight depends on the clean clip, the optimum leans towards drawing the
     object where it is likely, which is the commitment a sampler needs at high noise.
@@ -415,11 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--object-weight must be >= 0, got {args.object_weight}")
     if not 0.0 <= args.ema_decay < 1.0:
         raise ValueError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
-    if args.threads is not None and args.threads <= 0:
-        raise ValueError(f"--threads must be > 0, got {args.threads}")
-    for name in ("vae_steps", "vae_batch", "clips", "steps", "batch"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("vae_steps", "vae_batch", "clips", "steps", "batch", "threads"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:  # only --threads may be None (torch's choice)
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     work = Path(args.work)

@@ -134,4 +134,3 @@ def test_dataset_is_deterministic_and_held_out_is_held_out():
         caption_for("purple", "circle", "left")
     with pytest.raises(ValueError):
         sample_spec(-1, 0)
-

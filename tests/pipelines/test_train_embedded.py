@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from accel.pipelines import embedded as emb
 from accel.pipelines.embedded_data import render_clip, sample_spec
-from accel.pipelines.train_embedded import main, object_masks, weighted_flow_loss
+from accel.pipelines.train_embedded import encode_dataset, main, object_masks, weighted_flow_loss
 
 
 def _tiny_dataset(work):
@@ -86,6 +86,20 @@ def test_object_masks_cover_every_object_pixel():
         assert masks[i, t, y // 4, x // 4].all()
         # and little else: the object is ~5% of a frame, the mask is dilated by one cell
         assert 0.02 < masks[i].float().mean() < 0.2
+
+
+def test_encoded_dataset_masks_equal_rerendered_ones(tmp_path):
+    # the latents stage keeps the masks of the clips it renders; parts from before that are re-rendered
+    pipe = emb.build_pipeline(seed=0)
+    encode_dataset(pipe, tmp_path, clips=2, seed=3, chunk=1)
+    expected = object_masks(3, 2)
+    assert torch.equal(torch.load(tmp_path / "dataset.pt")["masks"], expected)
+    part = sorted((tmp_path / "latent_parts").glob("*.pt"))[0]
+    old = torch.load(part)
+    del old["masks"]
+    torch.save(old, part)
+    encode_dataset(pipe, tmp_path, clips=2, seed=3, chunk=1)
+    assert torch.equal(torch.load(tmp_path / "dataset.pt")["masks"], expected)
 
 
 def test_weighted_flow_loss_against_elementwise_weights():
