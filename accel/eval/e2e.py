@@ -321,7 +321,8 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", nargs="+", default=None, help="prompts (default: two embedded-model prompts)")
     p.add_argument("--prompt-file", type=Path, default=None, help="file with one prompt per line")
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), help=f"from {('dense',) + METHOD_NAMES}")
-    p.add_argument("--densities", nargs="+", type=float, default=[0.1, 0.2, 0.3])
+    p.add_argument("--densities", nargs="+", type=float, default=None,
+                   help="target densities (default 0.1 0.2 0.3; 0.2 with --quick)")
     p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's)")
     p.add_argument("--dense-steps", type=int, default=0, help="first steps kept dense (Schedule.dense_steps)")
     p.add_argument("--seed", type=int, default=0)
@@ -331,8 +332,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="a few-minute CPU run: first prompt only, density 20%% only, 4 steps (unless given)")
     args = p.parse_args(argv)
+    if args.densities is None:
+        args.densities = [0.2] if args.quick else [0.1, 0.2, 0.3]
     if args.quick:
-        args.densities = [0.2] if args.densities == [0.1, 0.2, 0.3] else args.densities
         args.steps = args.steps or 4
     prompts = args.prompts
     if args.prompt_file is not None:

@@ -87,3 +87,19 @@ def test_cli_reports_errors_with_exit_status_2(capsys):
         main(["eval", "e2e", "--pipeline", "tiny-wan", "--methods", "fast"])
     assert exc.value.code == 2
     assert "unknown method 'fast'" in capsys.readouterr().err
+
+
+def test_quick_option_resolves_defaults_only(monkeypatch, tmp_path):
+    from accel.eval import e2e
+
+    seen = []
+    monkeypatch.setattr(e2e, "run", lambda out, **kw: seen.append(kw) or out)
+    assert e2e.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert seen[-1]["densities"] == [0.2] and seen[-1]["steps"] == 4
+    assert seen[-1]["prompts"] == list(e2e.DEFAULT_PROMPTS)[:1]
+    # values the user gives win, even when they equal the full run's defaults
+    assert e2e.main(["--quick", "--densities", "0.1", "0.2", "0.3", "--steps", "6", "--out", str(tmp_path)]) == 0
+    assert seen[-1]["densities"] == [0.1, 0.2, 0.3] and seen[-1]["steps"] == 6
+    assert e2e.main(["--out", str(tmp_path)]) == 0
+    assert seen[-1]["densities"] == [0.1, 0.2, 0.3] and seen[-1]["steps"] is None
+    assert seen[-1]["prompts"] == list(e2e.DEFAULT_PROMPTS)
