@@ -222,7 +222,8 @@ def encode_dataset(pipe, work: Path, *, clips: int, seed: int, chunk: int = 8) -
 
 def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, seed: int, lr: float,
                       shift: float, cfg_drop: float, log_every: int, export_every: int,
-                      max_minutes: float | None, ema_decay: float = 0.999, object_weight: float = 0.0) -> dict:
+                      max_minutes: float | None, ema_decay: float = 0.999, object_weight: float = 0.0,
+                      crop_steps: int = 0, crop_batch: int = 16, crop_frames: int = 5, crop_cells: int = 16) -> dict:
     """Stage 3: train ``pipe.transformer`` (resuming from ``work/transformer.pt``).
 
     Keeps an exponential moving average of the weights (decay ``min(ema_decay, (1 + n) / (10 + n))`` after
@@ -234,14 +235,22 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
     frame, so unweighted the loss is nearly all background and the caption (colour, direction) is
     learned last. Because the weight depends on the clean clip, the optimum leans towards drawing the
     object where it is likely, which is the commitment a sampler needs at high noise.
+
+    The first ``crop_steps`` steps (a curriculum; 0 disables it) train on batches of ``crop_batch`` short
+    windows around the object (:func:`object_crops`: ``crop_frames`` latent frames of ``crop_cells``
+    cells square) instead of batches of ``batch`` whole clips. The model has no absolute positions, so what
+    it learns there (shapes, colours, motion, reading the caption) holds on the whole grid; a window of
+    5 x 16 x 16 cells is 320 tokens instead of 2,304 and a step of 16 windows costs a quarter of a step of 4
+    whole clips on the CPU (0.34 s vs 1.36 s, 2 threads). The whole-clip steps after it teach what only
+    the whole frame shows: one object in it. The learning-rate schedule spans all ``steps``.
     """
     data = torch.load(work / "dataset.pt")
     latents, captions, embeds = data["latents"], data["captions"], data["embeds"]
-    if object_weight and "masks" not in data:  # a dataset encoded before masks were stored
+    if (object_weight or crop_steps) and "masks" not in data:  # a dataset encoded before masks were stored
         data["masks"] = object_masks(seed, len(captions))
         _save_atomic(data, work / "dataset.pt")
     masks = data.get("masks")
-    if object_weight and masks.shape != latents.shape[:1] + latents.shape[2:]:
+    if (object_weight or crop_steps) and masks.shape != latents.shape[:1] + latents.shape[2:]:
         raise ValueError(f"dataset masks {tuple(masks.shape)} do not match the latent grid {tuple(latents.shape)}; "
                          "re-run the latents stage")
     mean = data["mean"].view(1, -1, 1, 1, 1)
@@ -264,14 +273,21 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
     t_start, ema, done = time.time(), None, start
     for step in range(start, steps):
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(0, len(captions), (batch,), generator=g)
-        x0 = (latents[idx].float() - mean) / std
-        text = torch.zeros(batch, max_len, dim)
+        cropped = step < crop_steps
+        n = crop_batch if cropped else batch
+        idx = torch.randint(0, len(captions), (n,), generator=g)
+        if cropped:
+            x0, mask = object_crops(latents, masks, idx, g, frames=crop_frames, cells=crop_cells,
+                                    jitter=crop_cells // 4)
+            x0 = (x0.float() - mean) / std
+        else:
+            x0, mask = (latents[idx].float() - mean) / std, (masks[idx] if masks is not None else None)
+        text = torch.zeros(n, max_len, dim)
         for b, i in enumerate(idx.tolist()):
             caption = "" if torch.rand((), generator=g).item() < cfg_drop else captions[i]
             e = embeds[caption]
             text[b, : e.shape[0]] = e
-        u = torch.rand(batch, generator=g)
+        u = torch.rand(n, generator=g)
         sigma = shift * u / (1.0 + (shift - 1.0) * u)
         noise = torch.randn(x0.shape, generator=g)
         s = sigma.view(-1, 1, 1, 1, 1)
@@ -281,8 +297,7 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
         # the batch is drawn on the CPU (same numbers on every device), then moved
         xt, sigma, text, noise, x0 = (t.to(_device_of(model)) for t in (xt, sigma, text, noise, x0))
         pred = model(hidden_states=xt, timestep=sigma * 1000.0, encoder_hidden_states=text, return_dict=False)[0]
-        loss = weighted_flow_loss(pred, noise - x0, masks[idx].to(pred.device) if object_weight else None,
-                                  object_weight)
+        loss = weighted_flow_loss(pred, noise - x0, mask.to(pred.device) if object_weight else None, object_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -313,7 +328,48 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
     if ema_count:
         model.load_state_dict(ema_weights)
     return {"transformer_steps": done, "loss_ema": ema, "ema_steps": ema_count, "ema_decay": ema_decay,
-            "object_weight": object_weight, "history": history}
+            "object_weight": object_weight, "crop_steps": crop_steps, "crop_batch": crop_batch,
+            "crop_frames": crop_frames, "crop_cells": crop_cells, "history": history}
+
+
+def object_crops(latents: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, *,
+                 frames: int, cells: int, jitter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop ``cells x cells`` latent windows of the first ``frames`` latent frames around each clip's object.
+
+    The VAE is causal, so latent frames ``0 .. frames - 1`` of a clip are exactly the encoding of its first
+    ``2 * frames - 1`` video frames: a shorter, valid clip of the same caption. The window is centred on the
+    centroid of the object's cells (``masks`` over those frames; the grid's centre if there are none; a
+    half-cell tie goes to the larger index) moved by a uniform integer offset in ``[-jitter, jitter]`` per
+    axis, then shifted to lie inside the grid.
+
+    Args:
+        latents: ``[N, C, T, H, W]`` the encoded clips.
+        masks: bool ``[N, T, H, W]`` the object cells (:func:`object_mask`).
+        idx: ``[B]`` long, which clips to crop.
+        generator: draws the offsets (CPU).
+        frames: latent frames to keep, ``1 <= frames <= T``.
+        cells: window side in latent cells, ``1 <= cells <= min(H, W)``.
+        jitter: largest offset in cells, ``>= 0``.
+
+    Returns:
+        ``(crops [B, C, frames, cells, cells], mask_crops [B, frames, cells, cells])``.
+    """
+    _, _, t_all, h, w = latents.shape
+    if not (1 <= frames <= t_all and 1 <= cells <= min(h, w) and jitter >= 0):
+        raise ValueError(f"crop of {frames} frames x {cells} cells (jitter {jitter}) does not fit a latent grid "
+                         f"of {t_all} x {h} x {w}")
+    offsets = torch.randint(-jitter, jitter + 1, (len(idx), 2), generator=generator)
+    crops, mask_crops = [], []
+    for b, i in enumerate(idx.tolist()):
+        m = masks[i, :frames].any(0)
+        ys, xs = m.nonzero(as_tuple=True)
+        cy = float(ys.float().mean()) if len(ys) else (h - 1) / 2
+        cx = float(xs.float().mean()) if len(xs) else (w - 1) / 2
+        y0 = min(max(math.floor(cy + 1.0 - cells / 2) + int(offsets[b, 0]), 0), h - cells)
+        x0 = min(max(math.floor(cx + 1.0 - cells / 2) + int(offsets[b, 1]), 0), w - cells)
+        crops.append(latents[i, :, :frames, y0:y0 + cells, x0:x0 + cells])
+        mask_crops.append(masks[i, :frames, y0:y0 + cells, x0:x0 + cells])
+    return torch.stack(crops), torch.stack(mask_crops)
 
 
 def weighted_flow_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
@@ -402,6 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--object-weight", type=float, default=0.0,
                    help="extra loss weight on latent cells showing the object (1 + W there); 0 (default, as the "
                         "shipped weights were trained) disables it")
+    p.add_argument("--crop-steps", type=int, default=0,
+                   help="curriculum: the first N transformer steps train on short windows around the object "
+                        "(--crop-frames latent frames of --crop-cells cells square) in batches of --crop-batch; "
+                        "0 (default, as the shipped weights were trained) disables it")
+    p.add_argument("--crop-batch", type=int, default=16, help="batch size of the window steps (default 16)")
+    p.add_argument("--crop-frames", type=int, default=5,
+                   help="latent frames per window, 1-9 (default 5 = the first 9 video frames)")
+    p.add_argument("--crop-cells", type=int, default=16,
+                   help="window side in latent cells, 2-32 and even (default 16 = 64 pixels)")
     p.add_argument("--ema-decay", type=float, default=0.999,
                    help="decay of the exported moving average of the transformer weights; 0 disables (default 0.999)")
     p.add_argument("--max-minutes", type=float, default=None,
@@ -430,7 +495,15 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--object-weight must be >= 0, got {args.object_weight}")
     if not 0.0 <= args.ema_decay < 1.0:
         raise ValueError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
-    for name in ("vae_steps", "vae_batch", "clips", "steps", "batch", "threads"):
+    if args.crop_steps < 0:
+        raise ValueError(f"--crop-steps must be >= 0, got {args.crop_steps}")
+    if not 1 <= args.crop_frames <= (CLIP_FRAMES - 1) // 2 + 1:
+        raise ValueError(f"--crop-frames must be in 1..{(CLIP_FRAMES - 1) // 2 + 1}, got {args.crop_frames}")
+    latent_side = CLIP_SIZE // emb.VAE_CONFIG["scale_factor_spatial"]
+    if not (2 <= args.crop_cells <= latent_side and args.crop_cells % 2 == 0):
+        raise ValueError(f"--crop-cells must be even and in 2..{latent_side} (the transformer's patch is 2 cells), "
+                         f"got {args.crop_cells}")
+    for name in ("vae_steps", "vae_batch", "clips", "steps", "batch", "crop_batch", "threads"):
         value = getattr(args, name)
         if value is not None and value <= 0:  # only --threads may be None (torch's choice)
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
@@ -471,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
                                       lr=args.lr, shift=args.shift, cfg_drop=args.cfg_drop,
                                       log_every=args.log_every, export_every=args.export_every,
                                       max_minutes=args.max_minutes, ema_decay=args.ema_decay,
-                                      object_weight=args.object_weight))
+                                      object_weight=args.object_weight, crop_steps=args.crop_steps,
+                                      crop_batch=args.crop_batch, crop_frames=args.crop_frames,
+                                      crop_cells=args.crop_cells))
     elif (work / "transformer.pt").exists():
         ckpt = torch.load(work / "transformer.pt", weights_only=False, map_location=device)
         pipe.transformer.load_state_dict(ckpt["ema"] if ckpt.get("ema_count") else ckpt["model"])

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from accel.pipelines import embedded as emb
 from accel.pipelines.embedded_data import render_clip, sample_spec
-from accel.pipelines.train_embedded import encode_dataset, main, object_masks, weighted_flow_loss
+from accel.pipelines.train_embedded import encode_dataset, main, object_crops, object_masks, weighted_flow_loss
 
 
 def _tiny_dataset(work):
@@ -116,3 +116,60 @@ def test_weighted_flow_loss_against_elementwise_weights():
 def test_bad_object_weight(tmp_path):
     with pytest.raises(ValueError, match="--object-weight must be >= 0"):
         main(["--work", str(tmp_path), "--stages", "export", "--object-weight", "-1"])
+
+
+def test_object_crops_are_the_windows_around_the_object():
+    # latents whose value is the cell's own (t, y, x) index, so a crop tells where it was taken
+    t, h, w = 4, 12, 12
+    grid = torch.arange(t * h * w, dtype=torch.float32).view(1, 1, t, h, w)
+    latents = grid.expand(3, 2, t, h, w).clone()
+    masks = torch.zeros(3, t, h, w, dtype=torch.bool)
+    masks[0, :, 4:7, 5:8] = True      # centred at cell (5, 6): window of 6 starts at (5.5 - 3, 6.5 - 3)
+    masks[1, :, 0:2, 10:12] = True    # in the corner: the window is shifted inside the grid
+    masks[2, 3, 6, 6] = True          # only in a frame the crop does not keep: centre of the grid
+    idx = torch.tensor([0, 1, 2, 0])
+    crops, mcrops = object_crops(latents, masks, idx, torch.Generator().manual_seed(0), frames=2, cells=6, jitter=0)
+    assert crops.shape == (4, 2, 2, 6, 6) and mcrops.shape == (4, 2, 6, 6)
+    for b, (y0, x0) in enumerate([(3, 4), (0, 6), (3, 3), (3, 4)]):
+        assert torch.equal(crops[b], latents[idx[b], :, :2, y0:y0 + 6, x0:x0 + 6]), b
+        assert torch.equal(mcrops[b], masks[idx[b], :2, y0:y0 + 6, x0:x0 + 6]), b
+    assert mcrops[0].sum() == masks[0, :2].sum()  # the whole object is inside its window
+    # with jitter the window moves by at most `jitter` cells and still lies inside the grid
+    crops, _ = object_crops(latents, masks, torch.zeros(400, dtype=torch.long), torch.Generator().manual_seed(1),
+                            frames=1, cells=6, jitter=2)
+    origins = {(int(c[0, 0, 0, 0]) // w, int(c[0, 0, 0, 0]) % w) for c in crops}
+    assert origins == {(y, x) for y in range(1, 6) for x in range(2, 7)}
+    with pytest.raises(ValueError, match="does not fit"):
+        object_crops(latents, masks, idx, torch.Generator(), frames=5, cells=6, jitter=0)
+
+
+def test_resuming_inside_the_crop_curriculum_equals_an_uninterrupted_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for w in (a, b):
+        w.mkdir()
+        _tiny_dataset(w)
+    extra = ["--crop-steps", "3", "--crop-batch", "3", "--crop-frames", "1", "--crop-cells", "2"]
+
+    def run(work, out, steps):
+        args = ["--work", str(work), "--out", str(out), "--stages", "transformer,export", "--steps", str(steps),
+                "--batch", "2", "--log-every", "1", "--export-every", "0", "--threads", "1", *extra]
+        assert main(args) == 0
+        return torch.load(work / "transformer.pt", weights_only=False)
+
+    straight = run(a, tmp_path / "out_a", 4)
+    run(b, tmp_path / "out_b", 2)
+    resumed = run(b, tmp_path / "out_b", 4)
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    info = json.loads((tmp_path / "out_b" / "training_info.json").read_text())
+    assert info["crop_steps"] == 3 and info["crop_cells"] == 2
+
+
+@pytest.mark.parametrize("option, value, message", [("--crop-steps", "-1", "--crop-steps must be >= 0"),
+                                                    ("--crop-frames", "10", "--crop-frames must be in 1..9"),
+                                                    ("--crop-cells", "7", "--crop-cells must be even"),
+                                                    ("--crop-cells", "34", "--crop-cells must be even"),
+                                                    ("--crop-batch", "0", "--crop-batch must be > 0")])
+def test_bad_crop_options(tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        main(["--work", str(tmp_path), "--stages", "export", option, value])
