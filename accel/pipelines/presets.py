@@ -121,16 +121,16 @@ class ModelPreset:
         return out
 
 
-_EMBEDDED = DEFAULT_GENERATION
 _WAN_NOTE = "diffusers pipeline_wan.py example and __call__ defaults"
 _TINY_NOTE = "tiny random-weight pipeline (accel.pipelines.tiny); sizes from tiny_call_kwargs, no source needed"
 
 _TABLE = [
     # The offline model shipped with accel: accel.pipelines.embedded.DEFAULT_GENERATION (its training size).
     # fps 8: the embedded clips are 17 frames of procedural motion; 8 fps is what `accel generate` uses.
-    ModelPreset("embedded", "wan", "embedded", None, _EMBEDDED["height"], _EMBEDDED["width"], _EMBEDDED["num_frames"],
-                _EMBEDDED["num_inference_steps"], _EMBEDDED["guidance_scale"], fps=8,
-                max_sequence_length=_EMBEDDED["max_sequence_length"], size_multiple=16, frame_step=2,
+    ModelPreset("embedded", "wan", "embedded", None, DEFAULT_GENERATION["height"], DEFAULT_GENERATION["width"],
+                DEFAULT_GENERATION["num_frames"], DEFAULT_GENERATION["num_inference_steps"],
+                DEFAULT_GENERATION["guidance_scale"], fps=8,
+                max_sequence_length=DEFAULT_GENERATION["max_sequence_length"], size_multiple=16, frame_step=2,
                 note="accel.pipelines.embedded.DEFAULT_GENERATION"),
     ModelPreset("tiny-wan", "wan", "tiny", None, 16, 16, 9, 2, 6.0, fps=8, max_sequence_length=16,
                 size_multiple=16, frame_step=4, note=_TINY_NOTE),

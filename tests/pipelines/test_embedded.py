@@ -15,8 +15,8 @@ from accel.pipelines.embedded import (
 
 pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "model_index.json").is_file(), reason="embedded weights missing")
 
-# Prompts never seen in training (held out), one per direction, colours spread out.
-_PROMPTS = [held_out_prompts()[i] for i in (4, 26)]
+# Prompts never seen in training (held out), one per colour, all four directions.
+_PROMPTS = [held_out_prompts()[i] for i in (0, 7, 15, 22, 35, 43)]
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +47,23 @@ def test_weights_are_small():
     assert size < 12 * 2**20
 
 
-def test_generated_clips_are_valid_and_checkable(pipe):
-    # The shipped model is under-trained (held-out adherence: colour 40%, direction 16%; see the
-    # embedded module docstring), so only what holds reliably is asserted here: a full-size clip of
-    # finite values in [0, 1] that the adherence check can analyse. The per-prompt outcome is reported.
-    kwargs = generation_kwargs(num_inference_steps=8)
+def test_generated_clips_follow_the_prompts_colour(pipe):
+    # The quality bar's check on a few samples: the dominant colour of clips for held-out prompts,
+    # measured by the model-free adherence check (on the 50 held-out prompts the shipped weights get
+    # colour 94%, direction 12%; see the embedded module docstring). Direction is reported, not asserted:
+    # the model does not yet move its objects reliably.
+    kwargs = generation_kwargs()
     generators = [torch.Generator().manual_seed(100 + i) for i in range(len(_PROMPTS))]
     frames = pipe(prompt=_PROMPTS, generator=generators, output_type="np", **kwargs).frames
     assert frames.shape == (len(_PROMPTS), kwargs["num_frames"], kwargs["height"], kwargs["width"], 3)
     assert np.isfinite(frames).all() and frames.min() >= 0.0 and frames.max() <= 1.0
-    assert frames.std() > 0.01  # not a blank clip
     results = [check_adherence(clip, prompt) for clip, prompt in zip(frames, _PROMPTS, strict=True)]
     for r in results:
-        print(f"{r.prompt!r}: saw {r.analysis.colour} moving {r.analysis.direction}")
-    assert all(r.expected_colour is not None and r.expected_direction is not None for r in results)
+        print(f"{r.prompt!r}: saw {r.analysis.colour} moving {r.analysis.direction} "
+              f"(object {r.analysis.object_fraction:.1%} of the frame)")
+    # one object of the prompt's colour, not a frame flooded with it nor an empty one
+    assert sum(r.colour_ok for r in results) >= len(_PROMPTS) - 1
+    assert all(0.001 < r.analysis.object_fraction < 0.3 for r in results if r.colour_ok)
 
 
 def test_bad_arguments():

@@ -25,7 +25,8 @@ def _tiny_dataset(work):
 
 def _run(work, out, steps, ema_decay="0.9"):
     args = ["--work", str(work), "--out", str(out), "--stages", "transformer,export", "--steps", str(steps),
-            "--batch", "2", "--log-every", "1", "--export-every", "0", "--ema-decay", ema_decay, "--threads", "1"]
+            "--batch", "2", "--log-every", "1", "--export-every", "0", "--ema-decay", ema_decay, "--threads", "1",
+            "--crop-steps", "0"]
     assert main(args) == 0
     return torch.load(work / "transformer.pt", weights_only=False)
 
