@@ -21,14 +21,15 @@ SMALL = dict(height=32, width=32, frames=5, steps=2, seed=1)
 
 def test_generated_edit_matches_edit_generated_by_hand(models, outputs):
     from accel.pipelines import edit_generated
+    from accel.pipelines.embedded import DEFAULT_GENERATION
 
     s = EditSettings(model="embedded", source="generate", source_prompt="a red circle moving left",
                      target_prompt="a blue circle moving left", edit_words="red", alpha=1.0, **SMALL)
     r = run_edit(s, models, outputs)
     pipe = models.pipeline("embedded")
     ref = edit_generated(pipe, s.source_prompt, s.target_prompt, edit_words=["red"], alpha=1.0, steps=2, seed=1,
-                         height=32, width=32, num_frames=5, guidance_scale=4.0, max_sequence_length=512,
-                         output_type="np")
+                         height=32, width=32, num_frames=5, guidance_scale=DEFAULT_GENERATION["guidance_scale"],
+                         max_sequence_length=DEFAULT_GENERATION["max_sequence_length"], output_type="np")
     np.testing.assert_allclose(r.source_frames, ref.source, atol=1e-6)
     np.testing.assert_allclose(r.edited_frames, ref.target, atol=1e-6)
     assert torch.equal(r.mask, ref.mask) and r.mask_origin == "edit words" and r.mask.shape == (3, 4, 4)

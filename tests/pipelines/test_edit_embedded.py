@@ -5,9 +5,9 @@ import torch
 
 from accel.pipelines import edit_generated
 from accel.pipelines.edit import token_grid
-from accel.pipelines.embedded import embedded
+from accel.pipelines.embedded import MAX_SEQUENCE_LENGTH, embedded
 
-SIZE = dict(height=32, width=32, num_frames=5, guidance_scale=4.0, max_sequence_length=512)
+SIZE = dict(height=32, width=32, num_frames=5, guidance_scale=4.0, max_sequence_length=MAX_SEQUENCE_LENGTH)
 
 
 def test_embedded_colour_edit_keeps_the_source():
