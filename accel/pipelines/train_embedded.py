@@ -29,6 +29,10 @@ equivariant up to weak edge effects and cannot learn a fixed place in the frame.
 centred in the frame (tried: jitter of 12% and 4% of the frame) made it paint the prompt's colour over
 the whole frame under guidance (750 steps: colour 7/10, direction 0/10 held-out prompts); the data has
 to be (nearly) translation invariant like the model, and one object must win by symmetry breaking.
+
+Where the shipped weights still fail (``benchmarks/embedded_motion_probe.py``): started from a real clip
+noised to sigma 0.95 they keep its direction (8/8 clips), from pure noise the direction is at chance; the
+motion is lost in the first sampling steps (sigma 1 -> 0.95), where the model has to pick one trajectory.
 """
 
 from __future__ import annotations
