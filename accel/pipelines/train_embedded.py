@@ -253,11 +253,12 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
     """
     data = torch.load(work / "dataset.pt")
     latents, captions, embeds = data["latents"], data["captions"], data["embeds"]
-    if (object_weight or crop_steps) and "masks" not in data:  # a dataset encoded before masks were stored
+    need_masks = bool(object_weight or crop_steps)
+    if need_masks and "masks" not in data:  # a dataset encoded before masks were stored
         data["masks"] = object_masks(seed, len(captions))
         _save_atomic(data, work / "dataset.pt")
     masks = data.get("masks")
-    if (object_weight or crop_steps) and masks.shape != latents.shape[:1] + latents.shape[2:]:
+    if need_masks and masks.shape != latents.shape[:1] + latents.shape[2:]:
         raise ValueError(f"dataset masks {tuple(masks.shape)} do not match the latent grid {tuple(latents.shape)}; "
                          "re-run the latents stage")
     mean = data["mean"].view(1, -1, 1, 1, 1)
@@ -286,9 +287,9 @@ def train_transformer(pipe, work: Path, out: Path, *, steps: int, batch: int, se
         if cropped:
             x0, mask = object_crops(latents, masks, idx, g, frames=crop_frames, cells=crop_cells,
                                     jitter=crop_cells // 4)
-            x0 = (x0.float() - mean) / std
         else:
-            x0, mask = (latents[idx].float() - mean) / std, (masks[idx] if masks is not None else None)
+            x0, mask = latents[idx], (masks[idx] if masks is not None else None)
+        x0 = (x0.float() - mean) / std
         text = torch.zeros(n, max_len, dim)
         for b, i in enumerate(idx.tolist()):
             caption = "" if torch.rand((), generator=g).item() < cfg_drop else captions[i]
