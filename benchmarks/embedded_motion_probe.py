@@ -19,6 +19,7 @@ import time
 import torch
 
 from accel.pipelines.adherence import check_adherence
+from accel.pipelines.edit import encode_input
 from accel.pipelines.embedded import embedded, generation_kwargs
 from accel.pipelines.embedded_data import render_clip, sample_spec
 
@@ -28,14 +29,14 @@ def probe(pipe, start: float, clips: int) -> dict:
     """Direction and colour accuracy over ``clips`` clips when sampling starts at sigma <= ``start``."""
     kw = generation_kwargs()
     vae, sched = pipe.vae, pipe.scheduler
+    # encode_input normalises Wan latents by the VAE config's mean/std; decoding undoes it
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     direction_ok = colour_ok = 0
     sigma = None
     for i in range(clips):
         spec = sample_spec(77, i)
-        x = torch.from_numpy(render_clip(spec)).permute(3, 0, 1, 2)[None] * 2 - 1
-        z = (vae.encode(x).latent_dist.mode() - mean) / std
+        z, _ = encode_input(pipe, render_clip(spec))
         sched.set_timesteps(kw["num_inference_steps"])
         first = int((sched.sigmas[:-1] > start).sum())
         sigma = float(sched.sigmas[first])
