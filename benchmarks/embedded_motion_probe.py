@@ -26,7 +26,17 @@ from accel.pipelines.embedded_data import render_clip, sample_spec
 
 @torch.no_grad()
 def probe(pipe, start: float, clips: int) -> dict:
-    """Direction and colour accuracy over ``clips`` clips when sampling starts at sigma <= ``start``."""
+    """Direction and colour accuracy when sampling starts from partly noised real clips.
+
+    Args:
+        pipe: the embedded :class:`~diffusers.WanPipeline` (its scheduler's state is changed).
+        start: sampling begins at the scheduler's first sigma <= ``start`` (0 < start < 1) of the default
+            20-step schedule; the clip's latent is noised to exactly that sigma.
+        clips: how many clips (``sample_spec(77, 0 .. clips - 1)``), each with noise seed = its index.
+
+    Returns:
+        ``{"start_sigma", "clips", "direction_accuracy", "colour_accuracy"}``.
+    """
     kw = generation_kwargs()
     vae, sched = pipe.vae, pipe.scheduler
     # encode_input normalises Wan latents by the VAE config's mean/std; decoding undoes it
