@@ -77,10 +77,10 @@ def probe(pipe, sigmas: list[float], clips: int, batch: int = 8) -> list[dict]:
     for name in names:
         embeds[name], _ = pipe.encode_prompt([v[name] for v in variants], do_classifier_free_guidance=False,
                                              max_sequence_length=MAX_SEQUENCE_LENGTH)
+    target = noise - z  # the flow-matching velocity, the same at every sigma
     rows = []
     for sigma in sigmas:
         xt = (1.0 - sigma) * z + sigma * noise
-        target = noise - z
         error, object_error = {}, {}
         for name in names:
             sq = []
