@@ -6,7 +6,7 @@ transformer's velocity error ``|v - (e - z)|^2`` given the clip's own caption an
 word changed: the opposite direction (left <-> right, up <-> down), a perpendicular direction, another colour
 (red <-> cyan, yellow <-> blue, green <-> magenta), or no caption at all (the empty prompt, as classifier-free
 guidance uses it). The error is reported over all latent cells and over the object's cells
-(:func:`accel.pipelines.train_embedded.object_mask`).
+(:func:`accel.embedded.train.object_mask`).
 
 A word the model reads raises the error when it is changed; how much, at the high noise levels where a
 sampler has to commit to an object and a trajectory, tells whether the caption can steer that commitment.
@@ -27,10 +27,10 @@ import time
 
 import torch
 
-from accel.pipelines.edit import encode_input
-from accel.pipelines.embedded import MAX_SEQUENCE_LENGTH, embedded
-from accel.pipelines.embedded_data import caption_for, render_clip, sample_spec
-from accel.pipelines.train_embedded import object_mask
+from accel.editing.pipeline import encode_input
+from accel.embedded.data import caption_for, render_clip, sample_spec
+from accel.embedded.model import MAX_SEQUENCE_LENGTH, embedded
+from accel.embedded.train import object_mask
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 PERPENDICULAR = {"left": "up", "right": "down", "up": "right", "down": "left"}

@@ -3,7 +3,7 @@
 For clips of the training distribution (dataset seed 77, not the training seed 0), encode the clip, noise
 its latent to the scheduler's first sigma <= ``--start`` (flow matching: ``(1 - s) z + s e``), then run the
 remaining sampling steps (same scheduler, guidance and text length as :data:`DEFAULT_GENERATION`) and check
-the decoded clip's direction with :func:`accel.pipelines.adherence.check_adherence`. If the direction
+the decoded clip's direction with :func:`accel.embedded.adherence.check_adherence`. If the direction
 survives from high noise levels but not from pure noise, the model can carry motion and fails only at
 committing to a trajectory at the start of sampling.
 
@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from accel.pipelines.adherence import check_adherence
-from accel.pipelines.edit import encode_input
-from accel.pipelines.embedded import embedded, generation_kwargs
-from accel.pipelines.embedded_data import render_clip, sample_spec
+from accel.editing.pipeline import encode_input
+from accel.embedded.adherence import check_adherence
+from accel.embedded.data import render_clip, sample_spec
+from accel.embedded.model import embedded, generation_kwargs
 
 
 @torch.no_grad()

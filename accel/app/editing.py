@@ -1,9 +1,9 @@
 """The Edit tab's work as plain functions: attention-control editing (ConsistEdit) of a generated or given clip.
 
 Three sources: ``"generate"`` (the source prompt is generated and edited in the same batch,
-:func:`accel.pipelines.edit_generated`), ``"upload"`` (an uploaded image or video) and ``"last"``
+:func:`accel.editing.edit_generated`), ``"upload"`` (an uploaded image or video) and ``"last"``
 (the last result of the Generate tab); the latter two are resized to the chosen size, cut to the
-chosen frame count, inverted and edited (:func:`accel.pipelines.edit`).
+chosen frame count, inverted and edited (:func:`accel.editing.edit`).
 
 The edit mask is, in order: an uploaded mask image, a drawn mask, the attention to the edit words,
 or none (everything may change). Background preservation compares the edited result with the
@@ -211,7 +211,7 @@ def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, 
         AppInputError: an invalid request (missing or unreadable upload, a path outside the output
             folder, an edit word missing from the source prompt, a mask of the wrong size, ...).
     """
-    from accel.pipelines import edit, edit_generated
+    from accel.editing import edit, edit_generated
 
     s, entry, words = _validate(settings, models)
     media = None

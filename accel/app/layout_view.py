@@ -46,7 +46,7 @@ class LayoutRecorder(_recorder_base()):
 
 
 def _is_static_pattern(method) -> bool:
-    from accel.patterns.method import StaticPatternMethod
+    from accel.methods.static import StaticPatternMethod
 
     return isinstance(method, StaticPatternMethod)
 

@@ -38,7 +38,7 @@ MAX_SEED = 2**31 - 1
 FPS = 8
 
 def _method_names() -> tuple[str, ...]:
-    from accel.generate import METHODS
+    from accel.methods.registry import METHODS
 
     return tuple(METHODS)
 
@@ -68,7 +68,7 @@ class GenerateSettings:
         seed: initial-noise seed, 0 to 2**31 - 1; the dense comparison uses the same seed.
         method: one of :data:`METHOD_CHOICES`.
         method_params: the method's parameters as ``key=value`` items separated by spaces, newlines
-            or semicolons; values as in :func:`accel.generate.parse_method_args` (``window=3,5,5
+            or semicolons; values as in :func:`accel.methods.registry.parse_method_args` (``window=3,5,5
             block_size=32``). Empty for the method's defaults.
         dense_steps, dense_layers, dense_last_steps: the :class:`~accel.Schedule` (ints >= 0).
         compare: also run the model's own dense attention and report speedup, PSNR and SSIM.
@@ -162,12 +162,12 @@ def parse_method_params(text: str) -> dict:
     """``"window=3,5,5 block_size=32"`` -> ``{"window": (3, 5, 5), "block_size": 32}``.
 
     Items are separated by whitespace or semicolons; each is ``key=value`` parsed by
-    :func:`accel.generate.parse_method_args`.
+    :func:`accel.methods.registry.parse_method_args`.
 
     Raises:
         AppInputError: an item is not ``key=value``.
     """
-    from accel.generate import parse_method_args
+    from accel.methods.registry import parse_method_args
 
     items = [item for item in re.split(r"[\s;]+", text or "") if item]
     try:
@@ -220,8 +220,8 @@ def validate_generate(settings: GenerateSettings, models: ModelCache) -> tuple[G
         AppInputError: any field out of range or inconsistent; the message names the field, the
             value given and what is allowed.
     """
-    import accel
-    from accel.generate import build_method
+    from accel.methods.registry import build_method
+    from accel.schedule import Schedule
 
     try:
         entry = models.entry(settings.model)
@@ -245,7 +245,7 @@ def validate_generate(settings: GenerateSettings, models: ModelCache) -> tuple[G
         raise AppInputError(f"method parameters for {settings.method}: {exc}") from exc
     amounts = {name: _int_field(name, getattr(settings, name), 0, 1000)
                for name in ("dense_steps", "dense_layers", "dense_last_steps")}
-    schedule = accel.Schedule(**amounts)
+    schedule = Schedule(**amounts)
     if method is None and not schedule.is_trivial:
         raise AppInputError("a dense schedule (dense steps/layers) needs an attention method; method is 'none'")
     normalised = dataclasses.replace(settings, prompt=prompt, frames=frames, steps=steps, seed=seed,
@@ -283,7 +283,7 @@ def _run_pipeline(pipe, entry: ModelEntry, s: GenerateSettings, progress: Progre
 
 
 def _write_result(frames: np.ndarray, folder: Path, stem: str, kind: str) -> Path:
-    from accel.generate import write_mp4
+    from accel.render.media import write_mp4
 
     if kind == "video":
         path = folder / f"{stem}.mp4"
@@ -325,7 +325,7 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         AppInputError: an invalid request, including method parameters the token grid cannot take
             (e.g. a window larger than the grid).
     """
-    import accel
+    from accel.processors.apply import apply, attach
 
     s, entry, method, schedule = validate_generate(settings, models)
     if progress is not None:
@@ -334,7 +334,7 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
     folder = outputs.new_request_dir("generate")
     runs = 2 if s.compare else 1
     # upstream attention ("none") still gets the root hook, which only records the token layout
-    handle = accel.apply(pipe, method, schedule=schedule) if method is not None else accel.attach(pipe)
+    handle = apply(pipe, method, schedule=schedule) if method is not None else attach(pipe)
     # the recorder's bookkeeping runs inside the timed call: cached per call for static patterns; Rectified
     # re-plans its block selection once per call for it (and once more for the kept layout)
     recorder = LayoutRecorder().attach(handle) if method is not None else None

@@ -88,7 +88,7 @@ def weights_cached(hub_id: str) -> bool:
 
 def _loader(name: str, device):
     def load_pipeline():
-        from accel.pipelines.load import load
+        from accel.pipelines.loading import load
 
         pipe = load(name, device=device)
         pipe.set_progress_bar_config(disable=True)

@@ -36,20 +36,18 @@ def error_text(exc: BaseException) -> str:
 
 def method_help(method: str) -> str:
     """Markdown listing the parameters of a method of :data:`~accel.app.logic.METHOD_CHOICES` and their defaults."""
-    import accel
-    from accel.generate import METHODS
+    from accel.methods.registry import method_class
 
-    cls_name = METHODS.get(method)
-    if cls_name is None:
+    cls = method_class(method)
+    if cls is None:
         return "the model's own attention (no accel processor); no parameters"
-    cls = getattr(accel, cls_name)
     parts = []
     for field in dataclasses.fields(cls):
         if not field.init:
             continue
         default = field.default if field.default is not dataclasses.MISSING else "required"
         parts.append(f"`{field.name}={default}`")
-    return f"`{cls_name}` parameters (type `key=value`, tuples as `3,5,5`): " + ", ".join(parts)
+    return f"`{cls.__name__}` parameters (type `key=value`, tuples as `3,5,5`): " + ", ".join(parts)
 
 
 def drawn_mask(value):
@@ -75,13 +73,12 @@ def drawn_mask(value):
 def _default_params(method: str) -> str:
     """The parameters field's text when a method is chosen: small blocks (16 tokens) suit the demo's small
     grids where the method has a block size; nothing otherwise."""
-    import accel
-    from accel.generate import METHODS
+    from accel.methods.registry import method_class
 
-    cls_name = METHODS.get(method)
-    if cls_name is None:
+    cls = method_class(method)
+    if cls is None:
         return ""
-    return "block_size=16" if any(f.name == "block_size" for f in dataclasses.fields(getattr(accel, cls_name))) else ""
+    return "block_size=16" if any(f.name == "block_size" for f in dataclasses.fields(cls)) else ""
 
 
 def _size_inputs(gr, first, prefix: str):

@@ -19,7 +19,7 @@ class ReplaySource(Rule):
 
     Args:
         trajectory: the latents at the start of each step, ``trajectory[i]`` for step ``i`` (``T``
-            tensors, batch 1, in the pipeline's latent layout), as :func:`accel.pipelines.inversion.invert`
+            tensors, batch 1, in the pipeline's latent layout), as :func:`accel.editing.inversion.invert`
             returns them.
         clean: the clean latent the trajectory ends at (set after the last step).
         rows: ``"source"`` (rows 0, 2, 4, ... of a paired batch) or ``"all"`` (a source-only pass).

@@ -18,7 +18,7 @@ records per configuration and prompt:
   ``peak_rss_mib`` = the process's maximum resident set size after the call (``resource.getrusage``,
   a high-water mark of the whole process, so it only grows; ``tracemalloc`` does not see torch's
   allocations);
-* prompt adherence (embedded model only): :func:`accel.pipelines.adherence.check_adherence` -- colour and
+* prompt adherence (embedded model only): :func:`accel.embedded.adherence.check_adherence` -- colour and
   direction correct.
 """
 
@@ -75,7 +75,7 @@ def load_pipeline(name: str, device: str = "cpu"):
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; allowed: {', '.join(PIPELINES)}")
     if name == "embedded":
-        from accel.pipelines.embedded import embedded, generation_kwargs
+        from accel.embedded.model import embedded, generation_kwargs
 
         return embedded(device=device), generation_kwargs()
     from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
@@ -167,9 +167,10 @@ def _one_step(pipe, prompt, kwargs) -> None:
 def _grid_of(pipe, prompt, kwargs) -> tuple[int, int, int]:
     """The self-attention token grid of this pipeline call, from a 1-step call with accel.Dense installed;
     then a 1-step upstream call, so that no timed call pays first-call costs."""
-    import accel
+    from accel.methods.dense import Dense
+    from accel.processors.apply import apply
 
-    handle = accel.apply(pipe, accel.Dense())
+    handle = apply(pipe, Dense())
     rec = DensityRecorder().attach(handle)
     try:
         _one_step(pipe, prompt, kwargs)
@@ -209,9 +210,9 @@ def run(out_dir, *, pipeline: str = "embedded", prompts=DEFAULT_PROMPTS, methods
         ValueError: empty prompt set, unknown pipeline or method name, bad density or step count, or an
             unwritable output directory.
     """
-    import accel
     from accel.eval import report
     from accel.eval.kernel_bench import environment
+    from accel.processors.apply import apply
 
     prompts = list(prompts) if not isinstance(prompts, str) else [prompts]
     if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
@@ -261,7 +262,7 @@ def run(out_dir, *, pipeline: str = "embedded", prompts=DEFAULT_PROMPTS, methods
         bar.update(1)
     samples = {}
     for cfg in configs:
-        handle = accel.apply(pipe, cfg.method, schedule=cfg.schedule)
+        handle = apply(pipe, cfg.method, schedule=cfg.schedule)
         rec = DensityRecorder().attach(handle)
         try:
             for i, prompt in enumerate(prompts):
@@ -301,7 +302,7 @@ def _record(label, cfg, i, prompt, res, dense, rec, pipeline, lpips_ok) -> dict:
         out["attention_flops"] = rec.total_flops()
         out["density_map"] = [[s, layer, d] for (s, layer), d in sorted(rec.per_layer_step().items())]
     if pipeline == "embedded":
-        from accel.pipelines.adherence import check_adherence
+        from accel.embedded.adherence import check_adherence
 
         a = check_adherence(res["frames"], prompt)
         out.update(colour_ok=bool(a.colour_ok), direction_ok=bool(a.direction_ok))

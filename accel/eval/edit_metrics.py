@@ -13,7 +13,7 @@ what should stay.
 Image conventions as in :mod:`accel.eval.metrics`: ``[H, W]`` / ``[H, W, C]`` images, ``[F, H, W]`` /
 ``[F, H, W, C]`` videos (channel last, frames first), values on a scale with ``data_range`` (1.0 for
 [0, 1]). Masks: True (nonzero) = edit region, at the pixel size (``[H, W]`` or ``[F, H, W]``) or at a
-token grid ``[T, h, w]`` (e.g. :attr:`accel.pipelines.edit.EditResult.mask`), which is upsampled.
+token grid ``[T, h, w]`` (e.g. :attr:`accel.editing.pipeline.EditResult.mask`), which is upsampled.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from accel.kernels import BlockLayout
 from accel.methods.agent import Agent, agent_grid
 from accel.methods.base import AttentionMethod, _padded_full_layout
 from accel.methods.rectified import Rectified
-from accel.patterns.method import StaticPatternMethod
+from accel.methods.static import StaticPatternMethod
 from accel.processors.base import BINDING_ATTR
 from accel.processors.state import get_root_hook
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from accel.kernels import validate_block_size
+from accel.methods.preset import Preset
+from accel.methods.static import StaticPatternMethod, check_tiling
 from accel.patterns.clear_local import ClearLocalRule, check_radius
-from accel.patterns.method import Preset, StaticPatternMethod, check_tiling
 
 __all__ = ["ClearLocal"]
 

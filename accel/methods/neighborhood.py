@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from accel.kernels import validate_block_size
-from accel.patterns.method import Preset, StaticPatternMethod, check_tiling
+from accel.methods.preset import Preset
+from accel.methods.static import StaticPatternMethod, check_tiling
 from accel.patterns.neighborhood import NeighborhoodRule, normalize_per_axis
 
 __all__ = ["Neighborhood"]

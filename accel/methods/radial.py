@@ -12,7 +12,8 @@ import dataclasses
 import torch
 
 from accel.kernels import validate_block_size
-from accel.patterns.method import Preset, StaticPatternMethod
+from accel.methods.preset import Preset
+from accel.methods.static import StaticPatternMethod
 from accel.patterns.radial import GRANULARITIES, RadialRule
 
 __all__ = ["Radial"]

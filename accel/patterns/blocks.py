@@ -44,6 +44,7 @@ __all__ = [
     "block_kind_counts",
     "lru_memo",
     "order_key",
+    "prepend_text_blocks",
 ]
 
 # number of (query, key) token pairs evaluated at once when materialising tiles
@@ -503,3 +504,34 @@ def lru_memo(store: collections.OrderedDict, key, build: Callable, *, size: int 
 
 
 _LOCK = threading.Lock()
+
+
+def prepend_text_blocks(video: BlockLayout, text_len: int) -> BlockLayout:
+    """Joint layout of ``text_len`` unpadded text tokens followed by the video tokens of ``video``.
+
+    ``text_len`` must be a multiple of the block size (so video blocks stay aligned). Text query
+    blocks visit every key block as a full block; a video query block visits every text key block
+    as a full block plus its video blocks (shifted by the number of text blocks). Tiles are reused.
+    """
+    b = video.q_block
+    if video.kv_block != b or text_len % b:
+        raise ValueError(f"text_len ({text_len}) must be a multiple of the block size ({b}) with equal q/kv blocks")
+    tb = text_len // b
+    dev = video.device
+    full_idx, full_cnt = video.full_idx, video.full_cnt
+    bh = full_cnt.shape[:2]
+    nkv = tb + video.num_kv_blocks
+    cap = max(nkv, full_idx.shape[3] + tb)
+    text_rows = torch.arange(cap, device=dev, dtype=torch.int32).clamp(max=nkv - 1).expand(*bh, tb, cap)
+    shifted = torch.cat([torch.arange(tb, device=dev, dtype=torch.int32).expand(*bh, full_idx.shape[2], tb),
+                         full_idx + tb], dim=3)
+    shifted = torch.nn.functional.pad(shifted, (0, cap - shifted.shape[3]))
+    j_full_idx = torch.cat([torch.where(torch.arange(cap, device=dev) < nkv, text_rows, 0), shifted], dim=2)
+    j_full_cnt = torch.cat([torch.full((*bh, tb), nkv, dtype=torch.int32, device=dev), full_cnt + tb], dim=2)
+    zeros = torch.zeros(*bh, tb, video.part_idx.shape[3], dtype=torch.int32, device=dev)
+    j_part_idx = torch.cat([zeros, video.part_idx + tb], dim=2)
+    j_part_cnt = torch.cat([torch.zeros(*bh, tb, dtype=torch.int32, device=dev), video.part_cnt], dim=2)
+    j_part_tile = torch.cat([zeros, video.part_tile], dim=2)
+    n = text_len + video.q_len
+    return BlockLayout(n, n, b, b, j_full_idx.contiguous(), j_full_cnt.contiguous(), j_part_idx.contiguous(),
+                       j_part_cnt.contiguous(), j_part_tile.contiguous(), video.tiles, allow_empty_rows=True)

@@ -1,14 +1,11 @@
-"""Pipelines: :func:`load` (presets, folders, hub ids), tiny offline builders (:mod:`accel.pipelines.tiny`),
-the embedded model, presets (:mod:`accel.pipelines.presets`), media writing and editing
-(:func:`edit`, :func:`edit_generated`).
+"""Pipelines: :func:`load` (presets, folders, hub ids; :mod:`accel.pipelines.loading`), the model presets
+(:mod:`accel.pipelines.presets`) and tiny offline builders (:mod:`accel.pipelines.tiny`).
 
-Only :func:`load`, :func:`edit` and :func:`edit_generated` are imported here (they need torch, not
-diffusers); other submodules are imported on use (``from accel.pipelines.tiny import tiny_pipeline``).
-Note ``accel.pipelines.load`` and ``accel.pipelines.edit`` are the functions; their modules' other
-names are imported from ``accel.pipelines.load`` / ``accel.pipelines.edit`` explicitly.
+Only :func:`load` is imported here (it needs torch, not diffusers); other submodules are imported on use
+(``from accel.pipelines.tiny import tiny_pipeline``). The embedded model is :mod:`accel.embedded`, editing
+:mod:`accel.editing`.
 """
 
-from .edit import EditResult, edit, edit_generated
-from .load import load
+from .loading import load
 
-__all__: list[str] = ["EditResult", "edit", "edit_generated", "load"]
+__all__: list[str] = ["load"]

@@ -3,7 +3,7 @@
 A :class:`ModelPreset` names a model (the offline embedded model, a tiny random-weight pipeline, or
 a real checkpoint on the Hugging Face hub in diffusers format) together with its default size,
 frames, steps, guidance, frames per second and scheduler shift, and the size rules its pipeline
-enforces. :func:`accel.pipelines.load.load` builds the pipeline from a preset; ``accel render``
+enforces. :func:`accel.pipelines.loading.load` builds the pipeline from a preset; ``accel render``
 renders with its settings unless overridden.
 
 Per-method defaults (window sizes, decay, dense steps) are the method classes' own published
@@ -41,7 +41,7 @@ import dataclasses
 from types import MappingProxyType
 from typing import Any
 
-from .embedded import DEFAULT_GENERATION
+from accel.embedded.model import DEFAULT_GENERATION
 
 __all__ = ["ModelPreset", "PRESETS", "DEFAULT_PRESET", "get_preset", "preset_for_hub_id"]
 
@@ -125,13 +125,13 @@ _WAN_NOTE = "diffusers pipeline_wan.py example and __call__ defaults"
 _TINY_NOTE = "tiny random-weight pipeline (accel.pipelines.tiny); sizes from tiny_call_kwargs, no source needed"
 
 _TABLE = [
-    # The offline model shipped with accel: accel.pipelines.embedded.DEFAULT_GENERATION (its training size).
+    # The offline model shipped with accel: accel.embedded.model.DEFAULT_GENERATION (its training size).
     # fps 8: the embedded clips are 17 frames of procedural motion; 8 fps is what `accel generate` uses.
     ModelPreset("embedded", "wan", "embedded", None, DEFAULT_GENERATION["height"], DEFAULT_GENERATION["width"],
                 DEFAULT_GENERATION["num_frames"], DEFAULT_GENERATION["num_inference_steps"],
                 DEFAULT_GENERATION["guidance_scale"], fps=8,
                 max_sequence_length=DEFAULT_GENERATION["max_sequence_length"], size_multiple=16, frame_step=2,
-                note="accel.pipelines.embedded.DEFAULT_GENERATION"),
+                note="accel.embedded.model.DEFAULT_GENERATION"),
     ModelPreset("tiny-wan", "wan", "tiny", None, 16, 16, 9, 2, 6.0, fps=8, max_sequence_length=16,
                 size_multiple=16, frame_step=4, note=_TINY_NOTE),
     ModelPreset("tiny-wan-i2v", "wan_i2v", "tiny", None, 16, 16, 9, 2, 6.0, fps=8, max_sequence_length=16,

@@ -26,9 +26,9 @@ def effective_density(method, schedule, layout, num_steps: int, num_layers: int)
     Returns:
         A float in (0, 1], or ``None`` when it cannot be computed without running the kernels.
     """
-    import accel
+    from accel.methods.dense import Dense
 
-    if method is None or isinstance(method, accel.Dense):
+    if method is None or isinstance(method, Dense):
         return 1.0
     describe = getattr(method, "describe", None)
     if describe is None or layout is None or num_steps < 1 or num_layers < 1:

@@ -184,7 +184,7 @@ def test_edit_tab_in_a_browser(server, browser, tmp_path_factory):
     # an uploaded video: the server keeps it inside the output folder, the app inverts and edits it
     import numpy as np
 
-    from accel.pipelines.media import write_mp4
+    from accel.render.media import write_mp4
 
     clip = tmp_path_factory.mktemp("upload") / "clip.mp4"
     write_mp4(np.random.default_rng(0).random((7, 48, 48, 3)), clip, fps=8)

@@ -1,6 +1,6 @@
 """The demo's Edit logic and upload checks, called directly (no browser).
 
-References: accel.pipelines.edit / edit_generated called by hand with the same arguments, and
+References: accel.editing.edit / edit_generated called by hand with the same arguments, and
 hand-computed pixel masks and PSNR.
 """
 
@@ -20,8 +20,8 @@ SMALL = dict(height=32, width=32, frames=5, steps=2, seed=1)
 
 
 def test_generated_edit_matches_edit_generated_by_hand(models, outputs):
-    from accel.pipelines import edit_generated
-    from accel.pipelines.embedded import DEFAULT_GENERATION
+    from accel.editing import edit_generated
+    from accel.embedded.model import DEFAULT_GENERATION
 
     s = EditSettings(model="embedded", source="generate", source_prompt="a red circle moving left",
                      target_prompt="a blue circle moving left", edit_words="red", alpha=1.0, **SMALL)
@@ -57,7 +57,7 @@ def test_uploaded_image_with_uploaded_mask_matches_edit_by_hand(models, outputs)
     tmp_path = outputs.root / "uploads"  # where the server keeps uploads: inside the output folder
     tmp_path.mkdir(exist_ok=True)
 
-    from accel.pipelines import edit
+    from accel.editing import edit
 
     rng = np.random.default_rng(0)
     picture = (rng.random((40, 24, 3)) * 255).astype(np.uint8)  # resized to 32 x 32 by the app
@@ -140,7 +140,7 @@ def test_mask_picture():
 def test_read_media_checks(tmp_path):
     import imageio.v2 as imageio
 
-    from accel.generate import write_mp4
+    from accel.render.media import write_mp4
 
     frames = np.random.default_rng(1).random((7, 16, 16, 3)).astype(np.float32)
     write_mp4(frames, tmp_path / "v.mp4", fps=8)

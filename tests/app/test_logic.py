@@ -26,7 +26,7 @@ BASE = GenerateSettings(model="embedded", prompt=PROMPT, height=64, width=64, fr
 
 
 def _by_hand(pipe, settings, method=None, schedule=None):
-    from accel.pipelines.embedded import DEFAULT_GENERATION
+    from accel.embedded.model import DEFAULT_GENERATION
 
     kwargs = dict(height=settings.height, width=settings.width, num_frames=settings.frames,
                   num_inference_steps=settings.steps, guidance_scale=DEFAULT_GENERATION["guidance_scale"],

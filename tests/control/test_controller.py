@@ -6,8 +6,8 @@ import torch
 
 import accel
 from accel.control import ConsistEdit, Controller, MutualSelfAttention, Rule
-from accel.pipelines import edit_generated
-from accel.pipelines.edit import token_grid
+from accel.editing import edit_generated
+from accel.editing.pipeline import token_grid
 from tests.control.helpers import SOURCE, STEPS, TARGET, build, call_kwargs, stock_pair
 
 FAMILIES = ["flux", "wan", "hunyuan_video"]

@@ -4,7 +4,7 @@ without offsets, prompt templates with cropped prefixes (HunyuanVideo), and clea
 import pytest
 
 from accel.control.mask import edit_token_positions, find_word_spans, resize_user_mask
-from accel.pipelines.embedded import build_tokenizer
+from accel.embedded.model import build_tokenizer
 from accel.pipelines.tiny import _llama_tokenizer, _t5_tokenizer
 
 

@@ -16,8 +16,8 @@ from accel.grid import TokenLayout
 from accel.methods.agent import Agent, agent_grid
 from accel.methods.base import AttentionMethod
 
-from ..patterns.method_checks import text_layouts
 from .helpers import tiny_latent_runner
+from .method_checks import text_layouts
 
 BLOCK = 16
 

@@ -13,8 +13,8 @@ from accel.grid import TokenLayout
 from accel.methods.clear_local import ClearLocal
 
 from ..patterns import reference as ref
-from ..patterns.method_checks import apply_to_tiny_pipeline, check_method, text_layouts
 from ..patterns.strategies import grids
+from .method_checks import apply_to_tiny_pipeline, check_method, text_layouts
 
 
 @settings(max_examples=40)

@@ -13,8 +13,8 @@ from accel.grid import TokenLayout
 from accel.methods.neighborhood import Neighborhood
 
 from ..patterns import reference as ref
-from ..patterns.method_checks import apply_to_tiny_pipeline, check_method, text_layouts
 from ..patterns.strategies import grids
+from .method_checks import apply_to_tiny_pipeline, check_method, text_layouts
 
 
 def reference_video_mask(grid, window, stride, dilation, causal):

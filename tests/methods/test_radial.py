@@ -13,7 +13,7 @@ from accel.grid import TokenLayout
 from accel.methods.radial import Radial
 
 from ..patterns import reference as ref
-from ..patterns.method_checks import apply_to_tiny_pipeline, check_method, text_layouts
+from .method_checks import apply_to_tiny_pipeline, check_method, text_layouts
 
 
 @st.composite

@@ -17,8 +17,8 @@ from accel.grid import TokenLayout
 from accel.methods.base import AttentionMethod
 from accel.methods.rectified import Rectified, keep_floor, morton_order
 
-from ..patterns.method_checks import text_layouts
 from .helpers import tiny_latent_runner
+from .method_checks import text_layouts
 
 BLOCK = 16
 MARGIN = 1e-5  # brute-force decisions this close to a threshold are ambiguous in float32: skipped

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from accel.pipelines.media import partial_path, to_uint8, write_frames, write_mp4, write_png
+from accel.render.media import partial_path, to_uint8, write_frames, write_mp4, write_png, write_strip
 
 
 def test_to_uint8_rounds_and_clips():
@@ -32,3 +32,18 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match="fps must be an int >= 1"):
         write_mp4(np.zeros((2, 4, 4, 3)), path, fps=0)
     assert not path.exists() and not partial_path(path).exists()
+
+
+def test_mp4_and_strip_round_trip(tmp_path):
+    import imageio.v2 as imageio
+
+    rng = np.random.default_rng(0)
+    frames = rng.random((9, 32, 48, 3)).astype(np.float32)
+    path = tmp_path / "clip.mp4"
+    write_mp4(frames, path, fps=8)
+    back = imageio.mimread(path, format="FFMPEG")
+    assert len(back) == 9 and back[0].shape == (32, 48, 3)
+    assert not list(tmp_path.glob(".*partial*"))  # no temporary file left behind
+    write_strip(frames, tmp_path / "strip.png", every=4, scale=2)
+    strip = imageio.imread(tmp_path / "strip.png")
+    assert strip.shape == (64, 3 * 96, 3)

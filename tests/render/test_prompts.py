@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from accel.pipelines.prompts import read_prompt_file, slug
+from accel.render.prompts import read_prompt_file, slug
 
 
 def test_text_file(tmp_path):

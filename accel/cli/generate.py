@@ -1,7 +1,7 @@
 """``accel generate``: render clips with the embedded model, optionally through a sparse method.
 
 A small, offline front door that needs no downloads: it loads the embedded text-to-video model
-(:func:`accel.pipelines.embedded.embedded`), applies the chosen accel method, and writes one MP4 (and
+(:func:`accel.embedded.embedded`), applies the chosen accel method, and writes one MP4 (and
 optionally a PNG strip of frames) per prompt. Files are written under a temporary name and renamed
 when complete, so a file that exists is whole. Batch rendering (prompt files, presets for real
 checkpoints, resume, many GPUs) is ``accel render``.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from accel.pipelines.media import write_mp4, write_strip
-from accel.pipelines.method_spec import METHODS, build_method, parse_method_args
+from accel.methods.registry import METHODS, build_method, parse_method_args
+from accel.render.media import write_mp4, write_strip
 
-__all__ = ["METHODS", "parse_method_args", "build_method", "write_mp4", "write_strip", "main"]
+__all__ = ["main"]
 
 
 def _slug(text: str) -> str:
@@ -53,8 +53,8 @@ def main(argv=None) -> int:
         if value is not None and value < 1:
             p.error(f"--{name} must be >= 1, got {value}")
 
-    import accel
-    from accel.pipelines.embedded import embedded, generation_kwargs
+    from accel.embedded.model import embedded, generation_kwargs
+    from accel.processors.apply import apply
 
     overrides = {k: v for k, v in {"num_inference_steps": args.steps, "num_frames": args.frames,
                                    "height": args.height, "width": args.width}.items() if v is not None}
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     pipe = embedded()
     print(f"loaded the embedded model in {time.perf_counter() - t0:.1f} s")
-    handle = accel.apply(pipe, method) if method is not None else None
+    handle = apply(pipe, method) if method is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         for i, prompt in enumerate(args.prompt):

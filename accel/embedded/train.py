@@ -1,12 +1,12 @@
 """Train the embedded text-to-video model from scratch on procedural clips (CPU is enough).
 
-Run ``python -m accel.pipelines.train_embedded`` (``--help`` for options). Stages, each resumable from
+Run ``python -m accel.embedded.train`` (``--help`` for options). Stages, each resumable from
 checkpoints in ``--work``:
 
 1. ``vae``: train the tiny :class:`~diffusers.AutoencoderKLWan` on 64x64 crops of whole 17-frame clips
    (L1 + L2 reconstruction, object pixels weighted 5x, a weak KL term).
 2. ``latents``: render ``--clips`` training clips (17 x 128 x 128, the object's path anywhere in the
-   frame: :func:`~accel.pipelines.embedded_data.sample_spec`), encode each once to its posterior mean,
+   frame: :func:`~accel.embedded.data.sample_spec`), encode each once to its posterior mean,
    and measure per-channel latent mean/std (stored in the VAE config as Wan does); record where the
    object is on the latent grid (:func:`object_mask`); encode every training caption (and the empty
    negative prompt) with the frozen text encoder.
@@ -56,8 +56,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import embedded as emb
-from .embedded_data import object_track, render_clip, sample_spec, training_captions
+from . import model as emb
+from .data import object_track, render_clip, sample_spec, training_captions
 
 STAGES = ("vae", "latents", "transformer", "export")
 CLIP_FRAMES = 17
@@ -158,7 +158,7 @@ def object_mask(frames: np.ndarray) -> torch.Tensor:
     """Where the object of one rendered clip is, on the latent grid.
 
     Args:
-        frames: ``[17, 128, 128, 3]`` in ``[0, 1]`` as :func:`~accel.pipelines.embedded_data.render_clip`
+        frames: ``[17, 128, 128, 3]`` in ``[0, 1]`` as :func:`~accel.embedded.data.render_clip`
             returns it (grey background, saturated object).
 
     Returns:
@@ -449,7 +449,7 @@ def export(pipe, out: Path, info: dict | None = None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options of :func:`main`."""
-    p = argparse.ArgumentParser(prog="python -m accel.pipelines.train_embedded", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m accel.embedded.train", description=__doc__.split("\n")[0])
     p.add_argument("--work", type=Path, default=Path("embedded_work"),
                    help="folder for checkpoints and encoded data (default ./embedded_work); reruns resume from it")
     p.add_argument("--out", type=Path, default=emb.WEIGHTS_DIR,
@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         data = torch.load(work / "dataset.pt")
         pipe.vae.register_to_config(latents_mean=[round(float(v), 5) for v in data["mean"]],
                                     latents_std=[round(float(v), 5) for v in data["std"]])
-    info = {"command": "python -m accel.pipelines.train_embedded " + " ".join(argv if argv is not None else sys.argv[1:]),
+    info = {"command": "python -m accel.embedded.train " + " ".join(argv if argv is not None else sys.argv[1:]),
             "seed": args.seed, "vae_steps": args.vae_steps, "clips": args.clips, "batch": args.batch}
     if "transformer" in stages:
         info.update(train_transformer(pipe, work, args.out, steps=args.steps, batch=args.batch, seed=args.seed,

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.pipelines.adherence import analyze_clip, check_adherence, held_out_prompts, summarize
-from accel.pipelines.embedded_data import (
+from accel.embedded.adherence import analyze_clip, check_adherence, held_out_prompts, summarize
+from accel.embedded.data import (
     BACKGROUNDS,
     COLOURS,
     DIRECTIONS,

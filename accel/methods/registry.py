@@ -1,8 +1,9 @@
 """Method names on the command line: ``--method NAME --method-arg key=value`` -> an accel method object.
 
-Shared by ``accel generate``, ``accel render`` and :func:`accel.pipelines.load.load`.
+The method vocabulary shared by ``accel generate``, ``accel render``, ``accel eval``, the app and
+:func:`accel.pipelines.load`.
 
-* :data:`METHODS` maps the command-line name to the public class in :mod:`accel`.
+* :data:`METHODS` maps the command-line name to the public class name in :mod:`accel`.
 * :func:`parse_method_args` parses ``key=value`` strings.
 * :func:`build_method` builds a method from a name and keyword arguments (class defaults).
 * :func:`method_for_model` builds it from the published per-model setting (``Cls.preset(model)``,
@@ -12,9 +13,10 @@ Shared by ``accel generate``, ``accel render`` and :func:`accel.pipelines.load.l
 
 from __future__ import annotations
 
+import importlib
 import re
 
-__all__ = ["METHODS", "parse_method_args", "build_method", "method_for_model"]
+__all__ = ["METHODS", "parse_method_args", "method_class", "build_method", "method_for_model"]
 
 # command-line name -> public class name in accel (None: no method, upstream attention)
 METHODS = {
@@ -25,6 +27,16 @@ METHODS = {
     "neighborhood": "Neighborhood",
     "rectified": "Rectified",
     "agent": "Agent",
+}
+
+# public class name -> module of accel.methods that defines it
+_MODULES = {
+    "Dense": "accel.methods.dense",
+    "Radial": "accel.methods.radial",
+    "ClearLocal": "accel.methods.clear_local",
+    "Neighborhood": "accel.methods.neighborhood",
+    "Rectified": "accel.methods.rectified",
+    "Agent": "accel.methods.agent",
 }
 
 
@@ -62,14 +74,17 @@ def parse_method_args(items: list[str]) -> dict:
     return out
 
 
-def _method_class(name: str):
+def method_class(name: str):
+    """The method class of a command-line method name (``None`` for ``"none"``).
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`METHODS`.
+    """
     if name not in METHODS:
         raise ValueError(f"--method must be one of {sorted(METHODS)}, got {name!r}")
     if METHODS[name] is None:
         return None
-    import accel
-
-    return getattr(accel, METHODS[name])
+    return getattr(importlib.import_module(_MODULES[METHODS[name]]), METHODS[name])
 
 
 def build_method(name: str, kwargs: dict):
@@ -83,7 +98,7 @@ def build_method(name: str, kwargs: dict):
     Raises:
         ValueError: unknown method name, or arguments the method does not accept.
     """
-    cls = _method_class(name)
+    cls = method_class(name)
     if cls is None:
         if kwargs:
             raise ValueError("--method-arg given but --method is none")
@@ -100,15 +115,15 @@ _RECTIFIED_SCHEDULES = {"wan2.1-t2v": dict(dense_steps=5, dense_layers=2), "wan2
 
 
 def _rectified_for(checkpoint: str, kwargs: dict):
-    import accel
-    from accel.methods.rectified import RECTIFIED_PRESETS
+    from accel.methods.rectified import RECTIFIED_PRESETS, Rectified
+    from accel.schedule import Schedule
 
     try:
-        method = accel.Rectified(**{**RECTIFIED_PRESETS[checkpoint], **kwargs})
+        method = Rectified(**{**RECTIFIED_PRESETS[checkpoint], **kwargs})
     except TypeError as exc:
         raise ValueError(f"bad --method-arg for rectified: {exc}") from exc
     fields = _RECTIFIED_SCHEDULES.get(checkpoint)
-    schedule = accel.Schedule(**fields) if fields else None
+    schedule = Schedule(**fields) if fields else None
     return method, schedule, f"Rectified release setting for {checkpoint} (accel.methods.rectified.RECTIFIED_PRESETS)"
 
 
@@ -131,7 +146,7 @@ def method_for_model(name: str, kwargs: dict, model: str | None, checkpoint: str
     Raises:
         ValueError: unknown name or bad arguments.
     """
-    cls = _method_class(name)
+    cls = method_class(name)
     if cls is None:
         if kwargs:
             raise ValueError("--method-arg given but --method is none")

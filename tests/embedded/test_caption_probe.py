@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from accel.pipelines.edit import encode_input
-from accel.pipelines.embedded import MAX_SEQUENCE_LENGTH, WEIGHTS_DIR, embedded
-from accel.pipelines.embedded_data import DIRECTIONS, parse_caption, render_clip, sample_spec
+from accel.editing.pipeline import encode_input
+from accel.embedded.data import DIRECTIONS, parse_caption, render_clip, sample_spec
+from accel.embedded.model import MAX_SEQUENCE_LENGTH, WEIGHTS_DIR, embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from accel.pipelines.adherence import check_adherence, held_out_prompts
-from accel.pipelines.embedded import (
+from accel.embedded.adherence import check_adherence, held_out_prompts
+from accel.embedded.model import (
     DEFAULT_GENERATION,
     WEIGHTS_DIR,
     embedded,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from accel.pipelines import embedded as emb
-from accel.pipelines.embedded_data import render_clip, sample_spec
-from accel.pipelines.train_embedded import encode_dataset, main, object_crops, object_masks, weighted_flow_loss
+from accel.embedded import model as emb
+from accel.embedded.data import render_clip, sample_spec
+from accel.embedded.train import encode_dataset, main, object_crops, object_masks, weighted_flow_loss
 
 
 def _tiny_dataset(work):

@@ -5,7 +5,7 @@ import torch
 
 import accel
 from accel.pipelines import load
-from accel.pipelines.load import check_no_context_parallel, parse_dtype, pipeline_size_rules, resolve_model
+from accel.pipelines.loading import check_no_context_parallel, parse_dtype, pipeline_size_rules, resolve_model
 from accel.pipelines.presets import PRESETS, get_preset, preset_for_hub_id
 from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
@@ -152,7 +152,7 @@ def test_preset_is_frozen():
 
 def test_rectified_uses_the_release_setting_of_the_checkpoint():
     from accel.methods.rectified import RECTIFIED_PRESETS
-    from accel.pipelines.method_spec import method_for_model
+    from accel.methods.registry import method_for_model
 
     method, schedule, source = method_for_model("rectified", {"tau": 0.2}, "wan",
                                                 PRESETS["wan2.1-t2v-1.3b"].rectified_key)

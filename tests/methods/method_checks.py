@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import accel
 from accel.grid import TokenLayout
 
-from . import reference as ref
+from ..patterns import reference as ref
 
 
 def dense_masked(q, k, v, mask_rows):
@@ -63,7 +63,7 @@ def apply_to_tiny_pipeline(family, method, *, expect_change=True):
     method's own token rule, and (if ``expect_change``) differ from stock diffusers."""
     from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
-    from ..methods.helpers import MaskedDenseReference
+    from .helpers import MaskedDenseReference
 
     size = {"wan": 64, "hunyuan_video": 32, "flux": 16}[family]
     pipe = tiny_pipeline(family)

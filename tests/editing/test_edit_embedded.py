@@ -3,9 +3,9 @@ pipeline's output for the source prompt, the edit changes the target, and the ma
 
 import torch
 
-from accel.pipelines import edit_generated
-from accel.pipelines.edit import token_grid
-from accel.pipelines.embedded import MAX_SEQUENCE_LENGTH, embedded
+from accel.editing import edit_generated
+from accel.editing.pipeline import token_grid
+from accel.embedded.model import MAX_SEQUENCE_LENGTH, embedded
 
 SIZE = dict(height=32, width=32, num_frames=5, guidance_scale=4.0, max_sequence_length=MAX_SEQUENCE_LENGTH)
 

@@ -6,12 +6,12 @@ Both run the source and the target prompt as one batch of two from the same star
 :class:`~accel.control.MutualSelfAttention` (``rule="masactrl"``). The edit mask is, in order of
 precedence: the user's ``mask``; the attention to ``edit_words`` measured in a source-only pass
 (:class:`~accel.control.EditMaskObserver`); or all-edit. Real inputs are encoded with the VAE, inverted
-along the flow-matching ODE (:mod:`accel.pipelines.inversion`) and the source branch replays the stored
+along the flow-matching ODE (:mod:`accel.editing.inversion`) and the source branch replays the stored
 trajectory.
 
 ::
 
-    from accel.pipelines import edit_generated
+    from accel.editing import edit_generated
     result = edit_generated(pipe, "a red circle moving left", "a blue circle moving left",
                             edit_words="red", alpha=1.0, steps=20, seed=0)
     result.source, result.target, result.mask
@@ -46,7 +46,7 @@ class EditResult:
         target: the edited image/video, same format.
         mask: the edit mask used, bool ``[T, H, W]`` over the token grid (``None``: all-edit).
         heatmap: the normalised attention to the edit words ``[T, H, W]`` when the mask came from them.
-        inversion: the :class:`~accel.pipelines.inversion.Inversion` of a real input (``None`` otherwise).
+        inversion: the :class:`~accel.editing.inversion.Inversion` of a real input (``None`` otherwise).
     """
 
     source: object
@@ -342,7 +342,7 @@ def edit(pipe, image_or_video, source_prompt: str, target_prompt: str, *, edit_w
     """Edit a real image (FLUX) or video (Wan, HunyuanVideo) from ``source_prompt`` to ``target_prompt``.
 
     The input is encoded with the pipeline's VAE and inverted along the flow-matching ODE with the
-    source prompt (:func:`accel.pipelines.inversion.invert`); then source and target denoise as one
+    source prompt (:func:`accel.editing.inversion.invert`); then source and target denoise as one
     batch from the inverted noise, the source branch replaying the stored latent trajectory (so it
     reproduces the input) and the rule fusing the target's attention with it.
 
@@ -362,7 +362,7 @@ def edit(pipe, image_or_video, source_prompt: str, target_prompt: str, *, edit_w
     Returns:
         An :class:`EditResult` with ``inversion`` set.
     """
-    from accel.pipelines.inversion import invert
+    from accel.editing.inversion import invert
 
     family = _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kwargs)
     alpha = _resolve_alpha(alpha)

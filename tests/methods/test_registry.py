@@ -1,8 +1,9 @@
-import numpy as np
+"""The command-line method vocabulary: ``--method NAME --method-arg key=value`` -> method objects."""
+
 import pytest
 
 import accel
-from accel.generate import build_method, parse_method_args, write_mp4, write_strip
+from accel.methods.registry import build_method, parse_method_args
 
 
 def test_parse_method_args():
@@ -21,18 +22,3 @@ def test_build_method():
         build_method("sparse", {})
     with pytest.raises(ValueError, match="bad --method-arg for radial"):
         build_method("radial", {"windw": 3})
-
-
-def test_mp4_and_strip_round_trip(tmp_path):
-    import imageio.v2 as imageio
-
-    rng = np.random.default_rng(0)
-    frames = rng.random((9, 32, 48, 3)).astype(np.float32)
-    path = tmp_path / "clip.mp4"
-    write_mp4(frames, path, fps=8)
-    back = imageio.mimread(path, format="FFMPEG")
-    assert len(back) == 9 and back[0].shape == (32, 48, 3)
-    assert not list(tmp_path.glob(".*partial*"))  # no temporary file left behind
-    write_strip(frames, tmp_path / "strip.png", every=4, scale=2)
-    strip = imageio.imread(tmp_path / "strip.png")
-    assert strip.shape == (64, 3 * 96, 3)

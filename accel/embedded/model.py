@@ -1,21 +1,21 @@
 """The embedded model: a tiny, actually trained text-to-video model in the Wan 2.1 architecture.
 
-It ships with the package (``accel/pipelines/embedded_weights/``, a few MB of safetensors) and loads as
+It ships with the package (``accel/embedded/weights/``, a few MB of safetensors) and loads as
 a stock :class:`diffusers.WanPipeline` without any network access::
 
-    from accel.pipelines.embedded import embedded, DEFAULT_GENERATION
+    from accel.embedded.model import embedded, DEFAULT_GENERATION
     pipe = embedded()
     video = pipe("a red circle moving left", **DEFAULT_GENERATION).frames[0]   # [17, 128, 128, 3] in [0, 1]
 
-It was trained (``python -m accel.pipelines.train_embedded``) on the procedural clips of
-:mod:`accel.pipelines.embedded_data`: one coloured shape (circle, square, triangle, diamond; red, yellow,
+It was trained (``python -m accel.embedded.train``) on the procedural clips of
+:mod:`accel.embedded.data`: one coloured shape (circle, square, triangle, diamond; red, yellow,
 green, cyan, blue, magenta) moving left, right, up or down over a grey plain, checkered or striped
 background. Prompts outside that little world produce something, but nothing meaningful.
 
 **Quality (measured, honest):** the transformer was trained for 6,500 steps (``python -m
-accel.pipelines.train_embedded`` with its defaults: 4,000 steps on batches of 16 short windows around the
+accel.embedded.train`` with its defaults: 4,000 steps on batches of 16 short windows around the
 object, then 2,500 steps on batches of 4 whole clips; 86 min on 2 CPU threads; VAE 1,450 steps). On the 50
-held-out prompts (``python -m accel.pipelines.adherence --count 50 --threads 2``, default settings) the
+held-out prompts (``python -m accel.embedded.adherence --count 50 --threads 2``, default settings) the
 dominant colour is right for **94%**, the direction of motion for only **12%** (both: 10%): the target is
 90% / 70%. Clips show one or a few objects of the prompt's colour that mostly stay in place and fade
 over the later frames, instead of one object crossing the frame; the model has not learned motion or
@@ -56,7 +56,7 @@ __all__ = [
     "token_grid",
 ]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "embedded_weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 VAE_CONFIG: dict[str, Any] = dict(
     base_dim=16,
@@ -138,7 +138,7 @@ def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import T5TokenizerFast
 
-    from .embedded_data import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
+    from .data import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
 
     words = list(dict.fromkeys([*COLOURS, *SHAPES, *DIRECTIONS, *BACKGROUNDS, *_EXTRA_WORDS]))
     chars = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"
@@ -223,7 +223,7 @@ def embedded(device: str | torch.device | None = None, dtype: torch.dtype | None
         if weights is not None:
             raise FileNotFoundError(f"weights={str(weights)!r} is not an exported pipeline folder (no model_index.json)")
         raise FileNotFoundError(f"embedded weights not found in {WEIGHTS_DIR}; reinstall accel or run "
-                                "`python -m accel.pipelines.train_embedded`")
+                                "`python -m accel.embedded.train`")
     old = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:

@@ -1,4 +1,4 @@
-"""``accel.pipelines.load``: a ready diffusers pipeline from a preset name, a folder or a hub id.
+"""``accel.pipelines.load`` (:func:`load`): a ready diffusers pipeline from a preset name, a folder or a hub id.
 
 ::
 
@@ -213,7 +213,7 @@ def load(
             diffusers ``model_index.json``, or a hub id ``owner/name`` (a preset's hub id gets that
             preset's settings).
         method: ``None`` (upstream attention), a method name from
-            :data:`accel.pipelines.method_spec.METHODS` (``"radial"``, ``"neighborhood"``, ...: the
+            :data:`accel.methods.registry.METHODS` (``"radial"``, ``"neighborhood"``, ...: the
             published setting for this model family where the class has one, else class defaults),
             or an :class:`accel.AttentionMethod` instance used as is.
         method_args: fields that replace the named method's defaults (only with a name).
@@ -244,10 +244,10 @@ def load(
         TypeError: a pipeline class accel does not support.
         ImportError: a package the model's pipeline needs is missing (ftfy for Wan image-to-video).
     """
-    import accel
     from accel.methods.base import AttentionMethod
-
-    from .method_spec import method_for_model
+    from accel.methods.registry import method_for_model
+    from accel.processors.apply import apply
+    from accel.schedule import Schedule
 
     dtype = parse_dtype(dtype)
     device = _parse_device(device)
@@ -258,7 +258,7 @@ def load(
         raise ValueError("method_args is only used with a method name (e.g. method='radial')")
     if method is not None and not isinstance(method, (str, AttentionMethod)):
         raise ValueError(f"method must be None, a method name or an accel method object, got {type(method).__name__}")
-    if schedule is not None and not isinstance(schedule, accel.Schedule):
+    if schedule is not None and not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be an accel.Schedule or None, got {type(schedule).__name__}")
     preset, location = resolve_model(preset_or_path)
     if isinstance(method, str):  # validate the name before any loading
@@ -270,7 +270,7 @@ def load(
     if dtype is None:
         dtype = torch.bfloat16 if hub_like and device.type == "cuda" else torch.float32
     if preset is not None and preset.source == "embedded":
-        from .embedded import embedded
+        from accel.embedded.model import embedded
 
         pipe = embedded(dtype=dtype)
     elif preset is not None and preset.source == "tiny":
@@ -300,7 +300,7 @@ def load(
     else:
         method_obj, source = method, ("user object" if method is not None else "")
     if method_obj is not None:
-        handle = accel.apply(pipe, method_obj, schedule=schedule)
+        handle = apply(pipe, method_obj, schedule=schedule)
 
     if vae_tiling:
         _vae_call(pipe, "enable_tiling")

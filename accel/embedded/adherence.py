@@ -6,8 +6,8 @@ finds the object's pixels, names its dominant colour and measures where its cent
 * **Object pixels**: HSV saturation >= ``min_saturation`` and value >= ``min_value``, then one 3x3
   erosion (``erode``) that drops thin fringes and specks. Backgrounds of the training data are grey
   (saturation 0) and object colours are saturated, so this separates them without knowing the background.
-* **Dominant colour**: every object pixel votes for the palette colour (:data:`~accel.pipelines.
-  embedded_data.COLOURS`) nearest in hue (circular distance); the colour with the most votes wins.
+* **Dominant colour**: every object pixel votes for the palette colour (:data:`~accel.embedded.data.COLOURS`)
+  nearest in hue (circular distance); the colour with the most votes wins.
   ``None`` if fewer than ``min_pixels`` object pixels exist in the whole clip.
 * **Direction**: per frame, the centroid of the pixels of the dominant colour (frames with fewer than
   ``min_pixels_per_frame`` such pixels are skipped); a least-squares line through the centroids over
@@ -15,7 +15,7 @@ finds the object's pixels, names its dominant colour and measures where its cent
   direction (``left``/``right``/``up``/``down``, image y pointing down); ``None`` when the displacement
   is shorter than ``min_motion`` times the frame's smaller side or fewer than 2 frames qualify.
 
-Run ``python -m accel.pipelines.adherence`` to measure the embedded model on the 50 held-out prompts.
+Run ``python -m accel.embedded.adherence`` to measure the embedded model on the 50 held-out prompts.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .embedded_data import COLOURS, caption_for, held_out_specs, parse_caption
+from .data import COLOURS, caption_for, held_out_specs, parse_caption
 
 __all__ = [
     "AdherenceResult",
@@ -308,16 +308,16 @@ def evaluate_pipeline(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m accel.pipelines.adherence``: adherence of the embedded model on held-out prompts.
+    """``python -m accel.embedded.adherence``: adherence of the embedded model on held-out prompts.
 
     Args:
         argv: command-line arguments (``None``: ``sys.argv[1:]``); ``--help`` lists them.
     """
     import torch
 
-    from .embedded import embedded, generation_kwargs
+    from .model import embedded, generation_kwargs
 
-    p = argparse.ArgumentParser(prog="python -m accel.pipelines.adherence", description=main.__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m accel.embedded.adherence", description=main.__doc__.split("\n")[0])
     p.add_argument("--count", type=int, default=50, help="number of held-out prompts, 1..50 (default 50)")
     p.add_argument("--seed", type=int, default=0, help="base noise seed (default 0)")
     p.add_argument("--steps", type=int, default=None, help="inference steps (default: the embedded default)")

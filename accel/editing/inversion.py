@@ -148,7 +148,7 @@ def invert(pipe, latents: torch.Tensor, prompt: str, *, steps: int, method: str 
         pipe: a FLUX, Wan or HunyuanVideo diffusers pipeline with a flow-matching scheduler.
         latents: the clean latent, batch 1, in the layout the pipeline's ``latents`` argument takes
             (FLUX: packed ``[1, tokens, 4 * C]``; Wan / HunyuanVideo: ``[1, C, F, H, W]``), e.g. from
-            :func:`accel.pipelines.edit.encode_input`.
+            :func:`accel.editing.pipeline.encode_input`.
         prompt: the prompt describing the input (the source prompt).
         steps: number of sampling steps of the later replay (the same sigma grid), an int >= 1.
         method: ``"euler"`` (one evaluation per step) or ``"heun"`` (predictor-corrector, two).

@@ -1,23 +1,14 @@
-"""``accel render``: render a prompt file to MP4/PNG with an attention method, on one GPU or many.
+"""The batch rendering behind ``accel render`` (:mod:`accel.cli.render` parses the command line).
 
-::
-
-    accel render --model embedded --prompts prompts.txt --out renders/
-    accel render --model wan2.1-t2v-1.3b --prompts prompts.jsonl --method radial --out renders/
-    torchrun --nproc_per_node 8 -m accel.cli render --model hunyuan-video --prompts p.jsonl --out renders/
-
-Every item becomes one file in ``--out`` (MP4 for video models, PNG for image models; ``--format
-png`` writes a video as a folder of PNG frames) and one record in ``--out/manifest.jsonl``. Files
-are written under a temporary name and renamed when complete. Rerunning the same command skips
-items whose record says ``ok`` for the same settings and whose file exists, and redoes the others.
-A failing item is recorded with its error and the batch goes on; the exit status is 1 if any item
-failed, 2 for bad arguments (checked before any work), 130 after Ctrl-C (finished items are kept;
-rerun to continue).
+:func:`run` renders a list of prompt items with a loaded pipeline, one file and one manifest record per
+item, sharded over the processes of a ``torch.distributed`` job; :func:`static_problem` checks the
+requested size against a model before any work. Files are written under a temporary name and renamed
+when complete. Items whose record says ``ok`` for the same settings and whose file exists are skipped, the
+others redone. A failing item is recorded with its error and the batch goes on.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -25,84 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "parse_schedule"]
+__all__ = ["run", "static_problem"]
 
 _STATUS_OK, _STATUS_FAILED = "ok", "failed"
-
-
-def parse_schedule(text: str):
-    """``"dense_steps=12,dense_layers=1"`` -> ``accel.Schedule(dense_steps=12, dense_layers=1)``;
-    ``"none"`` -> ``Schedule()``. Values with a ``.`` are fractions (floats), others counts (ints).
-
-    Raises:
-        ValueError: malformed text, unknown field or invalid value.
-    """
-    import accel
-
-    if text.strip().lower() == "none":
-        return accel.Schedule()
-    fields = {}
-    for part in text.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep or key not in {"dense_steps", "dense_layers", "dense_last_steps"}:
-            raise ValueError(f"--schedule must be 'none' or comma-separated dense_steps=N, dense_layers=N, "
-                             f"dense_last_steps=N (N a count, or a fraction like 0.25), got {text!r}")
-        try:
-            fields[key] = float(value) if "." in value else int(value)
-        except ValueError as exc:
-            raise ValueError(f"--schedule {key} must be a number, got {value!r}") from exc
-    try:
-        return accel.Schedule(**fields)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"--schedule: {exc}") from exc
-
-
-def _parser() -> argparse.ArgumentParser:
-    from accel.pipelines.method_spec import METHODS
-    from accel.pipelines.presets import DEFAULT_PRESET, PRESETS
-
-    p = argparse.ArgumentParser(prog="accel render", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_PRESET,
-                   help=f"preset name ({', '.join(PRESETS)}), a folder saved with save_pretrained, or a hub id "
-                        f"(default {DEFAULT_PRESET}: the offline model)")
-    p.add_argument("--prompts", type=Path, required=True,
-                   help="prompt file: text (one prompt a line) or .jsonl (prompt, negative_prompt, seed, height, "
-                        "width, frames, steps, guidance, name, image)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (created); holds the files and manifest.jsonl")
-    p.add_argument("--method", default="none", help=f"attention method, one of {sorted(METHODS)} (default none)")
-    p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="method field replacing the preset's published setting, e.g. window=3,9,9 (repeatable)")
-    p.add_argument("--schedule", default=None,
-                   help="dense schedule: 'none' or e.g. dense_steps=12,dense_layers=1 (default: the method's "
-                        "published schedule for this model, else none)")
-    p.add_argument("--height", type=int, help="height in pixels (default: the preset's)")
-    p.add_argument("--width", type=int, help="width in pixels (default: the preset's)")
-    p.add_argument("--frames", type=int, help="frames of a video (default: the preset's)")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
-    p.add_argument("--guidance", type=float, help="guidance scale (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of item i is SEED + i unless the line gives one (default 0)")
-    p.add_argument("--fps", type=int, help="frames per second of MP4 files (default: the preset's)")
-    p.add_argument("--format", choices=("auto", "mp4", "png"), default="auto",
-                   help="auto: MP4 for video models, PNG for image models; png on a video: a folder of frames")
-    p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 for hub models on CUDA, else fp32)")
-    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda:LOCAL_RANK when available)")
-    p.add_argument("--offload", action="store_true", help="model CPU offload (big models on small GPUs)")
-    p.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory)")
-    p.add_argument("--vae-slicing", action="store_true", help="decode batch entries one at a time")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
-def _check_positive(p, args) -> None:
-    for name in ("height", "width", "frames", "steps", "fps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name} must be >= 1, got {value}")
-    if args.seed < 0:
-        p.error(f"--seed must be >= 0, got {args.seed}")
-    if args.guidance is not None and not args.guidance >= 0:
-        p.error(f"--guidance must be >= 0, got {args.guidance}")
 
 
 def _size_problem(height, width, frames, multiple: int, frame_step: int | None, is_video: bool,
@@ -181,7 +97,7 @@ def _call_kwargs(preset, item, settings) -> dict:
 
 def _render_one(pipe, preset, item, settings, fmt, out_dir: Path):
     """Render ``item``; return (relative file, seconds, token layout)."""
-    from accel.pipelines.media import write_frames, write_mp4, write_png
+    from accel.render.media import write_frames, write_mp4, write_png
 
     handle = pipe.accel_handle
     seen = {}
@@ -222,59 +138,35 @@ def _summary(records: list[dict], skipped: int, file=None) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    """Command line of ``accel render`` (see ``--help``); returns the exit status."""
-    p = _parser()
-    args = p.parse_args(argv)
-    _check_positive(p, args)
-
-    from accel.pipelines.load import load, parse_dtype, pipeline_size_rules, resolve_model
-    from accel.pipelines.method_spec import method_for_model, parse_method_args
-    from accel.pipelines.prompts import read_prompt_file
-
-    # ---- everything that can be checked before loading a model
-    try:
-        preset, _ = resolve_model(args.model)
-        method_args = parse_method_args(args.method_arg)
-        method_for_model(args.method, method_args, None)
-        schedule = parse_schedule(args.schedule) if args.schedule is not None else None
-        parse_dtype(args.dtype)
-        items = read_prompt_file(args.prompts, base_seed=args.seed)
-    except (ValueError, FileNotFoundError) as exc:
-        p.error(str(exc))
-    if preset is not None:
-        _check_static(p, args, preset, preset.size_multiple, preset.frame_step)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        p.error(f"--out {str(args.out)!r} cannot be created: {exc}")
-
-    from accel.render.distributed import close, init_distributed
-
-    ctx = init_distributed()
-    try:
-        return _run(p, args, items, method_args, schedule, ctx, load, pipeline_size_rules)
-    finally:
-        close(ctx)
-
-
-def _check_static(p, args, preset, multiple, frame_step) -> None:
+def static_problem(args, preset, multiple: int, frame_step: int | None) -> str | None:
+    """Why the command line's ``--format``/``--frames``/``--height``/``--width`` do not fit ``preset``
+    (a :class:`~accel.pipelines.presets.ModelPreset`) with size rules ``multiple`` / ``frame_step``, or ``None``."""
     if args.format == "mp4" and not preset.is_video:
-        p.error(f"--format mp4 needs a video model; {preset.name} makes images (use png or auto)")
+        return f"--format mp4 needs a video model; {preset.name} makes images (use png or auto)"
     if args.frames is not None and not preset.is_video:
-        p.error(f"--frames given but {preset.name} makes images")
+        return f"--frames given but {preset.name} makes images"
     height = args.height if args.height is not None else preset.height
     width = args.width if args.width is not None else preset.width
     frames = args.frames if args.frames is not None else (preset.num_frames or 1)
     problem = _size_problem(height, width, frames, multiple, frame_step, preset.is_video,
                             names=("--height", "--width", "--frames"))
-    if problem:
-        p.error(f"{problem} (model {preset.name})")
+    return f"{problem} (model {preset.name})" if problem else None
 
 
-def _run(p, args, items, method_args, schedule, ctx, load, pipeline_size_rules) -> int:
+def run(args, items, method_args, schedule, ctx, error) -> int:
+    """Load the model of ``args.model`` and render ``items``; returns the exit status (0, 1 or 130).
+
+    Args:
+        args: the parsed ``accel render`` command line (:func:`accel.cli.render.main`).
+        items: the :class:`~accel.render.prompts.PromptItem` list of the prompt file.
+        method_args: ``--method-arg`` fields; schedule: the ``--schedule`` (``None``: the method's published one).
+        ctx: the :func:`~accel.render.distributed.init_distributed` context.
+        error: called with a message for bad arguments found after loading; must not return
+            (``argparse.ArgumentParser.error``).
+    """
     from tqdm.auto import tqdm
 
+    from accel.pipelines.loading import load, pipeline_size_rules
     from accel.render.density import effective_density
     from accel.render.distributed import barrier, shard
     from accel.render.manifest import append_record, latest_records, merge_manifest, part_path
@@ -289,10 +181,12 @@ def _run(p, args, items, method_args, schedule, ctx, load, pipeline_size_rules) 
         pipe = load(args.model, method=args.method, method_args=method_args, schedule=schedule, device=device,
                     dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
     except (ValueError, TypeError, ImportError) as exc:
-        p.error(str(exc))
+        error(str(exc))
     preset = pipe.accel_preset
     multiple, frame_step = pipeline_size_rules(pipe)
-    _check_static(p, args, preset, multiple, frame_step)
+    problem = static_problem(args, preset, multiple, frame_step)
+    if problem:
+        error(problem)
     fmt = args.format if args.format != "auto" else ("mp4" if preset.is_video else "png")
     handle = pipe.accel_handle
     method_text = "none" if handle is None else repr(handle.method)
@@ -372,7 +266,7 @@ def _run(p, args, items, method_args, schedule, ctx, load, pipeline_size_rules) 
 
 def _remove_stale(out_dir: Path, name: str) -> None:
     """Remove temporary files of ``name`` left by an interrupted write (the final files are replaced on write)."""
-    from accel.pipelines.media import partial_path
+    from accel.render.media import partial_path
 
     for candidate in (out_dir / f"{name}.mp4", out_dir / f"{name}.png", out_dir / name):
         tmp = partial_path(candidate)
@@ -381,6 +275,3 @@ def _remove_stale(out_dir: Path, name: str) -> None:
         else:
             tmp.unlink(missing_ok=True)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

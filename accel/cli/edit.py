@@ -67,10 +67,10 @@ def _read_input(path: Path):
 def main(argv: list[str] | None = None) -> int:
     """Run ``accel edit``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from accel.editing.pipeline import edit, edit_generated
     from accel.eval.edit_metrics import edit_scores, mask_to_pixels
-    from accel.pipelines.edit import edit, edit_generated
-    from accel.pipelines.load import load
-    from accel.pipelines.media import write_mp4, write_png
+    from accel.pipelines.loading import load
+    from accel.render.media import write_mp4, write_png
 
     pipe = load(args.model, device=args.device)
     preset = pipe.accel_preset

@@ -18,33 +18,26 @@ from __future__ import annotations
 import collections
 import dataclasses
 import sys
-from typing import NamedTuple
 
 import torch
 
 from accel.grid import TokenLayout
-from accel.kernels import BlockLayout
 from accel.methods.base import AttentionMethod
+from accel.patterns.blocks import (
+    GridRule,
+    block_kind_counts,
+    build_grid_layout,
+    lru_memo,
+    order_key,
+    prepend_text_blocks,
+)
+from accel.patterns.tiling import choose_tile, grid_coords, inverse_permutation, tile_order
 
-from .blocks import GridRule, block_kind_counts, build_grid_layout, lru_memo, order_key
-from .tiling import choose_tile, grid_coords, inverse_permutation, tile_order
+__all__ = ["StaticPatternMethod", "check_tiling"]
 
-__all__ = ["StaticPatternMethod", "Preset", "check_tiling", "prepend_text_blocks"]
-
-_ORDER_KEY = "accel.patterns.order_key"
+_ORDER_KEY = "accel.methods.static.order_key"
 _CACHE_SIZE = 32  # entries per method object (layouts, tile choices, permutations, tiled TokenLayouts)
-_TILED = "accel.patterns.tiled_layout"
-
-
-class Preset(NamedTuple):
-    """A published (or documented) configuration: the method, the dense schedule, and where it comes from.
-
-    Use as ``accel.apply(pipe, preset.method, schedule=preset.schedule)``.
-    """
-
-    method: AttentionMethod
-    schedule: object
-    source: str
+_TILED = "accel.methods.static.tiled_layout"
 
 
 def check_tiling(value) -> None:
@@ -286,37 +279,6 @@ class StaticPatternMethod(AttentionMethod):
                   f"{info['flops'] / 1e12:.3f} T vs dense {info['dense_flops'] / 1e12:.3f} T "
                   f"(at most {info['speedup_bound']:.2f}x)", file=file)
         return info
-
-
-def prepend_text_blocks(video: BlockLayout, text_len: int) -> BlockLayout:
-    """Joint layout of ``text_len`` unpadded text tokens followed by the video tokens of ``video``.
-
-    ``text_len`` must be a multiple of the block size (so video blocks stay aligned). Text query
-    blocks visit every key block as a full block; a video query block visits every text key block
-    as a full block plus its video blocks (shifted by the number of text blocks). Tiles are reused.
-    """
-    b = video.q_block
-    if video.kv_block != b or text_len % b:
-        raise ValueError(f"text_len ({text_len}) must be a multiple of the block size ({b}) with equal q/kv blocks")
-    tb = text_len // b
-    dev = video.device
-    full_idx, full_cnt = video.full_idx, video.full_cnt
-    bh = full_cnt.shape[:2]
-    nkv = tb + video.num_kv_blocks
-    cap = max(nkv, full_idx.shape[3] + tb)
-    text_rows = torch.arange(cap, device=dev, dtype=torch.int32).clamp(max=nkv - 1).expand(*bh, tb, cap)
-    shifted = torch.cat([torch.arange(tb, device=dev, dtype=torch.int32).expand(*bh, full_idx.shape[2], tb),
-                         full_idx + tb], dim=3)
-    shifted = torch.nn.functional.pad(shifted, (0, cap - shifted.shape[3]))
-    j_full_idx = torch.cat([torch.where(torch.arange(cap, device=dev) < nkv, text_rows, 0), shifted], dim=2)
-    j_full_cnt = torch.cat([torch.full((*bh, tb), nkv, dtype=torch.int32, device=dev), full_cnt + tb], dim=2)
-    zeros = torch.zeros(*bh, tb, video.part_idx.shape[3], dtype=torch.int32, device=dev)
-    j_part_idx = torch.cat([zeros, video.part_idx + tb], dim=2)
-    j_part_cnt = torch.cat([torch.zeros(*bh, tb, dtype=torch.int32, device=dev), video.part_cnt], dim=2)
-    j_part_tile = torch.cat([zeros, video.part_tile], dim=2)
-    n = text_len + video.q_len
-    return BlockLayout(n, n, b, b, j_full_idx.contiguous(), j_full_cnt.contiguous(), j_part_idx.contiguous(),
-                       j_part_cnt.contiguous(), j_part_tile.contiguous(), video.tiles, allow_empty_rows=True)
 
 
 def _layout_counts(layout) -> dict:

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel.pipelines.media import to_uint8
+from accel.cli import render as command
 from accel.pipelines.tiny import tiny_pipeline
-from accel.render import command
+from accel.render import batch
 from accel.render.manifest import MANIFEST_NAME
+from accel.render.media import to_uint8
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,7 +152,7 @@ def test_bad_jsonl_line_is_recorded_and_the_batch_goes_on(tmp_path, capsys):
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, monkeypatch, args, message):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a prompt\n")
-    load_module = sys.modules["accel.pipelines.load"]  # the module (accel.pipelines.load is the function)
+    from accel.pipelines import loading as load_module
     monkeypatch.setattr(load_module, "load", lambda *a, **k: pytest.fail("loaded a model despite bad arguments"))
     argv = ["--model", "tiny-wan", "--prompts", str(prompts), "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit) as exc:
@@ -171,7 +172,7 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_rerun_resumes(tmp_path, monkeyp
     prompts = tmp_path / "p.txt"
     prompts.write_text("one\ntwo\nthree\n")
     out = tmp_path / "o"
-    real = command._render_one
+    real = batch._render_one
     calls = []
 
     def interrupt_second(*a, **k):
@@ -180,13 +181,13 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_rerun_resumes(tmp_path, monkeyp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(command, "_render_one", interrupt_second)
+    monkeypatch.setattr(batch, "_render_one", interrupt_second)
     assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 130
     assert [r["name"] for r in _manifest(out)] == ["0000-one"]
     assert sorted(p.name for p in out.iterdir()) == ["0000-one.mp4", MANIFEST_NAME]
     first_done = _manifest(out)[0]["finished_at"]
 
-    monkeypatch.setattr(command, "_render_one", real)
+    monkeypatch.setattr(batch, "_render_one", real)
     assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 0
     records = _manifest(out)
     assert [r["name"] for r in records] == ["0000-one", "0001-two", "0002-three"]
@@ -200,8 +201,8 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_rerun_resumes(tmp_path, monkeyp
 
 _CRASH = """
 import os, sys
-from accel.render import command
-from accel.pipelines import media
+from accel.cli import render as command
+from accel.render import media
 real = media.write_mp4
 count = [0]
 def write_mp4(frames, path, fps):

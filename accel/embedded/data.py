@@ -8,7 +8,7 @@ or network is involved.
 
 Pixel values are floats in ``[0, 1]`` laid out ``[frames, height, width, 3]``. Backgrounds are grey
 (R = G = B) by construction and object colours are saturated, which is what the adherence check
-(:mod:`accel.pipelines.adherence`) relies on to separate object from background.
+(:mod:`accel.embedded.adherence`) relies on to separate object from background.
 """
 
 from __future__ import annotations

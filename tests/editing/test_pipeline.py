@@ -1,12 +1,12 @@
-"""accel.pipelines.edit / edit_generated on the tiny FLUX and Wan pipelines: end to end as a user calls
+"""accel.editing.edit / edit_generated on the tiny FLUX and Wan pipelines: end to end as a user calls
 them, the edit mask from edit words, bad input, and the flow-matching inversion round trip."""
 
 import pytest
 import torch
 
-from accel.pipelines import edit, edit_generated
-from accel.pipelines.edit import encode_input, token_grid
-from accel.pipelines.inversion import invert
+from accel.editing import edit, edit_generated
+from accel.editing.inversion import invert
+from accel.editing.pipeline import encode_input, token_grid
 from tests.control.helpers import SOURCE, STEPS, TARGET, build, call_kwargs
 
 
