@@ -46,7 +46,7 @@ from accel.kernels.flex import flex_block_sparse_attention, to_flex_block_mask
 from accel.methods.clear_local import ClearLocal
 from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
-from accel.patterns import method as pattern_method
+from accel.methods import static as pattern_method
 from accel.patterns.blocks import block_kind_counts
 from accel.patterns.tiling import grid_coords
 
