@@ -43,10 +43,10 @@ from accel.eval.kernel_bench import environment
 from accel.grid import TokenLayout
 from accel.kernels import BlockLayout
 from accel.kernels.flex import flex_block_sparse_attention, to_flex_block_mask
+from accel.methods import static as pattern_method
 from accel.methods.clear_local import ClearLocal
 from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
-from accel.methods import static as pattern_method
 from accel.patterns.blocks import block_kind_counts
 from accel.patterns.tiling import grid_coords
 

@@ -26,7 +26,7 @@ def test_render_records_the_density_of_the_recorded_grid(tmp_path):
     """The embedded model at 64x64x9 has a 5 x 8 x 8 token grid (VAE 4x spatial / 2x temporal, patch 2)."""
     import json
 
-    from accel.render import command
+    from accel.cli import render as command
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle moving left\n")
