@@ -270,9 +270,15 @@ def method_preset(name: str, family: str, *, tiny: bool):
     Raises:
         ValueError: the method has no preset for ``family`` (Radial on FLUX images), or no ``preset`` at all.
     """
-    import accel
+    from accel.methods.agent import Agent
+    from accel.methods.clear_local import ClearLocal
+    from accel.methods.neighborhood import Neighborhood
+    from accel.methods.radial import Radial
+    from accel.methods.rectified import Rectified
 
-    preset = getattr(getattr(accel, name), "preset", None)
+    classes = {"Radial": Radial, "Neighborhood": Neighborhood, "Rectified": Rectified, "ClearLocal": ClearLocal,
+               "Agent": Agent}
+    preset = getattr(classes[name], "preset", None)
     if preset is None:
         raise ValueError(f"accel.{name} has no preset()")
     return preset(family, **(tiny_overrides(name, family) if tiny else {}))
@@ -294,9 +300,10 @@ def _sdpa_list(calls: dict) -> list[dict]:
 
 def _measure(spec, model, inputs, built, device, *, method_name, preset, dense, warmup, reps) -> dict:
     """One measurement record (dense when ``preset`` is None)."""
-    import accel
     from accel.eval.recorder import DensityRecorder
     from accel.kernels import resolve_backend
+    from accel.processors.apply import apply
+    from accel.schedule import Schedule
 
     kinds = list(spec.blocks)
     sdpa: dict = {}
@@ -321,7 +328,7 @@ def _measure(spec, model, inputs, built, device, *, method_name, preset, dense, 
             finally:
                 recorder.detach()
 
-        with accel.apply(model, method, schedule=accel.Schedule()) as handle:
+        with apply(model, method, schedule=Schedule()) as handle:
             res = time_forwards(model, inputs, kinds, device, warmup=warmup, reps=reps, first_warmup=probes)
         rec["density"] = _density(recorder)
     call_ms = scaled_call_ms(res["forward_ms"], res["block_ms"], built, spec.blocks)
