@@ -7,13 +7,16 @@
 # On the GPU machine (device tool `run`, see benchmarks/README.md for the exact call):
 #   1. pip installs gpu-wheels/*.whl (filled beforehand by `bash benchmarks/gpu_wheels.sh`, carried
 #      with carry=["gpu-wheels"]) into /tmp/accel-gpu-site, no index, no dependencies;
-#   2. `bash benchmarks/gpu_check.sh` (the kernel tests and kernel benchmark; exits non-zero on a
-#      correctness failure) with OUT=$OUT/kernel_check, at most KERNEL_S seconds;
-#   3. `python3 benchmarks/gpu_models.py` with the time that is left (at most MODELS_S seconds);
+#   2. the kernel check, `benchmarks/gpu_check.py --out $OUT/kernel_check` (kernel correctness, then
+#      kernel figures; exits non-zero on a correctness failure; `gpu_check.sh` where the checkout has
+#      no gpu_check.py), at most KERNEL_S (300) seconds;
+#   3. `python3 benchmarks/gpu_models.py` with the time that is left (at most MODELS_S, 360, seconds),
+#      Triton tuning limited to MODELS_TUNE_BUDGET_S (8) seconds per new key;
 #   4. $OUT/summary.txt: what ran, with what result, and the table of figures; printed last.
+# Both share the tuning cache $OUT/triton_tuning.json (ACCEL_TUNING_CACHE), which comes back too.
 # The whole run stays inside --budget-s (default 540 s, under the tool's 600 s per command).
 # Other options are passed to gpu_models.py (e.g. --models wan1.3b_480p --methods Radial).
-# --tiny: the CPU mode used by the tests (toy models, no kernel check).
+# --tiny: the CPU mode used by the tests (toy models; the kernel check's own --tiny mode).
 # Exit status: 0 when the kernel check passed (or was not run) and every model measurement was made.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,8 +35,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --budget-s) BUDGET_S=$2; shift ;;
     --skip-kernel-check) KERNEL=0 ;;
-    --tiny) TINY=1; KERNEL=0; MODEL_ARGS+=(--tiny) ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --tiny) TINY=1; MODEL_ARGS+=(--tiny) ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) MODEL_ARGS+=("$1") ;;
   esac
   shift
@@ -60,6 +63,14 @@ min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 } > "$SUMMARY"
 cat "$SUMMARY" | tee -a "$LOG"
 
+# the Triton kernel's tuning cache: shared by the kernel check and the models, seeded from the last
+# loan's (benchmarks/results/triton_tuning_h200.json, when committed), and brought back in $OUT
+export ACCEL_TUNING_CACHE=${ACCEL_TUNING_CACHE:-$OUT/triton_tuning.json}
+SEED=benchmarks/results/triton_tuning_h200.json
+if [ -f "$SEED" ] && [ ! -f "$ACCEL_TUNING_CACHE" ]; then cp "$SEED" "$ACCEL_TUNING_CACHE"; fi
+echo "tuning cache: $ACCEL_TUNING_CACHE$([ -f "$SEED" ] && echo " (seeded from $SEED)"); kernel env: $(env | grep '^ACCEL_TRITON' | tr '\n' ' ')" \
+  | tee -a "$SUMMARY" "$LOG"
+
 # 1. the carried wheels
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
@@ -77,27 +88,39 @@ fi
 echo "diffusers: $($PY -c 'from accel.eval.model_specs import import_diffusers; import_diffusers(); import diffusers; print(diffusers.__version__, diffusers.__file__)' 2>&1 | tail -1)" \
   | tee -a "$SUMMARY" "$LOG"
 
-# 2. the kernel check (the kernel helper's script)
+# 2. the kernel check (the kernel helper's script: benchmarks/gpu_check.py, or the older gpu_check.sh)
 KERNEL_RC=0
-if [ "$KERNEL" = 1 ]; then
+if [ "$KERNEL" = 1 ] && [ ! -f benchmarks/gpu_check.py ] && [ "$TINY" = 1 ]; then
+  echo "kernel check: not run (--tiny, and this checkout has no benchmarks/gpu_check.py)" | tee -a "$SUMMARY" "$LOG"
+elif [ "$KERNEL" = 1 ]; then
   KT=$(min "$KERNEL_S" $(($(left) - 90)))
   if [ "$KT" -lt 30 ]; then
     echo "kernel check: SKIPPED (only $(left) s of the budget left)" | tee -a "$SUMMARY" "$LOG"
     KERNEL_RC=1
   else
-    say "== kernel check: bash benchmarks/gpu_check.sh (at most ${KT} s)"
     T0=$SECONDS
-    OUT="$OUT/kernel_check" PY="$PY" timeout -k 10 "$KT" bash benchmarks/gpu_check.sh 2>&1 | tee -a "$LOG"
-    KERNEL_RC=${PIPESTATUS[0]}
+    if [ -f benchmarks/gpu_check.py ]; then
+      TINY_ARG=()
+      [ "$TINY" = 1 ] && TINY_ARG=(--tiny)
+      say "== kernel check: benchmarks/gpu_check.py --budget-s $((KT - 20)) ${TINY_ARG[*]} (at most ${KT} s)"
+      PYTHONUNBUFFERED=1 timeout -k 10 "$KT" $PY benchmarks/gpu_check.py --out "$OUT/kernel_check" \
+        --budget-s $((KT - 20)) "${TINY_ARG[@]}" 2>&1 | tee -a "$LOG"
+      KERNEL_RC=${PIPESTATUS[0]}
+      STATUS=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1])).get("status"))' \
+        "$OUT/kernel_check/gpu_check.json" 2>/dev/null || echo "no gpu_check.json")
+    else
+      say "== kernel check: bash benchmarks/gpu_check.sh (at most ${KT} s)"
+      OUT="$OUT/kernel_check" PY="$PY" timeout -k 10 "$KT" bash benchmarks/gpu_check.sh 2>&1 | tee -a "$LOG"
+      KERNEL_RC=${PIPESTATUS[0]}
+      STATUS="see run.log"
+    fi
     case "$KERNEL_RC" in
       0) RESULT="passed" ;;
       124|137) RESULT="TIMED OUT after ${KT} s" ;;
       *) RESULT="FAILED (exit $KERNEL_RC): the model figures below are not publishable" ;;
     esac
-    echo "kernel check: $RESULT ($((SECONDS - T0)) s; files in kernel_check/)" | tee -a "$SUMMARY" "$LOG"
+    echo "kernel check: $RESULT, status: $STATUS ($((SECONDS - T0)) s; files in kernel_check/)" | tee -a "$SUMMARY" "$LOG"
   fi
-elif [ "$TINY" = 1 ]; then
-  echo "kernel check: not run (--tiny)" | tee -a "$SUMMARY" "$LOG"
 else
   echo "kernel check: not run (--skip-kernel-check)" | tee -a "$SUMMARY" "$LOG"
 fi
@@ -111,7 +134,9 @@ if [ "$MB" -lt 20 ]; then
 else
   say "== models: benchmarks/gpu_models.py --budget-s $MB ${MODEL_ARGS[*]}"
   T0=$SECONDS
-  PYTHONUNBUFFERED=1 timeout -k 10 $((MB + 25)) $PY benchmarks/gpu_models.py --budget-s "$MB" \
+  # a layout class the kernel check did not tune gets at most MODELS_TUNE_BUDGET_S of tuning per key
+  PYTHONUNBUFFERED=1 ACCEL_TRITON_TUNE_BUDGET_S=${ACCEL_TRITON_TUNE_BUDGET_S:-${MODELS_TUNE_BUDGET_S:-8}} \
+    timeout -k 10 $((MB + 25)) $PY benchmarks/gpu_models.py --budget-s "$MB" \
     --out "$OUT/models.jsonl" "${MODEL_ARGS[@]}" 2>&1 | tee -a "$LOG"
   MODELS_RC=${PIPESTATUS[0]}
   case "$MODELS_RC" in

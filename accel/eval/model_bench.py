@@ -28,7 +28,10 @@ method's::
     gen_speedup = dense gen_ms / method gen_ms
 
 The executed density is recorded from the block layouts the method's kernel calls visit
-(:class:`~accel.eval.recorder.DensityRecorder`, on the first warm-up forward).
+(:class:`~accel.eval.recorder.DensityRecorder`, on the first warm-up forward). Peak memory (CUDA) is
+``torch.cuda.max_memory_allocated`` over the timed forwards of the built model;
+``peak_mem_full_estimate_bytes`` adds the weights of the blocks not built (activations do not grow with
+the block count in inference).
 
 Records (dicts; :func:`run` hands each to ``emit`` as soon as it is made, the command line writes one
 JSON line each): ``run`` (environment and arguments), ``model`` (built blocks, parameters, or the error
@@ -298,8 +301,10 @@ def _sdpa_list(calls: dict) -> list[dict]:
     return [{"query": list(q), "key": list(k), "mask": m, "backend": b, "calls": n} for (q, k, m, b), n in calls.items()]
 
 
-def _measure(spec, model, inputs, built, device, *, method_name, preset, dense, warmup, reps) -> dict:
-    """One measurement record (dense when ``preset`` is None)."""
+def _measure(spec, model, inputs, built, device, *, method_name, preset, dense, warmup, reps,
+             missing_weights_bytes: int) -> dict:
+    """One measurement record (dense when ``preset`` is None); ``missing_weights_bytes``: the weights of the
+    blocks the real model has and the built one has not (for the full model's peak-memory estimate)."""
     from accel.eval.recorder import DensityRecorder
     from accel.kernels import resolve_backend
     from accel.processors.apply import apply
@@ -335,7 +340,9 @@ def _measure(spec, model, inputs, built, device, *, method_name, preset, dense, 
     overhead = res["forward_ms"] - sum(built[k] * res["block_ms"][k] for k in kinds)
     rec.update(sdpa_calls=_sdpa_list(sdpa), forward_ms=res["forward_ms"], forwards_ms=res["forwards_ms"],
                block_ms=res["block_ms"], overhead_ms=overhead, call_ms=call_ms, step_ms=spec.calls_per_step * call_ms,
-               peak_mem_bytes=res["peak_mem_bytes"])
+               peak_mem_bytes=res["peak_mem_bytes"],
+               peak_mem_full_estimate_bytes=None if res["peak_mem_bytes"] is None
+               else res["peak_mem_bytes"] + missing_weights_bytes)
     if preset is None:
         rec["gen_ms"] = spec.num_steps * spec.calls_per_step * call_ms
     elif dense is not None:
@@ -372,8 +379,9 @@ def run(specs, *, device: torch.device, dtype: torch.dtype, budget: Budget, emit
         tiny: use the toy preset overrides (:func:`tiny_overrides`).
         rate_flops: assumed FLOP/s for estimating a model's first measurement (default 3e14 on CUDA,
             3e10 elsewhere).
-        compile_allowance_s: seconds added to a method's estimate for kernel compilation (default 20 on
-            CUDA, 2 elsewhere).
+        compile_allowance_s: seconds added to a method's estimate for kernel compilation and layout
+            building (default 20 on CUDA, 2 elsewhere), until measurements show the largest such cost
+            (a measurement's wall time minus its forwards), which is used from then on.
 
     Returns:
         True when every measurement was made (nothing failed, nothing skipped).
@@ -383,6 +391,7 @@ def run(specs, *, device: torch.device, dtype: torch.dtype, budget: Budget, emit
     cuda = device.type == "cuda"
     rate = rate_flops or (3e14 if cuda else 3e10)
     allowance = compile_allowance_s if compile_allowance_s is not None else (20.0 if cuda else 2.0)
+    seen_overheads: list[float] = []
     complete = True
     for spec in specs:
         built = spec.built_blocks(blocks_per_kind)
@@ -398,11 +407,11 @@ def run(specs, *, device: torch.device, dtype: torch.dtype, budget: Budget, emit
         try:
             model = build_model(spec, built, device, dtype)
             inputs = make_inputs(spec, device, dtype)
+            weights = _weights(model, built, spec.blocks)
             emit({"record": "model", "model": spec.name, "family": spec.family, "title": spec.title,
                   "grid": list(spec.grid()), "text_len": spec.text_len, "self_attention_tokens": spec.self_attention_len(),
                   "blocks": spec.blocks, "built": built, "calls_per_step": spec.calls_per_step,
-                  "num_steps": spec.num_steps, "dtype": str(dtype), **_weights(model, built, spec.blocks),
-                  "build_s": time.monotonic() - t0})
+                  "num_steps": spec.num_steps, "dtype": str(dtype), **weights, "build_s": time.monotonic() - t0})
         except Exception as exc:  # noqa: BLE001 - one model's failure is recorded, the run goes on
             emit({"record": "model", "model": spec.name, "family": spec.family, "error": _error(exc)})
             complete = False
@@ -422,6 +431,8 @@ def run(specs, *, device: torch.device, dtype: torch.dtype, budget: Budget, emit
                     emit({"record": "measurement", "model": spec.name, "method": name, "error": _error(exc)})
                     complete = False
                     continue
+            if seen_overheads:
+                allowance = max(seen_overheads)
             estimate = forwards * est_forward_s + (allowance if preset is not None else 0.0)
             if not budget.fits(estimate):
                 emit({"record": "skipped", "model": spec.name, "method": name, "reason": "time budget",
@@ -431,11 +442,14 @@ def run(specs, *, device: torch.device, dtype: torch.dtype, budget: Budget, emit
             t1 = time.monotonic()
             try:
                 rec = _measure(spec, model, inputs, built, device, method_name=name, preset=preset, dense=dense,
-                               warmup=warmup, reps=reps)
+                               warmup=warmup, reps=reps, missing_weights_bytes=sum(
+                                   weights["block_bytes"][k] * (spec.blocks[k] - built[k]) for k in built))
             except Exception as exc:  # noqa: BLE001 - one method's failure is recorded, the run goes on
                 rec = {"record": "measurement", "model": spec.name, "method": name, "error": _error(exc)}
                 complete = False
             rec["wall_s"] = time.monotonic() - t1
+            if preset is not None and "forwards_ms" in rec:
+                seen_overheads.append(rec["wall_s"] - warmup * max(rec["forwards_ms"]) / 1e3 - sum(rec["forwards_ms"]) / 1e3)
             if name == "dense" and "error" not in rec:
                 dense = rec
                 # later estimates: this model's measured dense forward (sparse ones are not slower)
