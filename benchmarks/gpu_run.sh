@@ -24,6 +24,7 @@ cd "$ROOT" || exit 1
 PY=${PY:-python3}
 OUT=${OUT:-$ROOT/bench-results/gpu-run}
 WHEELS=${GPU_WHEELS:-$ROOT/gpu-wheels}
+CHECK_PY=${GPU_CHECK_PY:-benchmarks/gpu_check.py}   # the kernel check (replaceable for tests)
 SITE=${GPU_SITE:-${TMPDIR:-/tmp}/accel-gpu-site}
 BUDGET_S=540
 KERNEL_S=${KERNEL_S:-300}
@@ -90,7 +91,7 @@ echo "diffusers: $($PY -c 'from accel.eval.model_specs import import_diffusers; 
 
 # 2. the kernel check (the kernel helper's script: benchmarks/gpu_check.py, or the older gpu_check.sh)
 KERNEL_RC=0
-if [ "$KERNEL" = 1 ] && [ ! -f benchmarks/gpu_check.py ] && [ "$TINY" = 1 ]; then
+if [ "$KERNEL" = 1 ] && [ ! -f "$CHECK_PY" ] && [ "$TINY" = 1 ]; then
   echo "kernel check: not run (--tiny, and this checkout has no benchmarks/gpu_check.py)" | tee -a "$SUMMARY" "$LOG"
 elif [ "$KERNEL" = 1 ]; then
   KT=$(min "$KERNEL_S" $(($(left) - 90)))
@@ -99,11 +100,11 @@ elif [ "$KERNEL" = 1 ]; then
     KERNEL_RC=1
   else
     T0=$SECONDS
-    if [ -f benchmarks/gpu_check.py ]; then
+    if [ -f "$CHECK_PY" ]; then
       TINY_ARG=()
       [ "$TINY" = 1 ] && TINY_ARG=(--tiny)
-      say "== kernel check: benchmarks/gpu_check.py --budget-s $((KT - 20)) ${TINY_ARG[*]} (at most ${KT} s)"
-      PYTHONUNBUFFERED=1 timeout -k 10 "$KT" $PY benchmarks/gpu_check.py --out "$OUT/kernel_check" \
+      say "== kernel check: $CHECK_PY --budget-s $((KT - 20)) ${TINY_ARG[*]} (at most ${KT} s)"
+      PYTHONUNBUFFERED=1 timeout -k 10 "$KT" $PY "$CHECK_PY" --out "$OUT/kernel_check" \
         --budget-s $((KT - 20)) "${TINY_ARG[@]}" 2>&1 | tee -a "$LOG"
       KERNEL_RC=${PIPESTATUS[0]}
       STATUS=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1])).get("status"))' \
@@ -129,7 +130,8 @@ fi
 MB=$(min "$MODELS_S" $(($(left) - 30)))
 MODELS_RC=0
 if [ "$MB" -lt 20 ]; then
-  echo "models: SKIPPED (only $(left) s of the budget left)" | tee -a "$SUMMARY" "$LOG"
+  echo "models: SKIPPED (${MB} s available: $(left) s of the budget left, at most MODELS_S=${MODELS_S})" \
+    | tee -a "$SUMMARY" "$LOG"
   MODELS_RC=1
 else
   say "== models: benchmarks/gpu_models.py --budget-s $MB ${MODEL_ARGS[*]}"

@@ -281,5 +281,25 @@ def test_gpu_run_script_on_cpu(tmp_path):
     assert {(r["model"], r["method"]) for r in records if r["record"] == "measurement"} == {
         ("wan_tiny", "dense"), ("wan_tiny", "Radial")}
     summary = (tmp_path / "out" / "summary.txt").read_text()
-    assert "wan_tiny" in summary and "Radial" in summary and "kernel check: not run (--tiny)" in summary
+    assert "wan_tiny" in summary and "Radial" in summary
+    if (ROOT / "benchmarks" / "gpu_check.py").exists():  # the kernel check, in its own --tiny mode
+        assert "kernel check: passed, status: ok" in summary
+        assert json.loads((tmp_path / "out" / "kernel_check" / "gpu_check.json").read_text())["status"] == "ok"
+    else:
+        assert "kernel check: not run (--tiny" in summary
     assert summary.strip().splitlines()[-1] in proc.stdout
+
+
+def test_gpu_run_script_reports_a_failed_kernel_check(tmp_path):
+    """A kernel check that fails (exit 1) makes the run fail and says the figures are not publishable."""
+    check = tmp_path / "check.py"
+    check.write_text("import sys\nprint('planted correctness failure')\nsys.exit(1)\n")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PY": sys.executable, "GPU_WHEELS": str(tmp_path / "none"),
+           "GPU_CHECK_PY": str(check), "MODELS_S": "0"}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_run.sh"), "--tiny"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode != 0
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "kernel check: FAILED (exit 1): the model figures below are not publishable" in summary
+    assert "models: SKIPPED" in summary
+    assert "planted correctness failure" in (tmp_path / "out" / "run.log").read_text()
