@@ -267,11 +267,14 @@ class Budget:
         return estimate_s <= self.remaining() - self.reserve_s
 
 
-def method_preset(name: str, family: str, *, tiny: bool):
-    """``accel.<name>.preset(family)`` (with :func:`tiny_overrides` when ``tiny``).
+def method_preset(name: str, spec: ModelSpec, *, tiny: bool):
+    """``<Method>.preset(model)`` for the model of ``spec`` (with :func:`tiny_overrides` when ``tiny``): asked
+    with the checkpoint's preset name (:attr:`ModelSpec.preset_model`, e.g. ``"wan2.1-t2v-14b"``) first,
+    then with its family (``"wan"``), the names accel's presets have accepted over time.
 
     Raises:
-        ValueError: the method has no preset for ``family`` (Radial on FLUX images), or no ``preset`` at all.
+        ValueError: the method has no preset for this model (Radial on FLUX images), or no ``preset`` at
+            all; the message is the one given for the preset name.
     """
     from accel.methods.agent import Agent
     from accel.methods.clear_local import ClearLocal
@@ -284,7 +287,14 @@ def method_preset(name: str, family: str, *, tiny: bool):
     preset = getattr(classes[name], "preset", None)
     if preset is None:
         raise ValueError(f"accel.{name} has no preset()")
-    return preset(family, **(tiny_overrides(name, family) if tiny else {}))
+    overrides = tiny_overrides(name, spec.family) if tiny else {}
+    try:
+        return preset(spec.preset_model, **overrides)
+    except ValueError as first:
+        try:
+            return preset(spec.family, **overrides)
+        except ValueError:
+            raise first from None
 
 
 def _schedule_dict(schedule) -> dict:
@@ -423,7 +433,7 @@ def run(specs, *, device: torch.device, dtype: torch.dtype, budget: Budget, emit
             preset = None
             if name != "dense":
                 try:
-                    preset = method_preset(name, spec.family, tiny=tiny)
+                    preset = method_preset(name, spec, tiny=tiny)
                 except ValueError as exc:  # no preset for this family: not measured, not a failure
                     emit({"record": "measurement", "model": spec.name, "method": name, "no_preset": str(exc)})
                     continue

@@ -40,6 +40,8 @@ class ModelSpec:
         text_len: text tokens per call.
         calls_per_step: transformer calls per denoising step in the diffusers pipeline's default use.
         num_steps: the pipeline's default number of denoising steps.
+        preset_model: the checkpoint's name in accel's presets (``accel.pipelines.presets``), which the
+            methods' ``preset()`` takes.
         built: blocks built (and timed) per kind by default.
     """
 
@@ -52,6 +54,7 @@ class ModelSpec:
     text_len: int
     calls_per_step: int
     num_steps: int
+    preset_model: str
     built: int = 2
 
     def grid(self) -> tuple[int, int, int]:
@@ -87,13 +90,13 @@ _FLUX = dict(patch_size=1, in_channels=64, attention_head_dim=128, num_attention
 #: Full-size models (configurations of the published checkpoints' transformers), most important first.
 FULL_MODELS = {s.name: s for s in (
     ModelSpec("hunyuan_video_720p", "hunyuan_video", "HunyuanVideo (13B), 1280x720, 129 frames", _HV,
-              {"transformer_blocks": 20, "single_transformer_blocks": 40}, (33, 90, 160), 256, 1, 50),
+              {"transformer_blocks": 20, "single_transformer_blocks": 40}, (33, 90, 160), 256, 1, 50, "hunyuan-video"),
     ModelSpec("wan14b_720p", "wan", "Wan 2.1 T2V 14B, 1280x720, 81 frames", {**_WAN, "num_attention_heads": 40,
-              "ffn_dim": 13824}, {"blocks": 40}, (21, 90, 160), 512, 2, 50),
+              "ffn_dim": 13824}, {"blocks": 40}, (21, 90, 160), 512, 2, 50, "wan2.1-t2v-14b"),
     ModelSpec("wan1.3b_480p", "wan", "Wan 2.1 T2V 1.3B, 832x480, 81 frames", {**_WAN, "num_attention_heads": 12,
-              "ffn_dim": 8960}, {"blocks": 30}, (21, 60, 104), 512, 2, 50),
+              "ffn_dim": 8960}, {"blocks": 30}, (21, 60, 104), 512, 2, 50, "wan2.1-t2v-1.3b"),
     ModelSpec("flux_1024", "flux", "FLUX.1-dev (12B), 1024x1024", _FLUX,
-              {"transformer_blocks": 19, "single_transformer_blocks": 38}, (1024, 1024), 512, 1, 28),
+              {"transformer_blocks": 19, "single_transformer_blocks": 38}, (1024, 1024), 512, 1, 28, "flux.1-dev"),
 )}
 
 _TINY_HV = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_refiner_layers=1,
@@ -108,11 +111,11 @@ _TINY_FLUX = dict(patch_size=1, in_channels=4, attention_head_dim=16, num_attent
 #: Toy widths and grids with the real block counts, step counts and calls per step (CPU tests).
 TINY_MODELS = {s.name: s for s in (
     ModelSpec("hunyuan_video_tiny", "hunyuan_video", "HunyuanVideo architecture, toy width", _TINY_HV,
-              FULL_MODELS["hunyuan_video_720p"].blocks, (4, 8, 8), 8, 1, 50, built=1),
+              FULL_MODELS["hunyuan_video_720p"].blocks, (4, 8, 8), 8, 1, 50, "hunyuan-video", built=1),
     ModelSpec("wan_tiny", "wan", "Wan 2.1 architecture, toy width", _TINY_WAN, FULL_MODELS["wan1.3b_480p"].blocks,
-              (4, 16, 16), 8, 2, 50, built=2),
+              (4, 16, 16), 8, 2, 50, "wan2.1-t2v-1.3b", built=2),
     ModelSpec("flux_tiny", "flux", "FLUX.1 architecture, toy width", _TINY_FLUX, FULL_MODELS["flux_1024"].blocks,
-              (128, 128), 8, 1, 28, built=1),
+              (128, 128), 8, 1, 28, "flux.1-dev", built=1),
 )}
 
 # preset overrides at toy sizes: 16-token blocks, windows that fit the toy grids, and the reference

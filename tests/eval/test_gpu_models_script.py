@@ -41,6 +41,18 @@ def _pipeline_defaults(family):
     return {k: p.default for k, p in inspect.signature(cls.__call__).parameters.items()}
 
 
+def _published(method, spec):
+    """``accel.<method>.preset`` for the toy model's checkpoint name, or its family (the names the presets
+    have accepted over time); None when the method has no preset for it."""
+    cls = getattr(accel, method)
+    for name in (spec.preset_model, spec.family):
+        try:
+            return cls.preset(name)
+        except (ValueError, AttributeError):
+            continue
+    return None
+
+
 def _latent(frames, height, width):
     """The VAE latent of these three models: 4x temporal (first frame alone), 8x spatial compression."""
     return ((frames - 1) // 4 + 1, height // 8, width // 8)
@@ -57,6 +69,15 @@ def test_full_models_are_the_published_architectures(name):
     assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
     n = sum(p.numel() for p in model.parameters())
     assert abs(n / params - 1) < 0.1, f"{name}: {n / 1e9:.2f}B parameters, published {params / 1e9}B"
+    # the checkpoint the methods' presets are asked for, at the resolution accel's presets use for it
+    from accel.pipelines.presets import PRESETS
+
+    ckpt = PRESETS[spec.preset_model]
+    assert ckpt.family == spec.family
+    if spec.family == "flux":
+        assert spec.size == (ckpt.height, ckpt.width)
+    else:
+        assert spec.size == _latent(ckpt.num_frames, ckpt.height, ckpt.width)
     # resolution, text length, steps and transformer calls per step: the diffusers pipeline's defaults
     d = _pipeline_defaults(spec.family)
     assert spec.num_steps == d["num_inference_steps"]
@@ -132,10 +153,9 @@ def test_tiny_run_measures_every_model_and_preset(tiny_run):
         got = _measurements(records, name)
         expected = ["dense"]
         for method in model_bench.METHODS:
-            try:
-                getattr(accel, method).preset(spec.family)
+            if _published(method, spec) is not None:
                 expected.append(method)
-            except (ValueError, AttributeError):  # Radial has no FLUX preset
+            else:  # Radial has no FLUX preset
                 assert "no_preset" in got[method]
         assert [m for m in got if "no_preset" not in got[m]] == expected
         for m in expected:
@@ -168,7 +188,7 @@ def test_generation_speedup_from_the_preset_schedule(tiny_run, name):
     for method, rec in got.items():
         if method == "dense" or "call_ms" not in rec:
             continue
-        sched = getattr(accel, method).preset(spec.family).schedule
+        sched = _published(method, spec).schedule
         ds, dl, dlast = sched.dense_steps, sched.dense_layers, sched.dense_last_steps
         assert all(isinstance(x, int) for x in (ds, dl, dlast)), "presets give counts"
         dense_steps = min(steps, ds + dlast)
