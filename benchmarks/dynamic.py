@@ -41,11 +41,11 @@ from accel.grid import TokenLayout  # noqa: E402
 from accel.kernels import BlockLayout, apply_block_affine  # noqa: E402
 from accel.kernels.flex import flex_block_sparse_attention  # noqa: E402
 from accel.methods.agent import Agent  # noqa: E402
-from accel.methods.rectified import RECTIFIED_PRESETS, Rectified  # noqa: E402
+from accel.methods.rectified import Rectified  # noqa: E402
 
 MODELS = {
     "hunyuan_video": dict(grid=(33, 45, 80), text_len=256, text_valid=200, preset="hunyuan-video"),
-    "wan": dict(grid=(21, 45, 80), text_len=0, text_valid=0, preset="wan2.1-t2v"),
+    "wan": dict(grid=(21, 45, 80), text_len=0, text_valid=0, preset="wan2.1-t2v-1.3b"),
 }
 
 
@@ -66,10 +66,10 @@ def inputs(model: str, heads: int, seed: int):
 
 def configurations(model: str) -> list[tuple[str, Rectified]]:
     """(name, Rectified) pairs: the class defaults, the released per-model preset, and plain top-k."""
-    preset = RECTIFIED_PRESETS[MODELS[model]["preset"]]
+    preset = Rectified.preset(MODELS[model]["preset"]).method
     return [
         ("rectified default", Rectified()),
-        (f"rectified preset {MODELS[model]['preset']}", Rectified(**preset)),
+        (f"rectified preset {MODELS[model]['preset']}", preset),
         ("plain dynamic top-k (gapr, rectify off)", Rectified(gapr=False, rectify=False)),
     ]
 

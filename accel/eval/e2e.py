@@ -42,7 +42,8 @@ from accel.schedule import Schedule
 
 __all__ = ["PIPELINES", "load_pipeline", "MethodConfig", "method_configs", "run", "main"]
 
-PIPELINES = ("embedded", "tiny-wan", "tiny-hunyuan_video", "tiny-flux")
+#: The pipelines ``accel eval e2e`` runs: preset names of :mod:`accel.pipelines.presets` (offline models only).
+PIPELINES = ("embedded", "tiny-wan", "tiny-hunyuan-video", "tiny-flux")
 DEFAULT_PROMPTS = ("a red circle moving left", "a yellow square moving up")
 
 
@@ -78,9 +79,10 @@ def load_pipeline(name: str, device: str = "cpu"):
         from accel.embedded.model import embedded, generation_kwargs
 
         return embedded(device=device), generation_kwargs()
+    from accel.pipelines.presets import PRESETS
     from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
-    family = name.removeprefix("tiny-")
+    family = PRESETS[name].family
     pipe = tiny_pipeline(family).to(device)
     kw = tiny_call_kwargs(family, steps=2, size=32 if family == "flux" else 128)  # grids (1,16,16) / (3,8,8)
     for key in ("prompt", "generator", "output_type"):

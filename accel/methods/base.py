@@ -38,6 +38,7 @@ import torch
 
 from accel.grid import TokenLayout
 from accel.kernels import BACKENDS, BlockLayout, block_sparse_attention, merge_attention
+from accel.methods.preset import Preset, Published, resolve_preset
 
 __all__ = ["AttentionMethod", "DEFAULT_BLOCK"]
 
@@ -84,6 +85,36 @@ class AttentionMethod:
         # layouts that depend only on static sizes, per method object: key -> BlockLayout (LRU)
         object.__setattr__(self, "_static_layouts", collections.OrderedDict())
         _register(self)
+
+    # ------------------------------------------------------------------ published settings
+    @classmethod
+    def preset(cls, model: str, **overrides) -> Preset:
+        """This method's published setting for ``model``: the configured method, its dense schedule, the source.
+
+        Args:
+            model: a model name -- the preset names of :mod:`accel.pipelines.presets` (``"hunyuan-video"``,
+                ``"wan2.1-t2v-1.3b"``, ``"wan2.2-t2v-a14b"``, ``"flux.1-dev"``, ...; listed in
+                :data:`accel.methods.preset.MODEL_FAMILIES`) -- or a family (``"hunyuan_video"``, ``"wan"``,
+                ``"flux"``) when every model of the family has the same setting for this method.
+            overrides: method fields that replace the published ones.
+
+        Returns:
+            A :class:`~accel.methods.preset.Preset`; ``accel.apply(pipe, preset)`` installs it.
+
+        Raises:
+            ValueError: an unknown model name (the message lists them); no published setting of this
+                method for that model (e.g. the tiny and embedded models, or Radial on FLUX images); a
+                family whose models have different settings.
+            TypeError: an override that is not a field of the method.
+        """
+        return resolve_preset(cls, model, cls.published, overrides)
+
+    @classmethod
+    def published(cls, model: str) -> Published | None:
+        """The published setting of this class for one model name of
+        :data:`~accel.methods.preset.MODEL_FAMILIES`, or ``None``; subclasses with published settings
+        override it (and may raise ``ValueError`` saying why a model has none)."""
+        return None
 
     # ------------------------------------------------------------------ public call
     def __call__(

@@ -9,11 +9,19 @@ from __future__ import annotations
 import dataclasses
 
 from accel.kernels import validate_block_size
-from accel.methods.preset import Preset
+from accel.methods.preset import MODEL_FAMILIES, Published
 from accel.methods.static import StaticPatternMethod, check_tiling
 from accel.patterns.clear_local import ClearLocalRule, check_radius
+from accel.schedule import Schedule
 
 __all__ = ["ClearLocal"]
+
+
+_CLEAR_LOCAL_PUBLISHED = {
+    "flux": Published(dict(radius=16), Schedule(), "CLEAR r=16 on FLUX.1 1024^2 (arXiv 2412.16112)"),
+    "hunyuan_video": Published(dict(radius=16, radius_t=4), Schedule(dense_steps=12), "ours (video extension)"),
+    "wan": Published(dict(radius=16, radius_t=4), Schedule(dense_steps=12), "ours (video extension)"),
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,22 +64,13 @@ class ClearLocal(StaticPatternMethod):
         return ClearLocalRule(tuple(grid), self.radius, self.radius_t)
 
     @classmethod
-    def preset(cls, model: str, **overrides) -> Preset:
-        """Configuration for ``model`` in ``{"flux", "hunyuan_video", "wan"}``; ``overrides`` replace fields.
+    def published(cls, model: str) -> Published | None:
+        """The configuration for a model of family ``flux``, ``hunyuan_video`` or ``wan``
+        (``ClearLocal.preset(model)``; see :meth:`~accel.methods.base.AttentionMethod.preset`).
 
         * ``flux``: ``radius=16`` on FLUX.1's 64 x 64 token grid at 1024^2 (the paper's r = 16 setting,
           arXiv 2412.16112, which also reports r = 8 and 32); no dense steps.
         * ``hunyuan_video`` / ``wan``: ``radius=16, radius_t=4`` -- ours (CLEAR is an image method; the
           ellipsoid is our video extension), first 12 of 50 steps dense (Radial's recipe).
         """
-        from accel.schedule import Schedule
-
-        table = {
-            "flux": (dict(radius=16), Schedule(), "CLEAR r=16 on FLUX.1 1024^2 (arXiv 2412.16112)"),
-            "hunyuan_video": (dict(radius=16, radius_t=4), Schedule(dense_steps=12), "ours (video extension)"),
-            "wan": (dict(radius=16, radius_t=4), Schedule(dense_steps=12), "ours (video extension)"),
-        }
-        if model not in table:
-            raise ValueError(f"model must be one of {sorted(table)}, got {model!r}")
-        kwargs, schedule, source = table[model]
-        return Preset(cls(**{**kwargs, **overrides}), schedule, source)
+        return _CLEAR_LOCAL_PUBLISHED.get(MODEL_FAMILIES.get(model))

@@ -10,11 +10,21 @@ from __future__ import annotations
 import dataclasses
 
 from accel.kernels import validate_block_size
-from accel.methods.preset import Preset
+from accel.methods.preset import MODEL_FAMILIES, Published
 from accel.methods.static import StaticPatternMethod, check_tiling
 from accel.patterns.neighborhood import NeighborhoodRule, normalize_per_axis
+from accel.schedule import Schedule
 
 __all__ = ["Neighborhood"]
+
+
+_NEIGHBORHOOD_PUBLISHED = {
+    "hunyuan_video": Published(dict(window=(18, 24, 24), stride=(6, 8, 8)), Schedule(dense_steps=12),
+                               "STA's HunyuanVideo window as GNA with a one-tile stride (arXiv 2502.04507); schedule ours"),
+    "wan": Published(dict(window=(12, 24, 24), stride=(3, 8, 8)), Schedule(dense_steps=12),
+                     "ours: STA-like window scaled to Wan's grid"),
+    "flux": Published(dict(window=(32, 32), stride=(8, 8)), Schedule(), "ours: half-image window on FLUX 1024^2"),
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -96,8 +106,9 @@ class Neighborhood(StaticPatternMethod):
         )
 
     @classmethod
-    def preset(cls, model: str, **overrides) -> Preset:
-        """Configuration for ``model`` in ``{"hunyuan_video", "wan", "flux"}``; ``overrides`` replace fields.
+    def published(cls, model: str) -> Published | None:
+        """The configuration for a model of family ``hunyuan_video``, ``wan`` or ``flux``
+        (``Neighborhood.preset(model)``; see :meth:`~accel.methods.base.AttentionMethod.preset`).
 
         * ``hunyuan_video``: window ``(18, 24, 24)``, stride ``(6, 8, 8)`` -- Sliding Tile Attention's
           HunyuanVideo window (3 x 3 x 3 tiles of (6, 8, 8); Zhang et al. 2025, arXiv 2502.04507)
@@ -109,17 +120,4 @@ class Neighborhood(StaticPatternMethod):
         * ``flux``: window ``(32, 32)``, stride ``(8, 8)`` on FLUX's 64 x 64 image grid -- our choice
           (the GNA paper reports FLUX results at 4K; its exact 1024^2 setting is not reproduced here).
         """
-        from accel.schedule import Schedule
-
-        table = {
-            "hunyuan_video": (dict(window=(18, 24, 24), stride=(6, 8, 8)), Schedule(dense_steps=12),
-                              "STA's HunyuanVideo window as GNA with a one-tile stride (arXiv 2502.04507); schedule ours"),
-            "wan": (dict(window=(12, 24, 24), stride=(3, 8, 8)), Schedule(dense_steps=12),
-                    "ours: STA-like window scaled to Wan's grid"),
-            "flux": (dict(window=(32, 32), stride=(8, 8)), Schedule(),
-                     "ours: half-image window on FLUX 1024^2"),
-        }
-        if model not in table:
-            raise ValueError(f"model must be one of {sorted(table)}, got {model!r}")
-        kwargs, schedule, source = table[model]
-        return Preset(cls(**{**kwargs, **overrides}), schedule, source)
+        return _NEIGHBORHOOD_PUBLISHED.get(MODEL_FAMILIES.get(model))

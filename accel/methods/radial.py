@@ -12,11 +12,20 @@ import dataclasses
 import torch
 
 from accel.kernels import validate_block_size
-from accel.methods.preset import Preset
+from accel.methods.preset import MODEL_FAMILIES, Published
 from accel.methods.static import StaticPatternMethod
 from accel.patterns.radial import GRANULARITIES, RadialRule
+from accel.schedule import Schedule
 
 __all__ = ["Radial"]
+
+
+_RADIAL_PUBLISHED = {
+    "hunyuan_video": Published(dict(decay=1.0, sink=False), Schedule(dense_steps=12, dense_layers=0),
+                               "radial-attention scripts/hunyuan_t2v_inference.sh (arXiv 2506.19852)"),
+    "wan": Published(dict(decay=0.2, sink=True), Schedule(dense_steps=12, dense_layers=1),
+                     "radial-attention Wan 2.1 scripts (arXiv 2506.19852)"),
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -79,31 +88,21 @@ class Radial(StaticPatternMethod):
         return mask[None, None].to(device)
 
     @classmethod
-    def preset(cls, model: str, **overrides) -> Preset:
-        """The paper's published setting for ``model`` in ``{"hunyuan_video", "wan"}``.
+    def published(cls, model: str) -> Published | None:
+        """The paper's published setting for a model of family ``hunyuan_video`` or ``wan``
+        (``Radial.preset(model)``; see :meth:`~accel.methods.base.AttentionMethod.preset`).
 
         * ``hunyuan_video``: ``decay=1.0``, no sink; schedule: first 12 of 50 steps dense, no dense
           layers (mit-han-lab/radial-attention ``scripts/hunyuan_t2v_inference.sh``:
           ``dense_timesteps=12``, ``dense_layers=0``, ``decay_factor 1``).
-        * ``wan``: ``decay=0.2``, ``sink=True``; schedule: first 12 of 50 steps and the first layer
-          dense (the repository's Wan 2.1 scripts: ``dense_timesteps=12``, ``dense_layers=1``,
-          ``decay_factor 0.2``; its Wan mask keeps frame 0 as a sink).
+        * ``wan`` (every Wan checkpoint): ``decay=0.2``, ``sink=True``; schedule: first 12 of 50 steps
+          and the first layer dense (the repository's Wan 2.1 scripts: ``dense_timesteps=12``,
+          ``dense_layers=1``, ``decay_factor 0.2``; its Wan mask keeps frame 0 as a sink).
 
-        ``flux`` raises ``ValueError``: Radial is a video pattern and is dense on a single image.
-        ``overrides`` replace method fields.
+        ``flux`` models raise ``ValueError``: Radial is a video pattern and is dense on a single image.
         """
-        from accel.schedule import Schedule
-
-        table = {
-            "hunyuan_video": (dict(decay=1.0, sink=False), Schedule(dense_steps=12, dense_layers=0),
-                              "radial-attention scripts/hunyuan_t2v_inference.sh (arXiv 2506.19852)"),
-            "wan": (dict(decay=0.2, sink=True), Schedule(dense_steps=12, dense_layers=1),
-                    "radial-attention Wan 2.1 scripts (arXiv 2506.19852)"),
-        }
-        if model == "flux":
+        family = MODEL_FAMILIES.get(model)
+        if family == "flux":
             raise ValueError("Radial is a video pattern (frames); on FLUX images (T = 1) it is dense attention. "
                              "Use ClearLocal or Neighborhood for FLUX.")
-        if model not in table:
-            raise ValueError(f"model must be one of {sorted(table) + ['flux']}, got {model!r}")
-        kwargs, schedule, source = table[model]
-        return Preset(cls(**{**kwargs, **overrides}), schedule, source)
+        return _RADIAL_PUBLISHED.get(family)

@@ -35,8 +35,10 @@ import torch
 from accel.grid import TokenLayout
 from accel.kernels import BlockLayout, block_sparse_attention, validate_block_size
 from accel.methods.base import AttentionMethod, _padded_full_layout
+from accel.methods.preset import Published
+from accel.schedule import Schedule
 
-__all__ = ["Rectified", "RectifiedPlan", "RECTIFIED_PRESETS", "keep_floor", "morton_order", "neighbor_blocks"]
+__all__ = ["Rectified", "RectifiedPlan", "keep_floor", "morton_order", "neighbor_blocks"]
 
 # Per-model settings of the authors' released inference scripts (github.com/BienLuky/Rectified-SpaAttn,
 # scripts/Inference.md and scripts/main_*.py, read 2026-11): ``sa_drop_rate`` -> drop, ``p_remain_rates``
@@ -45,16 +47,24 @@ __all__ = ["Rectified", "RectifiedPlan", "RECTIFIED_PRESETS", "keep_floor", "mor
 # on that curve always kept (``keep_neighbors=True``). The dense warm-up of their Wan 2.1 processors is
 # the first 2 layers always and the first 5 steps (``Schedule(dense_steps=5, dense_layers=2)`` for T2V,
 # ``Schedule(dense_layers=2)`` for I2V). For the other models only ``drop`` was checked; their
-# schedules are not stated here (use ``accel.Schedule`` as you see fit). The release also keeps the
-# first frame's blocks dense among themselves, which is not implemented here.
-RECTIFIED_PRESETS: dict[str, dict] = {
-    "hunyuan-video": {"drop": 0.8, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
-    "wan2.1-t2v": {"drop": 0.75, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
-    "wan2.1-i2v": {"drop": 0.75, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
-    "wan2.2-t2v": {"drop": 0.85, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
-    "wan2.2-i2v": {"drop": 0.85, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
-    "wan2.2-ti2v": {"drop": 0.75, "tau": 0.3, "block_size": 128, "reorder": True, "keep_neighbors": True},
-    "flux-dev": {"drop": 0.9, "tau": 0.3, "block_size": 128, "reorder": False, "keep_neighbors": True},
+# schedules are not stated here (``Schedule()``; use ``accel.Schedule`` as you see fit). The release also
+# keeps the first frame's blocks dense among themselves, which is not implemented here. Its Wan 2.2 I2V
+# setting (drop 0.85) has no model here (no Wan 2.2 image-to-video preset). Keys: the model names of
+# accel.methods.preset.MODEL_FAMILIES; the release's script each row comes from is named in its source.
+_RELEASE = "Rectified SpaAttn release (github.com/BienLuky/Rectified-SpaAttn scripts)"
+_CURVE = dict(tau=0.3, block_size=128, reorder=True, keep_neighbors=True)
+_WAN21_T2V = Published(dict(drop=0.75, **_CURVE), Schedule(dense_steps=5, dense_layers=2), f"{_RELEASE}, Wan 2.1 T2V")
+_WAN21_I2V = Published(dict(drop=0.75, **_CURVE), Schedule(dense_layers=2), f"{_RELEASE}, Wan 2.1 I2V")
+_RECTIFIED_PUBLISHED = {
+    "hunyuan-video": Published(dict(drop=0.8, **_CURVE), Schedule(), f"{_RELEASE}, HunyuanVideo"),
+    "wan2.1-t2v-1.3b": _WAN21_T2V,
+    "wan2.1-t2v-14b": _WAN21_T2V,
+    "wan2.1-i2v-14b-480p": _WAN21_I2V,
+    "wan2.1-i2v-14b-720p": _WAN21_I2V,
+    "wan2.2-t2v-a14b": Published(dict(drop=0.85, **_CURVE), Schedule(), f"{_RELEASE}, Wan 2.2 T2V"),
+    "wan2.2-ti2v-5b": Published(dict(drop=0.75, **_CURVE), Schedule(), f"{_RELEASE}, Wan 2.2 TI2V"),
+    "flux.1-dev": Published(dict(drop=0.9, tau=0.3, block_size=128, reorder=False, keep_neighbors=True), Schedule(),
+                            f"{_RELEASE}, FLUX.1-dev"),
 }
 
 
@@ -201,8 +211,8 @@ class Rectified(AttentionMethod):
             authors' release. Default False.
         backend: kernel backend, keyword-only (see :class:`accel.methods.base.AttentionMethod`).
 
-    Per-model settings of the authors' release: :data:`RECTIFIED_PRESETS` (``Rectified(**RECTIFIED_PRESETS
-    ["wan2.1-t2v"])``; the comment there states the source and the dense warm-up schedules).
+    Per-model settings of the authors' release: ``Rectified.preset(model)`` (e.g.
+    ``Rectified.preset("wan2.1-t2v-1.3b")``, method and dense warm-up schedule; see :meth:`published`).
 
     Raises:
         ValueError: a parameter is out of range (the message names it, its value and the range).
@@ -228,6 +238,16 @@ class Rectified(AttentionMethod):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         validate_block_size("block_size", self.block_size)
         super().__post_init__()
+
+    @classmethod
+    def published(cls, model: str) -> Published | None:
+        """The authors' released setting for one model name (``Rectified.preset(model)``; see
+        :meth:`~accel.methods.base.AttentionMethod.preset`): ``drop`` 0.8 (HunyuanVideo), 0.75 (Wan 2.1
+        T2V and I2V, Wan 2.2 TI2V), 0.85 (Wan 2.2 T2V), 0.9 (FLUX.1-dev, no token reordering); ``tau``
+        0.3, 128-token blocks, Morton order and neighbour blocks kept; Wan 2.1's dense warm-up
+        (T2V: ``Schedule(dense_steps=5, dense_layers=2)``, I2V: ``Schedule(dense_layers=2)``), no
+        stated schedule for the others. No setting for FLUX.1-schnell or the offline models."""
+        return _RECTIFIED_PUBLISHED.get(model)
 
     # ------------------------------------------------------------------ selection
     def plan(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TokenLayout, *,

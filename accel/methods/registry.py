@@ -1,20 +1,22 @@
 """Method names on the command line: ``--method NAME --method-arg key=value`` -> an accel method object.
 
-The method vocabulary shared by ``accel generate``, ``accel render``, ``accel eval``, the app and
+The method vocabulary shared by ``accel generate``, ``accel render``, the app and
 :func:`accel.pipelines.load`.
 
 * :data:`METHODS` maps the command-line name to the public class name in :mod:`accel`.
 * :func:`parse_method_args` parses ``key=value`` strings.
 * :func:`build_method` builds a method from a name and keyword arguments (class defaults).
 * :func:`method_for_model` builds it from the published per-model setting (``Cls.preset(model)``,
-  which cites its source; for Rectified, :data:`accel.methods.rectified.RECTIFIED_PRESETS` of the
-  checkpoint) when there is one for that model, with keyword arguments on top.
+  which cites its source) when there is one for that model, with keyword arguments on top.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
+
+from accel.methods.preset import model_names
 
 __all__ = ["METHODS", "parse_method_args", "method_class", "build_method", "method_for_model"]
 
@@ -109,59 +111,36 @@ def build_method(name: str, kwargs: dict):
         raise ValueError(f"bad --method-arg for {name}: {exc}") from exc
 
 
-# Dense warm-up of the Rectified release's Wan 2.1 processors, as recorded next to RECTIFIED_PRESETS in
-# accel/methods/rectified.py (first 2 layers always, first 5 steps for T2V); other checkpoints: not stated.
-_RECTIFIED_SCHEDULES = {"wan2.1-t2v": dict(dense_steps=5, dense_layers=2), "wan2.1-i2v": dict(dense_layers=2)}
-
-
-def _rectified_for(checkpoint: str, kwargs: dict):
-    from accel.methods.rectified import RECTIFIED_PRESETS, Rectified
-    from accel.schedule import Schedule
-
-    try:
-        method = Rectified(**{**RECTIFIED_PRESETS[checkpoint], **kwargs})
-    except TypeError as exc:
-        raise ValueError(f"bad --method-arg for rectified: {exc}") from exc
-    fields = _RECTIFIED_SCHEDULES.get(checkpoint)
-    schedule = Schedule(**fields) if fields else None
-    return method, schedule, f"Rectified release setting for {checkpoint} (accel.methods.rectified.RECTIFIED_PRESETS)"
-
-
-def method_for_model(name: str, kwargs: dict, model: str | None, checkpoint: str | None = None):
-    """``(method, schedule, source)`` for ``name`` on a model family, starting from the published setting.
+def method_for_model(name: str, kwargs: dict, model: str | None):
+    """``(method, schedule, source)`` for ``name`` on a model, starting from the method's published setting.
 
     Args:
         name: a :data:`METHODS` name.
         kwargs: method fields that replace the published ones (``--method-arg``).
-        model: the method presets' model key (``"wan"``, ``"hunyuan_video"``, ``"flux"``), or ``None``
-            for class defaults (tiny and embedded models, whose grids are far smaller than the papers').
-        checkpoint: key of :data:`accel.methods.rectified.RECTIFIED_PRESETS` (``"wan2.1-t2v"``, ...)
-            for Rectified's per-checkpoint setting, or ``None``.
+        model: a model name for ``Cls.preset(model)`` (the preset names of :mod:`accel.pipelines.presets`,
+            or a family ``"wan"``, ``"hunyuan_video"``, ``"flux"``), or ``None`` for class defaults.
 
     Returns:
-        ``(None, None, "")`` for ``none``; otherwise the method, its recommended
-        :class:`~accel.Schedule` (``None`` when the class has no published setting for ``model``) and a
-        text naming the source (``"class defaults"`` when none).
+        ``(None, None, "")`` for ``none``; otherwise the method, its published :class:`~accel.Schedule`
+        (``None`` when the class has no published setting for ``model``: the tiny and embedded models,
+        whose grids are far smaller than the papers', Radial on FLUX images, Agent and Dense) and a text
+        naming the source (``"class defaults"`` when none).
 
     Raises:
-        ValueError: unknown name or bad arguments.
+        ValueError: unknown method or model name, or bad arguments.
     """
     cls = method_class(name)
     if cls is None:
         if kwargs:
             raise ValueError("--method-arg given but --method is none")
         return None, None, ""
-    if name == "rectified" and checkpoint is not None:
-        return _rectified_for(checkpoint, kwargs)
-    preset = getattr(cls, "preset", None)
-    if model is not None and preset is not None:
+    if model is not None:
+        model_names(model)  # an unknown model name is an error, not "no published setting"
         try:
-            published = preset(model)
-        except ValueError:  # the class has no setting for this model (e.g. Radial on FLUX images)
+            published = cls.preset(model)
+        except ValueError:  # no published setting of this class for this model
             published = None
         if published is not None:
-            import dataclasses
-
             try:
                 method = dataclasses.replace(published.method, **kwargs)
             except TypeError as exc:

@@ -34,7 +34,6 @@ FAMILY_OF_PIPELINE = {
     "HunyuanVideoPipeline": "hunyuan_video",
     "FluxPipeline": "flux",
 }
-_METHOD_MODEL = {"wan": "wan", "wan_i2v": "wan", "hunyuan_video": "hunyuan_video", "flux": "flux"}
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -153,7 +152,7 @@ def _derived_preset(pipe, location: str) -> ModelPreset:
         name=location, family=family, source="path", hub_id=None, height=int(height), width=int(width),
         num_frames=None if family == "flux" else int(default("num_frames")), steps=int(default("num_inference_steps")),
         guidance=float(default("guidance_scale")), fps=None if family == "flux" else 16,
-        size_multiple=multiple, frame_step=frame_step, method_model=_METHOD_MODEL[family],
+        size_multiple=multiple, frame_step=frame_step,
         needs_image=family == "wan_i2v", note="the pipeline's own __call__ defaults; fps 16 (no source)",
     )
 
@@ -214,7 +213,7 @@ def load(
             preset's settings).
         method: ``None`` (upstream attention), a method name from
             :data:`accel.methods.registry.METHODS` (``"radial"``, ``"neighborhood"``, ...: the
-            published setting for this model family where the class has one, else class defaults),
+            published setting for this model, ``Cls.preset(name)``, where the class has one, else class defaults),
             or an :class:`accel.AttentionMethod` instance used as is.
         method_args: fields that replace the named method's defaults (only with a name).
         schedule: an :class:`accel.Schedule`; ``None`` means the published schedule of a named method
@@ -293,8 +292,7 @@ def load(
 
     handle, source = None, ""
     if isinstance(method, str):
-        method_obj, published_schedule, source = method_for_model(method, dict(method_args or {}), preset.method_model,
-                                                                   preset.rectified_key)
+        method_obj, published_schedule, source = method_for_model(method, dict(method_args or {}), preset.method_model)
         if schedule is None:
             schedule = published_schedule
     else:

@@ -7,9 +7,10 @@ enforces. :func:`accel.pipelines.loading.load` builds the pipeline from a preset
 renders with its settings unless overridden.
 
 Per-method defaults (window sizes, decay, dense steps) are the method classes' own published
-settings, ``Radial.preset(model)`` and so on, looked up with :attr:`ModelPreset.method_model`; each
-cites its paper or script. Tiny and embedded models use the class defaults (their grids are far
-smaller than the papers').
+settings, ``Radial.preset(name)`` and so on, looked up by the preset's name (one vocabulary of model
+names: :data:`accel.methods.preset.MODEL_FAMILIES` lists these names); each cites its paper or script.
+Tiny and embedded models have none and use the class defaults (their grids are far smaller than the
+papers').
 
 Sources of the numbers (checked while writing this table; where a value has no source it says so):
 
@@ -70,14 +71,10 @@ class ModelPreset:
             pipeline's own check).
         frame_step: ``num_frames`` must be ``1 + k * frame_step`` (temporal VAE compression); ``None``
             for image models.
-        method_model: key of the method classes' published settings (``Radial.preset(key)``):
-            ``"wan"``, ``"hunyuan_video"``, ``"flux"``, or ``None`` to use class defaults.
         needs_image: the model conditions on an input image (``image`` in the prompt file).
         vae_fp32: keep the VAE in float32 whatever the dtype (Wan's recommendation for decoding).
         call_kwargs: extra keyword arguments of every pipeline call, as ``(key, value)`` pairs.
         note: where the numbers come from.
-        rectified_key: key of :data:`accel.methods.rectified.RECTIFIED_PRESETS` (Rectified's
-            per-checkpoint setting), or ``None``.
     """
 
     name: str
@@ -95,12 +92,19 @@ class ModelPreset:
     max_sequence_length: int | None = None
     size_multiple: int = 16
     frame_step: int | None = 4
-    method_model: str | None = None
     needs_image: bool = False
     vae_fp32: bool = False
     call_kwargs: tuple[tuple[str, Any], ...] = ()
     note: str = ""
-    rectified_key: str | None = None
+
+    @property
+    def method_model(self) -> str:
+        """The model name the method classes' published settings are looked up with (``Radial.preset(...)``):
+        the preset's own name, or for a checkpoint that matches no preset (``source == "path"``) its
+        family's name (``"wan"``, ``"hunyuan_video"``, ``"flux"``)."""
+        if self.source == "path":
+            return _METHOD_FAMILY[self.family]
+        return self.name
 
     @property
     def is_video(self) -> bool:
@@ -120,6 +124,9 @@ class ModelPreset:
         out.update(dict(self.call_kwargs))
         return out
 
+
+# pipeline family -> the family of the method classes' published settings
+_METHOD_FAMILY = {"wan": "wan", "wan_i2v": "wan", "hunyuan_video": "hunyuan_video", "flux": "flux"}
 
 _WAN_NOTE = "diffusers pipeline_wan.py example and __call__ defaults"
 _TINY_NOTE = "tiny random-weight pipeline (accel.pipelines.tiny); sizes from tiny_call_kwargs, no source needed"
@@ -142,41 +149,37 @@ _TABLE = [
     ModelPreset("tiny-flux", "flux", "tiny", None, 8, 8, None, 2, 3.5, fps=None, max_sequence_length=16,
                 size_multiple=2, frame_step=None, note=_TINY_NOTE),
     ModelPreset("hunyuan-video", "hunyuan_video", "hub", "hunyuanvideo-community/HunyuanVideo", 720, 1280, 129, 50,
-                6.0, fps=24, flow_shift=7.0, max_sequence_length=256, method_model="hunyuan_video",
+                6.0, fps=24, flow_shift=7.0, max_sequence_length=256,
                 note="HunyuanVideo README (720x1280, 129 frames, 50 steps, embedded guidance 6.0, flow shift 7.0); "
                      "diffusers pipeline_hunyuan_video.py defaults; fps 24 as in the diffusers integration's test card "
-                     "(magespace/hyvideo-diffusers-dev exports at fps=24; diffusers' own example uses 15)",
-                rectified_key="hunyuan-video"),
+                     "(magespace/hyvideo-diffusers-dev exports at fps=24; diffusers' own example uses 15)"),
     ModelPreset("wan2.1-t2v-1.3b", "wan", "hub", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", 480, 832, 81, 50, 5.0,
-                fps=16, flow_shift=3.0, max_sequence_length=512, method_model="wan", vae_fp32=True,
-                note=_WAN_NOTE + " (flow shift 3.0 for 480P)", rectified_key="wan2.1-t2v"),
+                fps=16, flow_shift=3.0, max_sequence_length=512, vae_fp32=True,
+                note=_WAN_NOTE + " (flow shift 3.0 for 480P)"),
     ModelPreset("wan2.1-t2v-14b", "wan", "hub", "Wan-AI/Wan2.1-T2V-14B-Diffusers", 720, 1280, 81, 50, 5.0,
-                fps=16, flow_shift=5.0, max_sequence_length=512, method_model="wan", vae_fp32=True,
-                note=_WAN_NOTE + " (720x1280 with flow shift 5.0 for 720P)", rectified_key="wan2.1-t2v"),
+                fps=16, flow_shift=5.0, max_sequence_length=512, vae_fp32=True,
+                note=_WAN_NOTE + " (720x1280 with flow shift 5.0 for 720P)"),
     ModelPreset("wan2.1-i2v-14b-480p", "wan_i2v", "hub", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 480, 832, 81, 50,
-                5.0, fps=16, flow_shift=3.0, max_sequence_length=512, method_model="wan", needs_image=True,
+                5.0, fps=16, flow_shift=3.0, max_sequence_length=512, needs_image=True,
                 vae_fp32=True, note="diffusers pipeline_wan_i2v.py example (max area 480x832, 81 frames, guidance "
-                                    "5.0, 16 fps); flow shift 3.0 = diffusers' 480P recommendation", rectified_key="wan2.1-i2v"),
+                                    "5.0, 16 fps); flow shift 3.0 = diffusers' 480P recommendation"),
     ModelPreset("wan2.1-i2v-14b-720p", "wan_i2v", "hub", "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", 720, 1280, 81, 50,
-                5.0, fps=16, flow_shift=5.0, max_sequence_length=512, method_model="wan", needs_image=True,
-                vae_fp32=True, note="as wan2.1-i2v-14b-480p at 720P (flow shift 5.0 = diffusers' 720P recommendation)",
-                rectified_key="wan2.1-i2v"),
+                5.0, fps=16, flow_shift=5.0, max_sequence_length=512, needs_image=True,
+                vae_fp32=True, note="as wan2.1-i2v-14b-480p at 720P (flow shift 5.0 = diffusers' 720P recommendation)"),
     ModelPreset("wan2.2-t2v-a14b", "wan", "hub", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", 720, 1280, 81, 40, 4.0,
-                guidance_2=3.0, fps=16, flow_shift=12.0, max_sequence_length=512, method_model="wan", vae_fp32=True,
-                note="Wan2.2 wan_t2v_A14B.py (40 steps, shift 12.0, guidance 4.0 high noise / 3.0 low noise, 16 fps)",
-                rectified_key="wan2.2-t2v"),
+                guidance_2=3.0, fps=16, flow_shift=12.0, max_sequence_length=512, vae_fp32=True,
+                note="Wan2.2 wan_t2v_A14B.py (40 steps, shift 12.0, guidance 4.0 high noise / 3.0 low noise, 16 fps)"),
     ModelPreset("wan2.2-ti2v-5b", "wan", "hub", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", 704, 1280, 121, 50, 5.0,
-                fps=24, flow_shift=5.0, max_sequence_length=512, size_multiple=32, method_model="wan", vae_fp32=True,
+                fps=24, flow_shift=5.0, max_sequence_length=512, size_multiple=32, vae_fp32=True,
                 note="Wan2.2 wan_ti2v_5B.py (704x1280, 121 frames, 50 steps, shift 5.0, guidance 5.0, 24 fps; VAE "
-                     "stride 16 x patch 2 = 32); text-to-video only here", rectified_key="wan2.2-ti2v"),
+                     "stride 16 x patch 2 = 32); text-to-video only here"),
     ModelPreset("flux.1-dev", "flux", "hub", "black-forest-labs/FLUX.1-dev", 1024, 1024, None, 50, 3.5, fps=None,
-                max_sequence_length=512, frame_step=None, method_model="flux",
+                max_sequence_length=512, frame_step=None,
                 note="guidance 3.5 and max_sequence_length 512: diffusers FluxPipeline defaults (checked); 1024x1024 "
                      "and 50 steps: the FLUX.1-dev model card example as remembered, not re-checked here "
-                     "(FluxPipeline itself defaults to 28 steps)",
-                rectified_key="flux-dev"),
+                     "(FluxPipeline itself defaults to 28 steps)"),
     ModelPreset("flux.1-schnell", "flux", "hub", "black-forest-labs/FLUX.1-schnell", 1024, 1024, None, 4, 0.0,
-                fps=None, max_sequence_length=256, frame_step=None, method_model="flux",
+                fps=None, max_sequence_length=256, frame_step=None,
                 note="diffusers FLUX docs and pipeline_flux.py example (4 steps, guidance 0, max_sequence_length <= "
                      "256); 1024x1024 is the pipeline default (default_sample_size 128 x VAE scale 8)"),
 ]

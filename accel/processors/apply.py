@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from accel.methods.base import AttentionMethod
+from accel.methods.preset import Preset
 from accel.processors.base import BINDING_ATTR
 from accel.processors.families import Family, family_of
 from accel.processors.state import (
@@ -229,7 +230,7 @@ def _install(handle: AccelHandle, model, family: Family, counter: StepCounter, s
 
 def apply(
     pipe_or_transformer,
-    method: AttentionMethod,
+    method: AttentionMethod | Preset,
     *,
     schedule: Schedule | None = None,
     layers: LayerFilter = None,
@@ -245,8 +246,11 @@ def apply(
             transformer itself (``WanTransformer3DModel``, ``HunyuanVideoTransformer3DModel``,
             ``FluxTransformer2DModel``). Passing the pipeline lets schedules with step fractions or
             last steps read its number of inference steps.
-        method: the attention method, an :class:`accel.methods.AttentionMethod` (e.g. ``accel.Dense()``).
-        schedule: where to keep dense (upstream) attention; default ``Schedule()`` (nowhere).
+        method: the attention method, an :class:`accel.methods.AttentionMethod` (e.g. ``accel.Dense()``),
+            or a :class:`~accel.methods.preset.Preset` (``accel.Radial.preset("wan2.1-t2v-1.3b")``): its
+            method with its schedule.
+        schedule: where to keep dense (upstream) attention; default ``Schedule()`` (nowhere), or the
+            preset's schedule when ``method`` is a preset (a different ``schedule`` is then an error).
         layers: which self-attention layers get the method (the others keep their processor):
             ``None`` (all), an int or an iterable of ints (global layer indices, see
             :mod:`accel.processors.families`), a regular expression searched in the module path
@@ -258,8 +262,14 @@ def apply(
 
     Raises:
         TypeError: unsupported model (the message lists the supported ones), wrong argument types.
-        ValueError: ``layers`` matches no layer or names one out of range; accel already installed.
+        ValueError: ``layers`` matches no layer or names one out of range; accel already installed; a
+            ``schedule`` that differs from the given preset's.
     """
+    if isinstance(method, Preset):
+        if schedule is not None and schedule != method.schedule:
+            raise ValueError(f"schedule={schedule!r} conflicts with the preset's schedule {method.schedule!r}; "
+                             "pass the preset alone, or its .method with the schedule you want")
+        method, schedule = method.method, method.schedule
     if not isinstance(method, AttentionMethod):
         raise TypeError(f"method must be an accel attention method (e.g. accel.Dense()), got {type(method).__name__}")
     if schedule is None:

@@ -100,7 +100,7 @@ def test_presets_and_describe():
     for model in ("hunyuan_video", "wan", "flux"):
         preset = Neighborhood.preset(model)
         assert isinstance(preset.method, Neighborhood) and preset.source
-    with pytest.raises(ValueError, match="model must be one of"):
+    with pytest.raises(ValueError, match="unknown model 'sd3'; model names are"):
         Neighborhood.preset("sd3")
     buf = io.StringIO()
     info = Neighborhood(window=(3, 7, 7)).describe((4, 24, 32), text_len=16, heads=2, file=buf)

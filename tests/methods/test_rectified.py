@@ -344,8 +344,13 @@ def test_keep_neighbors_adds_exactly_the_neighbor_blocks():
 
 
 def test_presets_construct():
-    from accel.methods.rectified import RECTIFIED_PRESETS
+    from accel.methods.preset import MODEL_FAMILIES
 
-    for name, kwargs in RECTIFIED_PRESETS.items():
-        method = Rectified(**kwargs)
+    found = 0
+    for name in MODEL_FAMILIES:
+        if Rectified.published(name) is None:
+            continue
+        method = Rectified.preset(name).method
         assert 0.75 <= method.drop <= 0.9 and method.tau == 0.3, name
+        found += 1
+    assert found == 8  # HunyuanVideo, four Wan 2.1, two Wan 2.2, FLUX.1-dev

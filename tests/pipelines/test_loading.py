@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import accel
+from accel.methods.preset import MODEL_FAMILIES
 from accel.pipelines import load
 from accel.pipelines.loading import check_no_context_parallel, parse_dtype, pipeline_size_rules, resolve_model
 from accel.pipelines.presets import PRESETS, get_preset, preset_for_hub_id
@@ -25,7 +26,7 @@ def test_preset_table_is_consistent():
             assert p.frame_step is None and "num_frames" not in p.generation_kwargs()
         assert p.note, p.name
     for p in HUB_PRESETS:
-        assert p.hub_id and "/" in p.hub_id and p.method_model in {"wan", "hunyuan_video", "flux"}
+        assert p.hub_id and "/" in p.hub_id and MODEL_FAMILIES[p.method_model] in {"wan", "hunyuan_video", "flux"}
         assert preset_for_hub_id(p.hub_id.upper()) is p
     assert get_preset("wan2.2-t2v-a14b").generation_kwargs()["guidance_scale_2"] == 3.0
     assert get_preset("FLUX.1-schnell").generation_kwargs() == dict(
@@ -151,16 +152,27 @@ def test_preset_is_frozen():
 
 
 def test_rectified_uses_the_release_setting_of_the_checkpoint():
-    from accel.methods.rectified import RECTIFIED_PRESETS
     from accel.methods.registry import method_for_model
 
-    method, schedule, source = method_for_model("rectified", {"tau": 0.2}, "wan",
-                                                PRESETS["wan2.1-t2v-1.3b"].rectified_key)
-    expected = {**RECTIFIED_PRESETS["wan2.1-t2v"], "tau": 0.2}
+    method, schedule, source = method_for_model("rectified", {"tau": 0.2}, PRESETS["wan2.1-t2v-1.3b"].method_model)
+    # the release's Wan 2.1 T2V script (drop 0.75, 128-token blocks on a curve, neighbours kept), tau overridden
+    expected = dict(drop=0.75, tau=0.2, block_size=128, reorder=True, keep_neighbors=True)
     assert {k: getattr(method, k) for k in expected} == expected
-    assert schedule == accel.Schedule(dense_steps=5, dense_layers=2) and "RECTIFIED_PRESETS" in source
-    for p in HUB_PRESETS:
-        assert p.rectified_key is None or p.rectified_key in RECTIFIED_PRESETS, p.name
+    assert schedule == accel.Schedule(dense_steps=5, dense_layers=2) and "Rectified SpaAttn release" in source
+    # no setting for FLUX.1-schnell: class defaults
+    method, schedule, source = method_for_model("rectified", {}, PRESETS["flux.1-schnell"].method_model)
+    assert repr(method) == repr(accel.Rectified()) and schedule is None and source == "class defaults"
+    with pytest.raises(ValueError, match="unknown model 'wan9'"):
+        method_for_model("rectified", {}, "wan9")
+
+
+def test_one_vocabulary_of_model_names():
+    """The presets are exactly the model names the method classes' published settings are keyed by."""
+    assert set(PRESETS) == set(MODEL_FAMILIES)
+    family = {"wan": "wan", "wan_i2v": "wan", "hunyuan_video": "hunyuan_video", "flux": "flux"}
+    for p in PRESETS.values():
+        expected = family[p.family] if p.source == "hub" else None
+        assert MODEL_FAMILIES[p.name] == expected, p.name
 
 
 def test_wan_i2v_without_ftfy_is_refused_before_loading(monkeypatch):
