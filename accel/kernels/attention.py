@@ -10,6 +10,7 @@ from .block_layout import BlockLayout
 from .flex import flex_block_sparse_attention
 from .merge import merge_attention
 from .reference import reference_attention
+from .renamed import renamed_argument
 from .triton_fwd import HAVE_TRITON, INTERPRET, triton_block_sparse_attention
 
 __all__ = ["block_sparse_attention", "apply_block_affine", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS"]
@@ -50,15 +51,15 @@ def _check_inputs(q, k, v, layout) -> None:
         if t.dtype not in _DTYPES:
             raise ValueError(f"{name} has dtype {t.dtype}; supported: float32, float16, bfloat16")
     if not isinstance(layout, BlockLayout):
-        raise TypeError(f"layout must be an accel.kernels.BlockLayout, got {type(layout).__name__}")
+        raise TypeError(f"blocks must be an accel.kernels.BlockLayout, got {type(layout).__name__}")
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v must share a dtype, got q={q.dtype}, k={k.dtype}, v={v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must share a device, got q={q.device}, k={k.device}, v={v.device}")
     if layout.device != q.device:
         raise ValueError(
-            f"layout is on {layout.device} but q is on {q.device}; build the layout with device=q.device "
-            "or move it with layout.to(q.device)"
+            f"blocks is on {layout.device} but q is on {q.device}; build the layout with device=q.device "
+            "or move it with blocks.to(q.device)"
         )
     bsz, q_len, heads, d = q.shape
     if k.shape != v.shape:
@@ -71,12 +72,12 @@ def _check_inputs(q, k, v, layout) -> None:
         raise ValueError(f"head dim (q.shape[3]) must be in [1, {MAX_HEAD_DIM}], got {d}")
     if layout.q_len != q_len or layout.kv_len != k.shape[1]:
         raise ValueError(
-            f"layout is for q_len={layout.q_len}, kv_len={layout.kv_len} but q has {q_len} tokens and k has "
+            f"blocks is for q_len={layout.q_len}, kv_len={layout.kv_len} but q has {q_len} tokens and k has "
             f"{k.shape[1]}"
         )
     lb, lh = layout.batch_heads
     if lb not in (1, bsz) or lh not in (1, heads):
-        raise ValueError(f"layout batch/heads ({lb}, {lh}) must be 1 or equal to the inputs' ({bsz}, {heads})")
+        raise ValueError(f"blocks batch/heads ({lb}, {lh}) must be 1 or equal to the inputs' ({bsz}, {heads})")
 
 
 def _check_prior(prior, q) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,13 +131,14 @@ def block_sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    layout: BlockLayout,
+    blocks: BlockLayout | None = None,
     *,
     scale: float | None = None,
     backend: str = "auto",
     return_lse: bool = False,
     prior: tuple[torch.Tensor, torch.Tensor] | None = None,
     affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+    layout: BlockLayout | None = None,
 ):
     """Softmax attention of each query over the keys its :class:`BlockLayout` allows.
 
@@ -150,8 +152,9 @@ def block_sparse_attention(
             sizes are padded internally to the next power of two).
         k: keys ``[B, Skv, H, D]``, same dtype and device as ``q``. ``Skv`` may differ from ``Sq``.
         v: values, same shape as ``k``.
-        layout: a :class:`BlockLayout` with ``q_len == Sq`` and ``kv_len == Skv``, on q's device;
-            its batch/head dimensions are 1 (broadcast) or equal to B / H.
+        blocks: a :class:`BlockLayout` with ``q_len == Sq`` and ``kv_len == Skv``, on q's device;
+            its batch/head dimensions are 1 (broadcast) or equal to B / H. (The old keyword
+            ``layout=`` still works and warns: it is deprecated.)
         scale: softmax scale; ``None`` means ``1 / sqrt(D)``.
         backend: ``"triton"`` (our kernel; CUDA, or CPU under ``TRITON_INTERPRET=1``), ``"flex"``
             (compiled FlexAttention with the same layout), ``"reference"`` (dense masked attention;
@@ -163,7 +166,7 @@ def block_sparse_attention(
             give), and the returned LSE is the union's. Fused into the Triton kernel; other backends
             merge afterwards.
         affine: optional ``(scale [B|1, H|1, NQB], shift [B|1, H|1, NQB, D])`` with ``NQB =
-            ceil(Sq / layout.q_block)``: the output row ``i`` becomes ``scale[b, h, i // q_block] · o +
+            ceil(Sq / blocks.q_block)``: the output row ``i`` becomes ``scale[b, h, i // q_block] · o +
             shift[b, h, i // q_block]`` (float32 math; after the ``prior`` merge; the LSE is not
             changed). Rows with no key at all get ``shift``. Fused into the Triton kernel's epilogue
             (Rectified sparse attention's rectification); other backends apply
@@ -174,10 +177,11 @@ def block_sparse_attention(
         (``-inf`` for rows with no allowed key) when ``return_lse`` is True.
 
     Raises:
-        TypeError: an input is not a tensor / layout.
+        TypeError: an input is not a tensor / BlockLayout; ``blocks`` missing, or given twice.
         ValueError: shapes, dtypes, devices, head dim, layout sizes or backend do not fit (the message
             names the parameter and what is allowed).
     """
+    layout = renamed_argument("block_sparse_attention", "blocks", blocks, "layout", layout)
     _check_inputs(q, k, v, layout)
     prior = None if prior is None else _check_prior(prior, q)
     affine = None if affine is None else _check_affine(affine, q, layout)

@@ -292,6 +292,52 @@ class BlockLayout:
         part = torch.where(tmap >= 0, counts[position, tmap.clamp_min(0)], 0.0).sum(dim=(-1, -2))
         return float((full + part).mean() / (self.q_len * self.kv_len))
 
+    def block_counts(self, batch: int = 0, head: int = 0) -> dict[str, int]:
+        """Numbers of (query block, key block) pairs of each kind for one batch entry and head.
+
+        Args:
+            batch: batch index (0 for a layout that broadcasts over the batch).
+            head: head index (0 for a layout that broadcasts over the heads).
+
+        Returns:
+            ``{"full": ..., "partial": ..., "skipped": ..., "blocks": NQ * NKV}``.
+        """
+        kinds = self._kinds_at(batch, head)
+        full, partial = int((kinds == 1).sum()), int((kinds == 2).sum())
+        return {"full": full, "partial": partial, "skipped": kinds.numel() - full - partial, "blocks": kinds.numel()}
+
+    def _kinds_at(self, batch: int, head: int) -> torch.Tensor:
+        kinds = self.block_kinds()
+        b, h = kinds.shape[:2]
+        for name, index, size in (("batch", batch, b), ("head", head, h)):
+            if index < 0 or (size > 1 and index >= size):  # a broadcast dimension (size 1) serves every index
+                raise IndexError(f"{name} {index} out of range for a layout with batch_heads ({b}, {h})")
+        return kinds[batch if b > 1 else 0, head if h > 1 else 0]
+
+    # ------------------------------------------------------------------ drawing
+    #: characters of the block map: skipped, full, partial
+    BLOCK_CHARS = (".", "#", "+")
+
+    def draw(self, batch: int = 0, head: int = 0, *, max_rows: int = 48, max_cols: int = 96) -> str:
+        """The block map of one batch entry and head as text: one line per query block, one character
+        per key block (``#`` full, ``+`` partial, ``.`` skipped). Maps larger than ``max_rows`` x
+        ``max_cols`` show their first rows/columns and say how many were left out."""
+        kinds = self._kinds_at(batch, head).cpu()
+        nq, nkv = kinds.shape
+        lines = ["".join(self.BLOCK_CHARS[int(v)] for v in row[:max_cols]) + (f" ... (+{nkv - max_cols})"
+                 if nkv > max_cols else "") for row in kinds[:max_rows]]
+        if nq > max_rows:
+            lines.append(f"... ({nq - max_rows} more query blocks)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        """A one-line summary and the block map of batch entry 0, head 0 (see :meth:`draw`)."""
+        b, h = self.batch_heads
+        c = self.block_counts()
+        return (f"BlockLayout {self.q_len} x {self.kv_len} tokens in blocks of {self.q_block} x {self.kv_block}, "
+                f"batch_heads=({b}, {h}): {c['full']} full (#) + {c['partial']} partial (+) of {c['blocks']} blocks, "
+                f"density {self.density():.3f}\n{self.draw()}")
+
     # ------------------------------------------------------------------ constructors
     @classmethod
     def full(

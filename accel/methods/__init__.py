@@ -1,4 +1,4 @@
-"""Attention methods: dataclass configurations callable as ``method(q, k, v, layout)``.
+"""Attention methods: dataclass configurations callable as ``method(q, k, v, tokens)``.
 
 See :class:`accel.methods.base.AttentionMethod` for the protocol and the hooks a sparse method
 implements.

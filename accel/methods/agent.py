@@ -110,42 +110,42 @@ class Agent(AttentionMethod):
         validate_block_size("block_size", self.block_size)
         super().__post_init__()
 
-    def agent_tokens(self, q: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    def agent_tokens(self, q: torch.Tensor, tokens: TokenLayout) -> torch.Tensor:
         """The agents ``[B, n, H, D]`` (q's dtype, pooled in float32) of the video queries of ``q`` ``[B, S, H, D]``."""
         b, _, h, d = q.shape
-        t, hh, w = layout.grid
-        at, ah, aw = agent_grid(self.agents, layout.grid)
-        qv = q[:, layout.video_slice]
-        if layout.permutation is not None:  # back to row-major grid order
-            qv = torch.empty_like(qv).index_copy_(1, layout.permutation.to(q.device), qv)
+        t, hh, w = tokens.grid
+        at, ah, aw = agent_grid(self.agents, tokens.grid)
+        qv = q[:, tokens.video_slice]
+        if tokens.permutation is not None:  # back to row-major grid order
+            qv = torch.empty_like(qv).index_copy_(1, tokens.permutation.to(q.device), qv)
         x = qv.float().permute(0, 2, 3, 1).reshape(b * h, d, t, hh, w)
         a = F.adaptive_avg_pool3d(x, (at, ah, aw)).reshape(b, h, d, at * ah * aw)
         return a.permute(0, 3, 1, 2).to(q.dtype).contiguous()
 
-    def forward(self, q, k, v, layout, *, scale=None):
+    def forward(self, q, k, v, tokens, *, scale=None):
         """Agent aggregation and broadcast for the video queries, dense attention for text queries."""
         batch, _, heads, dim = q.shape
         s = 1.0 / math.sqrt(dim) if scale is None else float(scale)
-        agents = self.agent_tokens(q, layout)
+        agents = self.agent_tokens(q, tokens)
         n_agents = agents.shape[1]
         shape = self.block_shape()
         keys = self._cached(
-            layout, ("agent_keys", n_agents), batch, heads, q.device,
-            lambda: _padded_full_layout(n_agents, layout.seq_len, layout.key_padding_mask(), batch, q.device, shape),
+            tokens, ("agent_keys", n_agents), batch, heads, q.device,
+            lambda: _padded_full_layout(n_agents, tokens.seq_len, tokens.key_padding_mask(), batch, q.device, shape),
         )
         v_agents = block_sparse_attention(agents, k, v, keys, scale=s, backend=self.backend)
-        n = layout.num_video_tokens
-        vs = layout.video_slice
+        n = tokens.num_video_tokens
+        vs = tokens.video_slice
         bcast = self._cached(
-            layout, ("agent_broadcast", n_agents), batch, heads, q.device,
+            tokens, ("agent_broadcast", n_agents), batch, heads, q.device,
             lambda: BlockLayout.full(n, n_agents, q_block=shape[0], kv_block=shape[1], device=q.device),
         )
         o_video = block_sparse_attention(q[:, vs], agents, v_agents, bcast, scale=s ** self.k_scale2,
                                          backend=self.backend)
         if self.k_shortcut:
             o_video = (o_video.float() + self.k_shortcut * v[:, vs].float()).to(q.dtype)
-        return self._with_dense_text_queries(o_video, q, k, v, layout, scale=s)
+        return self._with_dense_text_queries(o_video, q, k, v, tokens, scale=s)
 
-    def video_token_mask(self, layout, *, batch, heads, device="cpu"):
+    def video_token_mask(self, tokens, *, batch, heads, device="cpu"):
         """Not defined: agent attention is not a masked softmax over token pairs."""
         raise TypeError("Agent attention is not a masked softmax attention; it has no token mask")

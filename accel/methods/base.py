@@ -1,4 +1,4 @@
-"""The attention-method protocol: a frozen dataclass callable as ``method(q, k, v, layout)``.
+"""The attention-method protocol: a frozen dataclass callable as ``method(q, k, v, tokens)``.
 
 Every attention method (``accel.Dense`` here; the sparse ones later) subclasses
 :class:`AttentionMethod`. A method turns queries, keys and values of one self-attention call,
@@ -12,7 +12,7 @@ How a subclass describes its sparsity (pick the smallest hook that fits):
   (a :class:`~accel.kernels.BlockLayout` over the ``T*H*W`` video tokens, aligned to the first
   video token), or ``None`` for dense. The base class adds the **default text rule**: text queries
   attend to every valid key, video queries attend to every valid text key plus their pattern over
-  video keys; padded text keys (``layout.text_mask``) are never attended.
+  video keys; padded text keys (``tokens.text_mask``) are never attended.
 * :meth:`AttentionMethod.build_block_layout` -- the block layout of the whole joint sequence, to
   fuse text and video into one kernel call (the default fuses when the video part is dense or there
   is no text, and otherwise returns ``None`` so that :meth:`forward` runs the text and video parts as
@@ -38,6 +38,7 @@ import torch
 
 from accel.grid import TokenLayout
 from accel.kernels import BACKENDS, BlockLayout, block_sparse_attention, merge_attention
+from accel.kernels.renamed import renamed_argument
 from accel.methods.preset import Preset, Published, resolve_preset
 
 __all__ = ["AttentionMethod", "DEFAULT_BLOCK"]
@@ -122,9 +123,10 @@ class AttentionMethod:
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        layout: TokenLayout,
+        tokens: TokenLayout | None = None,
         *,
         scale: float | None = None,
+        layout: TokenLayout | None = None,
     ) -> torch.Tensor:
         """Attention output ``[B, S, H, D]`` of one self-attention call.
 
@@ -132,8 +134,9 @@ class AttentionMethod:
             q: queries ``[B, S, H, D]`` (any strides with a contiguous last axis), float32/16 or bf16.
             k: keys ``[B, S, H, D]``, same dtype, device and shape as ``q``.
             v: values ``[B, S, H, D]``, same as ``k``.
-            layout: the :class:`~accel.grid.TokenLayout` of the sequence; ``S`` must equal
-                ``layout.seq_len``, and a ``layout.text_mask`` must have batch 1 or ``B``.
+            tokens: the :class:`~accel.grid.TokenLayout` of the sequence; ``S`` must equal
+                ``tokens.seq_len``, and a ``tokens.text_mask`` must have batch 1 or ``B``. (The old
+                keyword ``layout=`` still works and warns: it is deprecated.)
             scale: softmax scale; ``None`` (default) means ``1 / sqrt(D)``.
 
         Returns:
@@ -141,10 +144,14 @@ class AttentionMethod:
 
         Raises:
             TypeError: an argument has the wrong type.
-            ValueError: shapes do not match each other or the layout (naming the tensor, its size and
-                the layout's).
+            ValueError: shapes do not match each other or the token layout (naming the tensor, its size
+                and the layout's).
         """
-        _check_call(q, k, v, layout)
+        if layout is not None:
+            tokens = renamed_argument(type(self).__name__, "tokens", tokens, "layout", layout)
+        elif tokens is None:
+            raise TypeError(f"{type(self).__name__}() missing required argument: 'tokens' (the accel.TokenLayout)")
+        _check_call(q, k, v, tokens)
         if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0):
             raise ValueError(f"scale must be a positive float or None, got {scale!r}")
         if torch.compiler.is_compiling():
@@ -155,14 +162,14 @@ class AttentionMethod:
                     "cannot run under torch.compile"
                 )
             return _method_attention_op(
-                q, k, v, layout.text_mask, layout.permutation, key, list(layout.grid), layout.text_len,
-                _SIDE_CODES[layout.text_side], None if scale is None else float(scale),
+                q, k, v, tokens.text_mask, tokens.permutation, key, list(tokens.grid), tokens.text_len,
+                _SIDE_CODES[tokens.text_side], None if scale is None else float(scale),
             )
-        return self.forward(q, k, v, layout, scale=scale)
+        return self.forward(q, k, v, tokens, scale=scale)
 
     # ------------------------------------------------------------------ computation
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TokenLayout, *, scale: float | None = None
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens: TokenLayout, *, scale: float | None = None
     ) -> torch.Tensor:
         """Compute the attention (inputs already validated by :meth:`__call__`; never traced by dynamo).
 
@@ -172,14 +179,14 @@ class AttentionMethod:
         exactly with :func:`accel.kernels.merge_attention`. Arguments as in :meth:`__call__`.
         """
         batch, _, heads, _ = q.shape
-        joint = self.build_block_layout(layout, batch=batch, heads=heads, device=q.device)
+        joint = self.build_block_layout(tokens, batch=batch, heads=heads, device=q.device)
         if joint is not None:
             return block_sparse_attention(q, k, v, joint, scale=scale, backend=self.backend)
-        vs, ts = layout.video_slice, layout.text_slice
-        video = self._cached_video_layout(layout, batch, heads, q.device)
+        vs, ts = tokens.video_slice, tokens.text_slice
+        video = self._cached_video_layout(tokens, batch, heads, q.device)
         text_keys = self._cached(
-            layout, ("text_keys",), batch, heads, q.device,
-            lambda: _padded_full_layout(layout.num_video_tokens, layout.text_len, layout.text_mask, batch, q.device,
+            tokens, ("text_keys",), batch, heads, q.device,
+            lambda: _padded_full_layout(tokens.num_video_tokens, tokens.text_len, tokens.text_mask, batch, q.device,
                                         self.block_shape(), allow_empty_rows=True),
         )
         o_vv, l_vv = block_sparse_attention(q[:, vs], k[:, vs], v[:, vs], video, scale=scale, backend=self.backend,
@@ -187,22 +194,22 @@ class AttentionMethod:
         o_vt, l_vt = block_sparse_attention(q[:, vs], k[:, ts], v[:, ts], text_keys, scale=scale,
                                             backend=self.backend, return_lse=True)
         o_video, _ = merge_attention([(o_vv, l_vv), (o_vt, l_vt)])
-        return self._with_dense_text_queries(o_video, q, k, v, layout, scale=scale)
+        return self._with_dense_text_queries(o_video, q, k, v, tokens, scale=scale)
 
-    def _with_dense_text_queries(self, o_video, q, k, v, layout: TokenLayout, *, scale: float | None):
-        """The whole output: ``o_video`` (video queries) joined, on the layout's text side, with the text
+    def _with_dense_text_queries(self, o_video, q, k, v, tokens: TokenLayout, *, scale: float | None):
+        """The whole output: ``o_video`` (video queries) joined, on the token layout's text side, with the text
         queries' attention over every valid key (the default text rule). Returns ``o_video`` when there
         is no text."""
-        if not layout.text_len:
+        if not tokens.text_len:
             return o_video
         batch, heads = q.shape[0], q.shape[2]
         text_queries = self._cached(
-            layout, ("text_queries",), batch, heads, q.device,
-            lambda: _padded_full_layout(layout.text_len, layout.seq_len, layout.key_padding_mask(), batch, q.device,
+            tokens, ("text_queries",), batch, heads, q.device,
+            lambda: _padded_full_layout(tokens.text_len, tokens.seq_len, tokens.key_padding_mask(), batch, q.device,
                                         self.block_shape()),
         )
-        o_text = block_sparse_attention(q[:, layout.text_slice], k, v, text_queries, scale=scale, backend=self.backend)
-        parts = (o_text, o_video) if layout.text_side == "first" else (o_video, o_text)
+        o_text = block_sparse_attention(q[:, tokens.text_slice], k, v, text_queries, scale=scale, backend=self.backend)
+        parts = (o_text, o_video) if tokens.text_side == "first" else (o_video, o_text)
         return torch.cat(parts, dim=1)
 
     # ------------------------------------------------------------------ layout hooks
@@ -215,14 +222,14 @@ class AttentionMethod:
         return (size, size)
 
     def video_block_layout(
-        self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device
+        self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device
     ) -> BlockLayout | None:
         """Block layout of video queries over video keys, or ``None`` for dense (the base class).
 
         Args:
-            layout: the token layout; the returned layout must have ``q_len == kv_len ==
-                layout.num_video_tokens`` (video token ``i`` is at video position ``i``, following
-                ``layout.permutation``).
+            tokens: the :class:`~accel.grid.TokenLayout`; the returned block layout must have
+                ``q_len == kv_len == tokens.num_video_tokens`` (video token ``i`` is at video position
+                ``i``, following ``tokens.permutation``).
             batch: the batch size ``B`` of the call (the layout's batch dimension may be 1 or B).
             heads: the number of heads ``H`` (the layout's head dimension may be 1 or H).
             device: the device of q/k/v; the returned layout must live there.
@@ -230,27 +237,27 @@ class AttentionMethod:
         return None
 
     def build_block_layout(
-        self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device
+        self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device
     ) -> BlockLayout | None:
         """Block layout of the whole joint sequence, or ``None`` to run text and video parts separately.
 
         The default returns a layout when one kernel call can do it exactly: the video pattern is
         dense (every query attends to every valid key; padded text keys become partial blocks), or
         there is no text (the video layout itself). Arguments as in :meth:`video_block_layout`;
-        the returned layout has ``q_len == kv_len == layout.seq_len``.
+        the returned layout has ``q_len == kv_len == tokens.seq_len``.
         """
-        video = self._cached_video_layout(layout, batch, heads, device)
+        video = self._cached_video_layout(tokens, batch, heads, device)
         if video is None:
             return self._cached(
-                layout, ("joint_dense",), batch, heads, device,
-                lambda: _padded_full_layout(layout.seq_len, layout.seq_len, layout.key_padding_mask(), batch, device,
+                tokens, ("joint_dense",), batch, heads, device,
+                lambda: _padded_full_layout(tokens.seq_len, tokens.seq_len, tokens.key_padding_mask(), batch, device,
                                             self.block_shape()),
             )
-        if layout.text_len == 0:
+        if tokens.text_len == 0:
             return video
         return None
 
-    def token_mask(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device | str = "cpu"
+    def token_mask(self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device | str = "cpu"
                    ) -> torch.Tensor:
         """The exact token-level rule as a bool ``[B|1, H|1, S, S]`` mask (tests and tiny sizes only).
 
@@ -259,17 +266,17 @@ class AttentionMethod:
         video pair). Arguments as in :meth:`video_block_layout`.
         """
         device = torch.device(device)
-        s = layout.seq_len
-        vv = self.video_token_mask(layout, batch=batch, heads=heads, device=device)
+        s = tokens.seq_len
+        vv = self.video_token_mask(tokens, batch=batch, heads=heads, device=device)
         mask = torch.ones(vv.shape[0], vv.shape[1], s, s, dtype=torch.bool, device=device)
-        vs = layout.video_slice
+        vs = tokens.video_slice
         mask[:, :, vs, vs] = vv
-        valid = layout.key_padding_mask(batch)
+        valid = tokens.key_padding_mask(batch)
         if valid is not None:
             mask = mask & valid.to(device)[:, None, None, :]
         return mask
 
-    def video_token_mask(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device | str = "cpu"
+    def video_token_mask(self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device | str = "cpu"
                          ) -> torch.Tensor:
         """bool ``[B|1, H|1, N, N]`` (``N = T*H*W``): the token-level video-video rule (tests only).
 
@@ -277,20 +284,20 @@ class AttentionMethod:
         with an independent brute-force definition override this so tests compare the two.
         """
         device = torch.device(device)
-        video = self.video_block_layout(layout, batch=batch, heads=heads, device=device)
-        n = layout.num_video_tokens
+        video = self.video_block_layout(tokens, batch=batch, heads=heads, device=device)
+        n = tokens.num_video_tokens
         if video is None:
             return torch.ones(1, 1, n, n, dtype=torch.bool, device=device)
         return video.to_dense_mask()
 
     # ------------------------------------------------------------------ caching
-    def _cached_video_layout(self, layout, batch, heads, device):
+    def _cached_video_layout(self, tokens, batch, heads, device):
         return self._cached(
-            layout, ("video",), batch, heads, device,
-            lambda: self.video_block_layout(layout, batch=batch, heads=heads, device=device),
+            tokens, ("video",), batch, heads, device,
+            lambda: self.video_block_layout(tokens, batch=batch, heads=heads, device=device),
         )
 
-    def _cached(self, layout: TokenLayout, role: tuple, batch: int, heads: int, device, build):
+    def _cached(self, tokens: TokenLayout, role: tuple, batch: int, heads: int, device, build):
         """Build once per (method, role, layout, batch, heads, device).
 
         Layouts without text mask and permutation depend only on static sizes and go to a small
@@ -299,12 +306,12 @@ class AttentionMethod:
         """
         device = torch.device(device)
         key = (getattr(self, "_method_key", id(self)), role, batch, heads, str(device))
-        if layout.text_mask is None and layout.permutation is None:
+        if tokens.text_mask is None and tokens.permutation is None:
             lru = getattr(self, "_static_layouts", None)
             if lru is None:  # a subclass whose __post_init__ skipped ours
                 lru = collections.OrderedDict()
                 object.__setattr__(self, "_static_layouts", lru)
-            full_key = key + (layout.static_key(),)
+            full_key = key + (tokens.static_key(),)
             hit = lru.get(full_key, _MISSING)
             if hit is not _MISSING:
                 lru.move_to_end(full_key)
@@ -314,7 +321,7 @@ class AttentionMethod:
             while len(lru) > _LRU_SIZE:
                 lru.popitem(last=False)
             return value
-        cache = layout.cache
+        cache = tokens.cache
         if key not in cache:
             cache[key] = build()
         return cache[key]
@@ -337,21 +344,21 @@ def _padded_full_layout(q_len, kv_len, key_valid, batch, device, block_shape, *,
                                        allow_empty_rows=allow_empty_rows)
 
 
-def _check_call(q, k, v, layout) -> None:
+def _check_call(q, k, v, tokens) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
             raise ValueError(f"{name} must be 4-D [B, S, H, D] (diffusers' layout), got shape {tuple(t.shape)}")
-    if not isinstance(layout, TokenLayout):
-        raise TypeError(f"layout must be an accel.TokenLayout, got {type(layout).__name__}")
+    if not isinstance(tokens, TokenLayout):
+        raise TypeError(f"tokens must be an accel.TokenLayout, got {type(tokens).__name__}")
     if k.shape != v.shape:
         raise ValueError(f"k and v must have the same shape, got k={tuple(k.shape)}, v={tuple(v.shape)}")
     if q.shape != k.shape:
         raise ValueError(
             f"q and k must have the same shape [B, S, H, D] (self-attention), got q={tuple(q.shape)}, k={tuple(k.shape)}"
         )
-    layout.check_sequence(q.shape[1], name="q", batch=q.shape[0])
+    tokens.check_sequence(q.shape[1], name="q", batch=q.shape[0])
 
 
 # ---------------------------------------------------------------------- torch.compile boundary
@@ -374,8 +381,8 @@ def _method_attention_op(
             f"accel: the attention method (key {method_key}) this compiled graph was traced with no longer exists; "
             "keep the method object (or the apply() handle) alive while the compiled model is used"
         )
-    layout = TokenLayout(tuple(grid), text_len, _SIDE_NAMES[text_side], text_mask, permutation)
-    return method.forward(q, k, v, layout, scale=scale).contiguous()
+    tokens = TokenLayout(tuple(grid), text_len, _SIDE_NAMES[text_side], text_mask, permutation)
+    return method.forward(q, k, v, tokens, scale=scale).contiguous()
 
 
 @_method_attention_op.register_fake

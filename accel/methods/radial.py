@@ -74,10 +74,10 @@ class Radial(StaticPatternMethod):
         """The :class:`~accel.patterns.radial.RadialRule` on ``grid``."""
         return RadialRule(tuple(grid), self.decay, self.block_size, self.sink)
 
-    def video_token_mask(self, layout, *, batch, heads, device="cpu"):
+    def video_token_mask(self, tokens, *, batch, heads, device="cpu"):
         """The brute-force video rule, bool ``[1, 1, N, N]``: the token rule, rounded up to whole
         ``block_size`` blocks (in sequence order) when ``granularity == "block"`` (tests only)."""
-        mask = super().video_token_mask(layout, batch=batch, heads=heads, device="cpu")[0, 0]
+        mask = super().video_token_mask(tokens, batch=batch, heads=heads, device="cpu")[0, 0]
         if self.granularity == "block":
             n, b = mask.shape[0], self.block_size
             nb = -(-n // b)

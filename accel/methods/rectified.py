@@ -88,20 +88,20 @@ def morton_order(grid: tuple[int, int, int], device: torch.device | str = "cpu")
     return _morton_order_cpu(tuple(grid)).to(device)
 
 
-def neighbor_blocks(layout: TokenLayout, block_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def neighbor_blocks(tokens: TokenLayout, block_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """bool ``[NB, NB]``: key block ``j`` holds a video token within one step (Chebyshev distance 1 in
     ``(t, y, x)``, so up to 26 neighbours) of some token of query block ``i``; blocks are ``block_size``
-    consecutive video tokens in sequence order (following ``layout.permutation``). Always includes
+    consecutive video tokens in sequence order (following ``tokens.permutation``). Always includes
     ``i == j``. Cost ``O(27·T·H·W)``, no ``S x S`` tensor."""
-    t, h, w = layout.grid
+    t, h, w = tokens.grid
     n = t * h * w
     nb = -(-n // block_size)
     block_of_seq = torch.arange(n, device=device) // block_size
-    if layout.permutation is None:
+    if tokens.permutation is None:
         block_of_cell = block_of_seq
     else:
         block_of_cell = torch.empty(n, dtype=torch.int64, device=device)
-        block_of_cell[layout.permutation.to(device)] = block_of_seq
+        block_of_cell[tokens.permutation.to(device)] = block_of_seq
     cells = block_of_cell.reshape(t, h, w)
     adjacent = torch.zeros(nb * nb, dtype=torch.bool, device=device)
     for dt in (-1, 0, 1):
@@ -250,7 +250,7 @@ class Rectified(AttentionMethod):
         return _RECTIFIED_PUBLISHED.get(model)
 
     # ------------------------------------------------------------------ selection
-    def plan(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TokenLayout, *,
+    def plan(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens: TokenLayout, *,
              scale: float | None = None) -> RectifiedPlan:
         """The pooled attention, selection and compensation of one call (see the class docstring).
 
@@ -260,7 +260,7 @@ class Rectified(AttentionMethod):
         """
         batch, _, heads, dim = q.shape
         s = 1.0 / math.sqrt(dim) if scale is None else float(scale)
-        vs = layout.video_slice
+        vs = tokens.video_slice
         bs = self.block_size
         q_mean, q_dev, counts = _block_pool(q[:, vs], bs)
         k_mean, k_dev, _ = _block_pool(k[:, vs], bs)
@@ -268,11 +268,11 @@ class Rectified(AttentionMethod):
         nb = counts.shape[0]
         dots = torch.einsum("bhid,bhjd->bhij", q_mean, k_mean)  # [B, H, NB, NB]
         logw = s * dots + counts.float().log()
-        if layout.text_len:
-            kt = k[:, layout.text_slice].float().permute(0, 2, 1, 3)  # [B, H, T, D]
+        if tokens.text_len:
+            kt = k[:, tokens.text_slice].float().permute(0, 2, 1, 3)  # [B, H, T, D]
             st = s * torch.einsum("bhid,bhtd->bhit", q_mean, kt)
-            if layout.text_mask is not None:
-                valid = layout.text_mask.to(q.device).expand(batch, -1)[:, None, None, :]
+            if tokens.text_mask is not None:
+                valid = tokens.text_mask.to(q.device).expand(batch, -1)[:, None, None, :]
                 st = st.masked_fill(~valid, float("-inf"))
             text_lse = torch.logsumexp(st, -1)  # [B, H, NB]
         else:
@@ -287,12 +287,12 @@ class Rectified(AttentionMethod):
         keep_sorted = torch.arange(nb, device=q.device) < n_keep[..., None]
         selected = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
         selected |= torch.eye(nb, dtype=torch.bool, device=q.device)
-        if self.keep_neighbors and layout.num_video_tokens > 1:
+        if self.keep_neighbors and tokens.num_video_tokens > 1:
             key = ("accel.rectified.neighbors", bs, str(q.device))
-            near = layout.cache.get(key)
+            near = tokens.cache.get(key)
             if near is None:  # shared by the layers of one transformer call
-                near = neighbor_blocks(layout, bs, q.device)
-                layout.cache[key] = near
+                near = neighbor_blocks(tokens, bs, q.device)
+                tokens.cache[key] = near
             selected |= near
 
         if self.rectify:
@@ -307,20 +307,20 @@ class Rectified(AttentionMethod):
         return RectifiedPlan(selected, compensated, p_hat, p_text, v_mean, counts)
 
     # ------------------------------------------------------------------ computation
-    def on_curve(self, q, k, v, layout: TokenLayout):
-        """The inputs in the token order the selection runs in: ``(q, k, v, layout)`` unchanged, or -- with
-        ``reorder=True``, a layout without ``permutation`` and more than one video token -- copies whose video
+    def on_curve(self, q, k, v, tokens: TokenLayout):
+        """The inputs in the token order the selection runs in: ``(q, k, v, tokens)`` unchanged, or -- with
+        ``reorder=True``, a token layout without ``permutation`` and more than one video token -- copies whose video
         tokens are gathered along :func:`morton_order` (text tokens stay in place) and the TokenLayout with
-        that permutation (kept in ``layout.cache``, shared by the layers of one transformer call)."""
-        if not (self.reorder and layout.permutation is None and layout.num_video_tokens > 1):
-            return q, k, v, layout
+        that permutation (kept in ``tokens.cache``, shared by the layers of one transformer call)."""
+        if not (self.reorder and tokens.permutation is None and tokens.num_video_tokens > 1):
+            return q, k, v, tokens
         key = ("accel.rectified.morton", str(q.device))
-        curve = layout.cache.get(key)
+        curve = tokens.cache.get(key)
         if curve is None:
-            perm = morton_order(layout.grid, q.device)
-            curve = TokenLayout(layout.grid, layout.text_len, layout.text_side, layout.text_mask, perm)
-            layout.cache[key] = curve
-        vs = layout.video_slice
+            perm = morton_order(tokens.grid, q.device)
+            curve = TokenLayout(tokens.grid, tokens.text_len, tokens.text_side, tokens.text_mask, perm)
+            tokens.cache[key] = curve
+        vs = tokens.video_slice
         gathered = []
         for x in (q, k, v):
             y = x.clone()
@@ -328,28 +328,28 @@ class Rectified(AttentionMethod):
             gathered.append(y)
         return (*gathered, curve)
 
-    def forward(self, q, k, v, layout, *, scale=None):
+    def forward(self, q, k, v, tokens, *, scale=None):
         """Pooled selection, then block-sparse attention with the rectification fused in (see the class)."""
-        qc, kc, vc, curve = self.on_curve(q, k, v, layout)
-        if curve is layout:
-            return self._forward(q, k, v, layout, scale=scale)
+        qc, kc, vc, curve = self.on_curve(q, k, v, tokens)
+        if curve is tokens:
+            return self._forward(q, k, v, tokens, scale=scale)
         out = self._forward(qc, kc, vc, curve, scale=scale)
-        vs, perm = layout.video_slice, curve.permutation
+        vs, perm = tokens.video_slice, curve.permutation
         result = out.clone()
         result[:, vs] = torch.empty_like(out[:, vs]).index_copy_(1, perm, out[:, vs])
         return result
 
-    def _forward(self, q, k, v, layout, *, scale=None):
+    def _forward(self, q, k, v, tokens, *, scale=None):
         batch, _, heads, _ = q.shape
-        plan = self.plan(q, k, v, layout, scale=scale)
-        n = layout.num_video_tokens
+        plan = self.plan(q, k, v, tokens, scale=scale)
+        n = tokens.num_video_tokens
         bs = self.block_size
-        vs, ts = layout.video_slice, layout.text_slice
+        vs, ts = tokens.video_slice, tokens.text_slice
         video = BlockLayout.from_block_mask(plan.selected, bs, bs, n, n)
-        if layout.text_len:
+        if tokens.text_len:
             text_keys = self._cached(
-                layout, ("text_keys",), batch, heads, q.device,
-                lambda: _padded_full_layout(n, layout.text_len, layout.text_mask, batch, q.device,
+                tokens, ("text_keys",), batch, heads, q.device,
+                lambda: _padded_full_layout(n, tokens.text_len, tokens.text_mask, batch, q.device,
                                             self.block_shape(), allow_empty_rows=True),
             )
             prior = block_sparse_attention(q[:, vs], k[:, ts], v[:, ts], text_keys, scale=scale,
@@ -359,7 +359,7 @@ class Rectified(AttentionMethod):
         else:
             o_video = block_sparse_attention(q, k, v, video, scale=scale, backend=self.backend,
                                              affine=self.rectification(plan))
-        return self._with_dense_text_queries(o_video, q, k, v, layout, scale=scale)
+        return self._with_dense_text_queries(o_video, q, k, v, tokens, scale=scale)
 
     def rectification(self, plan: RectifiedPlan) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The rectification of ``plan`` as the kernel's ``affine`` epilogue, or None with ``rectify=False``.
@@ -377,6 +377,6 @@ class Rectified(AttentionMethod):
         weights = plan.p_hat * plan.compensated  # [B, H, NB, NB]
         return 1.0 - weights.sum(-1), torch.einsum("bhij,bhjd->bhid", weights, plan.v_mean)
 
-    def video_token_mask(self, layout, *, batch, heads, device="cpu"):
+    def video_token_mask(self, tokens, *, batch, heads, device="cpu"):
         """Not defined: Rectified's selection depends on the values of Q and K (use :meth:`plan`)."""
-        raise TypeError("Rectified is a dynamic method: its mask depends on q and k; use Rectified.plan(q, k, v, layout)")
+        raise TypeError("Rectified is a dynamic method: its mask depends on q and k; use Rectified.plan(q, k, v, tokens)")

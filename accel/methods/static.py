@@ -123,24 +123,24 @@ class StaticPatternMethod(AttentionMethod):
         return self._memo(("perm", rule.key(), tile), build)
 
     # ------------------------------------------------------------------ AttentionMethod hooks
-    def video_block_layout(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device):
-        """Exact block layout of the rule over the video tokens in ``layout``'s order (cached).
+    def video_block_layout(self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device):
+        """Exact block layout of the rule over the video tokens in ``tokens``' order (cached).
 
         Arguments as in :meth:`AttentionMethod.video_block_layout`; the layout is batch- and
         head-independent (broadcast dimensions 1).
         """
-        rule = self._rule(layout.grid)
-        okey = layout.cache.get(_ORDER_KEY)
+        rule = self._rule(tokens.grid)
+        okey = tokens.cache.get(_ORDER_KEY)
         if okey is None:
-            okey = order_key(layout.permutation)
-            layout.cache[_ORDER_KEY] = okey
+            okey = order_key(tokens.permutation)
+            tokens.cache[_ORDER_KEY] = okey
         dev = torch.device(device)
         key = (rule.key(), okey, self.block_size, self.granularity, str(dev))
         return self._memo(("layout",) + key, lambda: build_grid_layout(
-            rule, layout.video_coords("cpu"), self.block_size, self.block_size, granularity=self.granularity,
+            rule, tokens.video_coords("cpu"), self.block_size, self.block_size, granularity=self.granularity,
             device=dev))
 
-    def build_block_layout(self, layout: TokenLayout, *, batch: int, heads: int, device: torch.device):
+    def build_block_layout(self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device):
         """One layout for the whole joint sequence when that is exact and cheap, else ``None``.
 
         Besides the base class's cases (no text, or a dense video pattern), fuses text placed
@@ -149,68 +149,68 @@ class StaticPatternMethod(AttentionMethod):
         calls and the log-sum-exp merge of the default text rule. Other text layouts return ``None``
         (three calls, merged exactly).
         """
-        fused = super().build_block_layout(layout, batch=batch, heads=heads, device=device)
+        fused = super().build_block_layout(tokens, batch=batch, heads=heads, device=device)
         if fused is not None:
             return fused
         b = self.block_size
-        if layout.text_side != "first" or layout.text_mask is not None or layout.text_len % b:
+        if tokens.text_side != "first" or tokens.text_mask is not None or tokens.text_len % b:
             return None
-        video = self._cached_video_layout(layout, batch, heads, device)
-        return self._cached(layout, ("joint_text_first",), batch, heads, device,
-                            lambda: prepend_text_blocks(video, layout.text_len))
+        video = self._cached_video_layout(tokens, batch, heads, device)
+        return self._cached(tokens, ("joint_text_first",), batch, heads, device,
+                            lambda: prepend_text_blocks(video, tokens.text_len))
 
-    def video_token_mask(self, layout: TokenLayout, *, batch: int, heads: int, device="cpu") -> torch.Tensor:
+    def video_token_mask(self, tokens: TokenLayout, *, batch: int, heads: int, device="cpu") -> torch.Tensor:
         """The brute-force video x video rule, bool ``[1, 1, N, N]`` (tests / tiny sizes only)."""
-        mask = self._rule(layout.grid).token_mask(layout.video_coords("cpu"))
+        mask = self._rule(tokens.grid).token_mask(tokens.video_coords("cpu"))
         return mask[None, None].to(device)
 
-    def forward(self, q, k, v, layout: TokenLayout, *, scale=None):
+    def forward(self, q, k, v, tokens: TokenLayout, *, scale=None):
         """Attention with the pattern; in tile order when tiling is on (see the module docstring).
 
         A layout that already carries a permutation is used as given (no second permutation).
         """
-        pair = None if layout.permutation is not None else self._perm_pair(layout.grid)
+        pair = None if tokens.permutation is not None else self._perm_pair(tokens.grid)
         if pair is None:
-            return super().forward(q, k, v, layout, scale=scale)
-        tiled = self._tiled_layout(layout, pair[0])
+            return super().forward(q, k, v, tokens, scale=scale)
+        tiled = self._tiled_layout(tokens, pair[0])
         dev = q.device
-        perm, inv = self._perm_on(layout, pair, dev)
-        vs, ts = layout.video_slice, layout.text_slice
+        perm, inv = self._perm_on(tokens, pair, dev)
+        vs, ts = tokens.video_slice, tokens.text_slice
 
         def to_tiles(x):
             video = x[:, vs].index_select(1, perm)
-            if layout.text_len == 0:
+            if tokens.text_len == 0:
                 return video
-            parts = (x[:, ts], video) if layout.text_side == "first" else (video, x[:, ts])
+            parts = (x[:, ts], video) if tokens.text_side == "first" else (video, x[:, ts])
             return torch.cat(parts, dim=1)
 
         out = super().forward(to_tiles(q), to_tiles(k), to_tiles(v), tiled, scale=scale)
         video = out[:, vs].index_select(1, inv)
-        if layout.text_len == 0:
+        if tokens.text_len == 0:
             return video
-        parts = (out[:, ts], video) if layout.text_side == "first" else (video, out[:, ts])
+        parts = (out[:, ts], video) if tokens.text_side == "first" else (video, out[:, ts])
         return torch.cat(parts, dim=1)
 
-    def _perm_on(self, layout, pair, device):
-        key = ("perm_on", self._rule(layout.grid).key(), self.tile_for(layout.grid), str(device))
+    def _perm_on(self, tokens, pair, device):
+        key = ("perm_on", self._rule(tokens.grid).key(), self.tile_for(tokens.grid), str(device))
         return self._memo(key, lambda: (pair[0].to(device), pair[1].to(device)))
 
-    def _tiled_layout(self, layout: TokenLayout, perm: torch.Tensor) -> TokenLayout:
-        cached = layout.cache.get((_TILED, id(self)))
+    def _tiled_layout(self, tokens: TokenLayout, perm: torch.Tensor) -> TokenLayout:
+        cached = tokens.cache.get((_TILED, id(self)))
         if cached is not None:
             return cached
-        rule_key = self._rule(layout.grid).key()
+        rule_key = self._rule(tokens.grid).key()
 
         def build():
-            tiled = TokenLayout(layout.grid, layout.text_len, layout.text_side, layout.text_mask, perm)
-            tiled.cache[_ORDER_KEY] = ("tiled", rule_key, self.tile_for(layout.grid))
+            tiled = TokenLayout(tokens.grid, tokens.text_len, tokens.text_side, tokens.text_mask, perm)
+            tiled.cache[_ORDER_KEY] = ("tiled", rule_key, self.tile_for(tokens.grid))
             return tiled
 
-        if layout.text_mask is None:  # depends on static sizes only: share across calls
-            tiled = self._memo(("tiled_layout", layout.static_key(), rule_key, self.tile_for(layout.grid)), build)
+        if tokens.text_mask is None:  # depends on static sizes only: share across calls
+            tiled = self._memo(("tiled_layout", tokens.static_key(), rule_key, self.tile_for(tokens.grid)), build)
         else:
             tiled = build()
-        layout.cache[(_TILED, id(self))] = tiled
+        tokens.cache[(_TILED, id(self))] = tiled
         return tiled
 
     # ------------------------------------------------------------------ reporting
@@ -245,20 +245,20 @@ class StaticPatternMethod(AttentionMethod):
         if perm is not None:
             tl.cache[_ORDER_KEY] = ("tiled", rule.key(), self.tile_for(grid))
         video = self.video_block_layout(tl, batch=1, heads=1, device="cpu")
-        counts = _layout_counts(video)
-        rowmajor = counts if perm is None else block_kind_counts(
-            rule, grid_coords(grid), self.block_size, self.block_size, granularity=self.granularity)
-        allowed = counts["allowed"]
+        counts = video.block_counts()
+        density = video.density()
+        rowmajor = density if perm is None else block_kind_counts(
+            rule, grid_coords(grid), self.block_size, self.block_size, granularity=self.granularity)["density"]
         s = n + text_len
-        pairs_video = counts["density"] * n * n
+        pairs_video = density * n * n
         pairs = pairs_video + n * text_len + text_len * s
         unit = 4.0 * batch * heads * head_dim
         info = {
             "grid": grid,
             "tile": self.tile_for(grid),
-            "video_density": counts["density"],
-            "video_density_rowmajor": rowmajor["density"],
-            "mask_density": allowed / (n * n),
+            "video_density": density,
+            "video_density_rowmajor": rowmajor,
+            "mask_density": video.mask_density(),
             "full_blocks": counts["full"],
             "partial_blocks": counts["partial"],
             "video_blocks": counts["blocks"],
@@ -279,21 +279,3 @@ class StaticPatternMethod(AttentionMethod):
                   f"{info['flops'] / 1e12:.3f} T vs dense {info['dense_flops'] / 1e12:.3f} T "
                   f"(at most {info['speedup_bound']:.2f}x)", file=file)
         return info
-
-
-def _layout_counts(layout) -> dict:
-    """Block counts, density and allowed token pairs of a batch/head-broadcast layout (no S x S)."""
-    kinds = layout.block_kinds()[0, 0]
-    rows = (layout.q_len - torch.arange(layout.num_q_blocks) * layout.q_block).clamp(max=layout.q_block)
-    cols = (layout.kv_len - torch.arange(layout.num_kv_blocks) * layout.kv_block).clamp(max=layout.kv_block)
-    area = rows[:, None].double() * cols[None, :].double()
-    tmap = layout.tile_map()[0, 0].long()
-    per_tile = layout.tiles.sum((1, 2)).double()  # builder tiles are False outside the sequence
-    allowed = float((area * (kinds == 1)).sum() + torch.where(tmap >= 0, per_tile[tmap.clamp_min(0)], 0.0).sum())
-    return {
-        "full": int((kinds == 1).sum()),
-        "partial": int((kinds == 2).sum()),
-        "blocks": int(kinds.numel()),
-        "density": layout.density(),
-        "allowed": allowed,
-    }

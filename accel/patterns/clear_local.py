@@ -16,7 +16,7 @@ at the grid border, not shifted: border queries see fewer keys. Text tokens foll
 text rule of :class:`accel.methods.base.AttentionMethod` (image/video queries see all valid text,
 text queries see every valid key).
 
-Draw it: ``python -m accel.patterns.draw clear_local --help``.
+Draw it: ``python -m accel.patterns.clear_local`` (``--help`` for the options).
 """
 
 from __future__ import annotations
@@ -125,3 +125,10 @@ def build_clear_local_layout(rule: ClearLocalRule, permutation: torch.Tensor | N
     """
     return build_grid_layout(rule, grid_coords(rule.grid, permutation), block_size, block_size, device=device)
 
+
+if __name__ == "__main__":  # python -m accel.patterns.clear_local [options]: draw a small mask and its block map
+    import sys
+
+    from accel.patterns.draw import main
+
+    sys.exit(main(pattern="clear_local"))

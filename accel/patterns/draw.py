@@ -1,12 +1,13 @@
 """Text drawings of attention masks and block layouts.
 
 Run ``python -m accel.patterns.draw PATTERN [options]`` (PATTERN: ``neighborhood``, ``clear_local``,
-``radial``) to print the token mask of one query (``--query``), the whole token mask (small grids)
-and the block map of the production layout (``#`` full, ``+`` partial, ``.`` skipped), e.g.::
+``radial``), or the pattern's own module (``python -m accel.patterns.radial [options]``), to print the
+token mask of one query (``--query``), the whole token mask (small grids) and the block map of the
+production layout (``#`` full, ``+`` partial, ``.`` skipped: :meth:`accel.kernels.BlockLayout.draw`), e.g.::
 
-    python -m accel.patterns.draw neighborhood --grid 1 8 12 --window -1 3 5 --stride 1 1 2 --tile 1 4 4
-    python -m accel.patterns.draw clear_local --grid 1 9 9 --radius 3 --query 40
-    python -m accel.patterns.draw radial --grid 12 8 8 --decay 0.5 --block 16 --sink
+    python -m accel.patterns.neighborhood --grid 1 8 12 --window -1 3 5 --stride 1 1 2 --tile 1 4 4
+    python -m accel.patterns.clear_local --grid 1 9 9 --radius 3 --query 40
+    python -m accel.patterns.radial --grid 12 8 8 --decay 0.5 --block 16 --sink
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import sys
 
 import torch
 
-__all__ = ["draw_mask", "draw_block_kinds", "main"]
+__all__ = ["draw_mask", "main", "PATTERNS"]
+
+#: the patterns this module draws (each also runs as ``python -m accel.patterns.<name>``)
+PATTERNS = ("neighborhood", "clear_local", "radial")
 
 
 def draw_mask(mask: torch.Tensor, *, on: str = "#", off: str = ".") -> str:
@@ -25,23 +29,23 @@ def draw_mask(mask: torch.Tensor, *, on: str = "#", off: str = ".") -> str:
     return "\n".join("".join(on if bool(v) else off for v in row) for row in m)
 
 
-def draw_block_kinds(kinds: torch.Tensor) -> str:
-    """Render an int8 ``[NQ, NKV]`` block map (0 skipped, 1 full, 2 partial) as ``.``, ``#``, ``+``."""
-    chars = {0: ".", 1: "#", 2: "+"}
-    k = kinds.reshape(kinds.shape[-2], kinds.shape[-1]).cpu()
-    return "\n".join("".join(chars[int(v)] for v in row) for row in k)
+def main(argv=None, *, pattern: str | None = None) -> int:
+    """Command line: draw one pattern (see the module docstring).
 
-
-def main(argv=None) -> int:
-    """Command line: draw one pattern (see the module docstring)."""
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``): the pattern name first unless ``pattern`` is given.
+        pattern: the pattern to draw (one of :data:`PATTERNS`), as ``python -m accel.patterns.<name>`` passes it.
+    """
     from .blocks import build_grid_layout
     from .clear_local import ClearLocalRule
     from .neighborhood import NeighborhoodRule
     from .radial import RadialRule
     from .tiling import grid_coords, tile_order
 
-    p = argparse.ArgumentParser(prog="python -m accel.patterns.draw", description=__doc__.split("\n")[0])
-    p.add_argument("pattern", choices=["neighborhood", "clear_local", "radial"])
+    prog = "python -m accel.patterns." + (pattern or "draw")
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    if pattern is None:
+        p.add_argument("pattern", choices=PATTERNS)
     p.add_argument("--grid", type=int, nargs=3, default=None, metavar=("T", "H", "W"))
     p.add_argument("--window", type=int, nargs=3, default=[-1, 3, 3], metavar=("wT", "wH", "wW"))
     p.add_argument("--stride", type=int, nargs=3, default=[1, 1, 1])
@@ -56,6 +60,10 @@ def main(argv=None) -> int:
     p.add_argument("--tile", type=int, nargs=3, default=None, help="draw the layout in this tile order")
     p.add_argument("--query", type=int, default=None, help="draw the neighbourhood of this row-major query")
     a = p.parse_args(argv)
+    if pattern is not None:
+        if pattern not in PATTERNS:
+            raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+        a.pattern = pattern
     if a.pattern == "neighborhood":
         grid = tuple(a.grid or (1, 6, 8))
         rule = NeighborhoodRule(grid, tuple(a.window), tuple(a.stride), tuple(a.dilation),
@@ -83,7 +91,7 @@ def main(argv=None) -> int:
     layout = build_grid_layout(rule, coords, a.block, a.block, granularity=granularity)
     order = f"tiles of {tuple(a.tile)}" if a.tile else "row-major"
     print(f"block map ({order}, blocks of {a.block}; # full, + partial, . skipped), density {layout.density():.3f}:")
-    print(draw_block_kinds(layout.block_kinds()))
+    print(layout.draw())
     return 0
 
 

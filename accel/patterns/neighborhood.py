@@ -31,7 +31,7 @@ Block layouts: the rule re-embeds each axis so that dilation groups are contiguo
 (``x -> (x mod d) * ceil(n / d) + x // d``); in that space a neighbourhood is an interval, so box
 tests are exact and a tiled token order (:mod:`accel.patterns.tiling`) makes most blocks full.
 
-Draw it: ``python -m accel.patterns.draw neighborhood --help``.
+Draw it: ``python -m accel.patterns.neighborhood`` (``--help`` for the options).
 """
 
 from __future__ import annotations
@@ -359,3 +359,10 @@ def build_neighborhood_layout(rule: NeighborhoodRule, permutation: torch.Tensor 
     coords = torch.stack((idx // (h * w), (idx // w) % h, idx % w), dim=1)
     return build_grid_layout(rule, coords, block_size, block_size, device=device)
 
+
+if __name__ == "__main__":  # python -m accel.patterns.neighborhood [options]: draw a small mask and its block map
+    import sys
+
+    from accel.patterns.draw import main
+
+    sys.exit(main(pattern="neighborhood"))

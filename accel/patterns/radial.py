@@ -32,7 +32,7 @@ token rule inside them (partial blocks), for a mask equal to the rule.
 
 Text tokens follow the default text rule (dense), as in the paper.
 
-Draw it: ``python -m accel.patterns.draw radial --help``.
+Draw it: ``python -m accel.patterns.radial`` (``--help`` for the options).
 """
 
 from __future__ import annotations
@@ -205,3 +205,10 @@ def build_radial_layout(rule: RadialRule, permutation: torch.Tensor | None = Non
     return build_grid_layout(rule, grid_coords(rule.grid, permutation), rule.block_size, rule.block_size,
                              granularity=granularity, device=device)
 
+
+if __name__ == "__main__":  # python -m accel.patterns.radial [options]: draw a small mask and its block map
+    import sys
+
+    from accel.patterns.draw import main
+
+    sys.exit(main(pattern="radial"))

@@ -137,3 +137,51 @@ def test_key_padding_mask_shape_error():
         BlockLayout.from_block_mask(
             torch.ones(1, 1, 2, 2, dtype=torch.bool), 16, 16, 32, 32, key_padding_mask=torch.ones(1, 31, dtype=torch.bool)
         )
+
+
+def _brute_kinds(mask, qb, kb):
+    """Block kinds of a bool [q_len, kv_len] token mask, worked out pair by pair."""
+    q_len, kv_len = mask.shape
+    rows = []
+    for i in range(0, q_len, qb):
+        line = ""
+        for j in range(0, kv_len, kb):
+            cells = mask[i:i + qb, j:j + kb]
+            line += "#" if bool(cells.all()) else "+" if bool(cells.any()) else "."
+        rows.append(line)
+    return rows
+
+
+def test_str_draws_the_block_map_and_counts():
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(40, 70, generator=g) < 0.02
+    mask[:16, :32] = True  # one full block
+    mask[20:25, 50:52] = True
+    lay = BlockLayout.from_token_mask(mask[None, None], 16, 32, allow_empty_rows=True)
+    expected = _brute_kinds(mask, 16, 32)
+    assert lay.draw().splitlines() == expected
+    text = "".join(expected)
+    counts = {"full": text.count("#"), "partial": text.count("+"), "skipped": text.count("."), "blocks": len(text)}
+    assert lay.block_counts() == counts and counts["full"] >= 1 and counts["partial"] >= 1
+    first, *rest = str(lay).splitlines()
+    assert rest == expected
+    assert first.startswith("BlockLayout 40 x 70 tokens in blocks of 16 x 32, batch_heads=(1, 1): "
+                            f"{counts['full']} full (#) + {counts['partial']} partial (+) of {counts['blocks']} blocks")
+
+
+def test_draw_truncates_big_maps_and_indexes_batch_and_heads():
+    big = BlockLayout.full(16 * 60, 16 * 130, q_block=16, kv_block=16)
+    lines = big.draw(max_rows=4, max_cols=10).splitlines()
+    assert lines == ["#" * 10 + " ... (+120)"] * 4 + ["... (56 more query blocks)"]
+    assert len(str(big).splitlines()) == 1 + 48 + 1  # summary, the default 48 rows, the "more" line
+    block_mask = torch.zeros(2, 3, 2, 2, dtype=torch.bool)
+    block_mask[1, 2, 0, 1] = block_mask[1, 2, 1, 0] = True
+    block_mask[0, :, :, 0] = True
+    block_mask[1, :2, :, 1] = True
+    lay = BlockLayout.from_block_mask(block_mask, 16, 16, 32, 32)
+    assert lay.draw(1, 2).splitlines() == [".#", "#."]
+    assert lay.block_counts(0, 1) == {"full": 2, "partial": 0, "skipped": 2, "blocks": 4}
+    with pytest.raises(IndexError, match="head 3 out of range"):
+        lay.draw(0, 3)
+    broadcast = BlockLayout.full(32, 32, q_block=16, kv_block=16)
+    assert broadcast.draw(5, 7) == "##\n##"  # broadcast dimensions serve every index

@@ -99,13 +99,28 @@ def test_functional_api_is_exported():
     assert accel.Dense()(q, k, v, layout).shape == q.shape
 
 
+def test_tokens_keyword_and_its_deprecated_name():
+    """``tokens=`` is the name; the old ``layout=`` gives the same result with a DeprecationWarning."""
+    tokens = TokenLayout((1, 4, 4), 4, "first")
+    q, k, v = _qkv(1, 20, 2, 16)
+    out = Dense(backend="reference")(q, k, v, tokens=tokens)
+    torch.testing.assert_close(out, _sdpa(q, k, v).float())
+    with pytest.warns(DeprecationWarning, match=r"Dense\(\): the keyword layout= is deprecated, use tokens="):
+        old = Dense(backend="reference")(q, k, v, layout=tokens)
+    torch.testing.assert_close(old, out, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="got both tokens= and its deprecated name layout="):
+        Dense()(q, k, v, tokens, layout=tokens)
+    with pytest.raises(TypeError, match="missing required argument: 'tokens'"):
+        Dense()(q, k, v)
+
+
 # ---------------------------------------------------------------------- errors
 def test_bad_inputs():
     layout = TokenLayout((1, 4, 4))
     q, k, v = _qkv(1, 16, 2, 8)
     with pytest.raises(ValueError, match="q has 17 tokens but the token layout describes 16"):
         Dense()(*_qkv(1, 17, 2, 8), layout)
-    with pytest.raises(TypeError, match="layout must be an accel.TokenLayout"):
+    with pytest.raises(TypeError, match="tokens must be an accel.TokenLayout"):
         Dense()(q, k, v, (1, 4, 4))
     with pytest.raises(ValueError, match=r"q must be 4-D"):
         Dense()(q[0], k, v, layout)
