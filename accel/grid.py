@@ -27,7 +27,8 @@ __all__ = ["TokenLayout", "TEXT_SIDES"]
 TEXT_SIDES = ("first", "last")
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """True for a Python ``int`` that is not a ``bool`` (how accel's integer parameters are checked)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -73,10 +74,10 @@ class TokenLayout:
         grid = self.grid
         if isinstance(grid, torch.Size):
             grid = tuple(grid)
-        if not isinstance(grid, (tuple, list)) or len(grid) != 3 or not all(_is_int(g) and g >= 1 for g in grid):
+        if not isinstance(grid, (tuple, list)) or len(grid) != 3 or not all(is_int(g) and g >= 1 for g in grid):
             raise ValueError(f"grid must be a tuple of three ints >= 1 (T, H, W), got {self.grid!r}")
         object.__setattr__(self, "grid", tuple(int(g) for g in grid))
-        if not _is_int(self.text_len) or self.text_len < 0:
+        if not is_int(self.text_len) or self.text_len < 0:
             raise ValueError(f"text_len must be an int >= 0, got {self.text_len!r}")
         if self.text_len == 0:
             if self.text_side is not None:

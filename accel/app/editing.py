@@ -37,7 +37,7 @@ class EditSettings:
     """One Edit request, as the page sends it.
 
     Attributes:
-        model: a model name of :data:`accel.app.models.MODELS`.
+        model: a model the app offers (:func:`accel.app.models.offered_models`: preset names of accel.pipelines.presets).
         source: ``"generate"``, ``"upload"`` or ``"last"`` (see the module docstring).
         source_prompt: describes the source (1 to 400 characters).
         target_prompt: the edit's prompt (1 to 400 characters), usually the source prompt with the

@@ -58,7 +58,7 @@ class GenerateSettings:
     """One Generate request, as the page sends it.
 
     Attributes:
-        model: a model name of :data:`accel.app.models.MODELS`.
+        model: a model the app offers (:func:`accel.app.models.offered_models`: preset names of accel.pipelines.presets).
         prompt: the text prompt, 1 to 400 characters after stripping.
         height, width: output size in pixels, positive multiples of the model's ``size_multiple``,
             at most its ``max_side``.

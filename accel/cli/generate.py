@@ -10,7 +10,6 @@ checkpoints, resume, many GPUs) is ``accel render``.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -19,12 +18,9 @@ import torch
 
 from accel.methods.registry import METHODS, build_method, parse_method_args
 from accel.render.media import write_mp4, write_strip
+from accel.render.prompts import slug
 
 __all__ = ["main"]
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "clip"
 
 
 def main(argv=None) -> int:
@@ -74,7 +70,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             frames = pipe(prompt, **kwargs).frames[0]
             dt = time.perf_counter() - t0
-            path = args.out / f"{i:03d}-{_slug(prompt)}.mp4"
+            path = args.out / f"{i:03d}-{slug(prompt, 60, empty='clip')}.mp4"
             write_mp4(frames, path, args.fps)
             if args.strip:
                 write_strip(frames, path.with_suffix(".png"))

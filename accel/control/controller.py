@@ -39,30 +39,11 @@ __all__ = [
     "AttentionCall",
     "Controller",
     "Rule",
-    "SKIPPING_HOOKS",
     "source_rows",
     "target_rows",
     "with_target_rows",
 ]
 
-# diffusers hooks (module constants in diffusers.hooks.*) that skip or reuse layer computations:
-# under them some steps never reach the attention processors, so a controller would silently miss them
-SKIPPING_HOOKS = {
-    "fbc_leader_block_hook": "FirstBlockCache",
-    "fbc_block_hook": "FirstBlockCache",
-    "taylorseer_cache": "TaylorSeerCache",
-    "faster_cache_denoiser": "FasterCache",
-    "faster_cache_block": "FasterCache",
-    "pyramid_attention_broadcast": "PyramidAttentionBroadcast",
-    "mag_cache_leader_block_hook": "MagCache",
-    "mag_cache_block_hook": "MagCache",
-    "sea_cache_root": "SeaCache",
-    "sea_cache_leader_block": "SeaCache",
-    "sea_cache_block": "SeaCache",
-    "layer_skip_hook": "LayerSkip",
-    "text_kv_cache_transformer": "TextKVCache",
-    "text_kv_cache_block": "TextKVCache",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,7 +338,7 @@ class _CrossObserver:
     def __call__(self, module, args, kwargs) -> None:
         if not self.controller._step_ok(max(self.run.counter.step, 0)):
             return None
-        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+        from accel.processors.upstream import wan_qkv_projections
 
         names = ("hidden_states", "encoder_hidden_states")
         inputs = dict(zip(names, args, strict=False))
@@ -368,7 +349,7 @@ class _CrossObserver:
         with torch.no_grad():
             if module.add_k_proj is not None:  # image-to-video: image tokens first, the last 512 are text
                 text = text[:, text.shape[1] - 512:]
-            q, k, _ = _get_qkv_projections(module, hidden, text)
+            q, k, _ = wan_qkv_projections(module, hidden, text)
             q = module.norm_q(q).unflatten(2, (module.heads, -1))
             k = module.norm_k(k).unflatten(2, (module.heads, -1))
             call = self.controller._call(self.run, self.layer, self.name, cross=True)
@@ -378,10 +359,13 @@ class _CrossObserver:
 
 
 def check_no_skipping_hooks(model: torch.nn.Module) -> None:
-    """Raise ``ValueError`` if a diffusers hook that skips or reuses layer computations is on ``model``."""
+    """Raise ``ValueError`` if a diffusers hook that skips or reuses layer computations is on ``model``
+    (:data:`accel.processors.upstream.SKIPPING_HOOKS`)."""
+    from accel.processors.upstream import SKIPPING_HOOKS, hook_registry
+
     found = set()
     for module in model.modules():
-        registry = getattr(module, "_diffusers_hook", None)
+        registry = hook_registry(module)
         if registry is None:
             continue
         for name in getattr(registry, "hooks", {}):

@@ -18,7 +18,7 @@ __all__ = ["block_sparse_attention", "apply_block_affine", "resolve_backend", "B
 BACKENDS = ("auto", "triton", "flex", "reference")
 MAX_HEAD_DIM = 256
 # "auto" on CPU: below this many (query, key) pairs the reference backend is cheaper than compiling
-# FlexAttention (5-30 s per new shape on a 2-core CPU, see shared/notes/triton-and-cpu.md).
+# FlexAttention (5-30 s per new shape, measured on a 2-core CPU).
 AUTO_FLEX_MIN_PAIRS = 4096 * 4096
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -1,6 +1,6 @@
 """`BlockLayout`: which (query block, key block) pairs an attention call computes.
 
-A layout is the currency between sparsity patterns and kernels (DESIGN.md §3). The query sequence
+A layout is the currency between sparsity patterns and kernels. The query sequence
 is cut into blocks of ``q_block`` tokens and the key sequence into blocks of ``kv_block`` tokens
 (the last block of each may be ragged). For every (batch, head, query block) the layout lists the
 key blocks to visit, split in two kinds:

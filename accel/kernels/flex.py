@@ -22,6 +22,8 @@ import logging
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention, noop_mask
 
+from .triton_fwd import kernel_head_dim
+
 __all__ = ["flex_block_sparse_attention", "to_flex_block_mask"]
 
 logger = logging.getLogger(__name__)
@@ -48,10 +50,6 @@ def _run_flex(qt, kt, vt, block_mask, scale, return_lse):
     with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
         return _compiled_flex()(qt, kt, vt, block_mask=block_mask, scale=scale, return_lse=return_lse,
                                 kernel_options=options)
-
-
-def _flex_head_dim(d: int) -> int:
-    return max(16, 1 << (d - 1).bit_length())
 
 
 def _padded_rows(idx: torch.Tensor, cnt: torch.Tensor, width: int) -> torch.Tensor:
@@ -141,7 +139,7 @@ def flex_block_sparse_attention(q, k, v, layout, scale: float, return_lse: bool,
     if block_mask is None:
         block_mask = layout.cached(("flex_block_mask", bsz, heads), lambda: to_flex_block_mask(layout, bsz, heads))
     qt, kt, vt = (x.permute(0, 2, 1, 3) for x in (q, k, v))
-    dp = _flex_head_dim(d)
+    dp = kernel_head_dim(d)
     if dp != d:  # zero-padding the head dim changes neither q.k nor the kept v columns
         qt, kt, vt = (torch.nn.functional.pad(x, (0, dp - d)) for x in (qt, kt, vt))
     result = _run_flex(qt, kt, vt, block_mask, scale, return_lse)

@@ -16,15 +16,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from accel.grid import TokenLayout
+from accel.grid import TokenLayout, is_int
 from accel.kernels import BlockLayout, block_sparse_attention, validate_block_size
 from accel.methods.base import AttentionMethod, _padded_full_layout
 
 __all__ = ["Agent", "agent_grid"]
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @functools.lru_cache(maxsize=256)
@@ -100,7 +96,7 @@ class Agent(AttentionMethod):
         if isinstance(a, list):
             a = tuple(a)
             object.__setattr__(self, "agents", a)
-        ok = (_is_int(a) and a >= 1) or (isinstance(a, tuple) and len(a) == 3 and all(_is_int(x) and x >= 1 for x in a))
+        ok = (is_int(a) and a >= 1) or (isinstance(a, tuple) and len(a) == 3 and all(is_int(x) and x >= 1 for x in a))
         if not ok:
             raise ValueError(f"agents must be an int >= 1 or a tuple (a_t, a_h, a_w) of three ints >= 1, got {a!r}")
         for name in ("k_scale2", "k_shortcut"):

@@ -40,6 +40,7 @@ import dataclasses
 
 import torch
 
+from accel.grid import is_int
 from accel.kernels import BlockLayout
 
 from .blocks import GridRule, build_grid_layout
@@ -56,17 +57,13 @@ _AXES = ("T", "H", "W")
 _BIG = 1 << 40
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def normalize_per_axis(name: str, value, *, default_t, kind: type = int) -> tuple:
     """Turn an int/bool or a 2- or 3-tuple into a ``(T, H, W)`` tuple.
 
     A scalar applies to all three axes; a 2-tuple gives ``(H, W)`` and ``default_t`` for T; a
     3-tuple gives ``(T, H, W)``. Raises ``ValueError`` naming ``name`` for anything else.
     """
-    ok = (lambda v: isinstance(v, bool)) if kind is bool else _is_int
+    ok = (lambda v: isinstance(v, bool)) if kind is bool else is_int
     if ok(value):
         return (value, value, value)
     if isinstance(value, (tuple, list)) and len(value) in (2, 3) and all(ok(v) for v in value):
@@ -152,11 +149,11 @@ class NeighborhoodRule(GridRule):
     separable = True  # the rule is a product over axes (see GridRule.axis_mask)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.grid, tuple) and len(self.grid) == 3 and all(_is_int(g) and g >= 1 for g in self.grid)):
+        if not (isinstance(self.grid, tuple) and len(self.grid) == 3 and all(is_int(g) and g >= 1 for g in self.grid)):
             raise ValueError(f"grid must be a tuple of three ints >= 1, got {self.grid!r}")
         for name in ("window", "stride", "dilation"):
             v = getattr(self, name)
-            if not (isinstance(v, tuple) and len(v) == 3 and all(_is_int(e) for e in v)):
+            if not (isinstance(v, tuple) and len(v) == 3 and all(is_int(e) for e in v)):
                 raise ValueError(f"{name} must be a tuple of three ints (T, H, W), got {v!r}")
         if not (isinstance(self.causal, tuple) and len(self.causal) == 3 and all(isinstance(c, bool) for c in self.causal)):
             raise ValueError(f"causal must be a tuple of three bools (T, H, W), got {self.causal!r}")

@@ -30,6 +30,7 @@ from accel.processors.state import (
     get_root_hook,
     register_root_hook,
 )
+from accel.processors.upstream import hook_registry
 from accel.schedule import Schedule
 
 __all__ = ["apply", "remove", "attach", "AccelHandle"]
@@ -123,7 +124,7 @@ class AccelHandle:
             for module in bound:
                 if getattr(module, BINDING_ATTR, None) is not None and module._accel_binding.run is run:
                     delattr(module, BINDING_ATTR)
-            registry = getattr(model, "_diffusers_hook", None)
+            registry = hook_registry(model)
             if registry is not None and registry.get_hook(ROOT_HOOK_NAME) is not None:
                 registry.remove_hook(ROOT_HOOK_NAME, recurse=False)
             if getattr(model, "_accel_handle", None) is self:

@@ -12,14 +12,12 @@ modified: upstream modules, classes and the attention-backend registry stay as t
 
 from __future__ import annotations
 
-import functools
-import types
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 
 from accel.methods.base import AttentionMethod
+from accel.processors.upstream import dispatch_attention_fn, rebind_dispatch
 
 if TYPE_CHECKING:
     from accel.processors.state import LayerBinding
@@ -112,28 +110,10 @@ def route_attention(
     return out
 
 
-def rebind_core_attention(function: types.FunctionType) -> types.FunctionType:
-    """A copy of upstream ``function`` whose global ``dispatch_attention_fn`` is :func:`route_attention`.
-
-    The code object, defaults and closure are upstream's; only the globals lookup table differs (a
-    copy of the upstream module's globals taken now). Raises ``RuntimeError`` if the function does
-    not call ``dispatch_attention_fn`` (an upstream change this version of accel does not know).
-    """
-    names = set(function.__code__.co_names)
-    for const in function.__code__.co_consts:  # nested functions (none call the dispatcher today)
-        if isinstance(const, types.CodeType):
-            names |= set(const.co_names)
-    if "dispatch_attention_fn" not in names:
-        raise RuntimeError(
-            f"{function.__qualname__} no longer calls dispatch_attention_fn; this diffusers version is not "
-            "supported by accel's processors"
-        )
-    scope = dict(function.__globals__)
-    scope["dispatch_attention_fn"] = route_attention
-    rebound = types.FunctionType(function.__code__, scope, function.__name__, function.__defaults__,
-                                 function.__closure__)
-    rebound.__kwdefaults__ = function.__kwdefaults__
-    return functools.update_wrapper(rebound, function)
+def rebind_core_attention(function):
+    """A copy of upstream ``function`` whose global ``dispatch_attention_fn`` is :func:`route_attention`
+    (:func:`accel.processors.upstream.rebind_dispatch`; raises ``RuntimeError`` if it no longer calls it)."""
+    return rebind_dispatch(function, route_attention)
 
 
 class AccelProcessorMixin:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 
 import torch
-from diffusers import FluxTransformer2DModel, HunyuanVideoTransformer3DModel, WanTransformer3DModel
 
 from accel.grid import TokenLayout
+from accel.processors.upstream import FluxTransformer2DModel, HunyuanVideoTransformer3DModel, WanTransformer3DModel
 
 __all__ = ["Family", "FAMILIES", "family_of", "supported_transformers"]
 

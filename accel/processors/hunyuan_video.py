@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
 
 from accel.methods.base import AttentionMethod
 from accel.processors.base import AccelProcessorMixin, Route, rebind_core_attention
+from accel.processors.upstream import HunyuanVideoAttnProcessor2_0
 
 __all__ = ["AccelHunyuanVideoAttnProcessor"]
 

@@ -28,10 +28,9 @@ import weakref
 from typing import Any
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import StateManager
 
 from accel.grid import TokenLayout
+from accel.processors.upstream import HookRegistry, ModelHook, StateManager, hook_registry
 from accel.schedule import Schedule
 
 __all__ = ["StepCounter", "RunState", "LayerBinding", "RootHook", "ContextWatcher", "ROOT_HOOK_NAME"]
@@ -301,7 +300,7 @@ class RootHook(ModelHook):
 
 def get_root_hook(module: torch.nn.Module) -> RootHook | None:
     """The accel root hook of ``module``, or ``None``."""
-    registry = getattr(module, "_diffusers_hook", None)
+    registry = hook_registry(module)
     if registry is None:
         return None
     return registry.get_hook(ROOT_HOOK_NAME)

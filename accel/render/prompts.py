@@ -66,9 +66,10 @@ class PromptItem:
     error: str | None = None
 
 
-def slug(text: str, limit: int = 48) -> str:
-    """Lower-case ``text`` with runs of other characters replaced by ``-`` (at most ``limit`` characters)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "item"
+def slug(text: str, limit: int = 48, *, empty: str = "item") -> str:
+    """Lower-case ``text`` with runs of other characters replaced by ``-`` (at most ``limit`` characters, no
+    leading or trailing ``-``); ``empty`` when nothing is left."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or empty
 
 
 def _check_int(key, value, minimum):
