@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -67,7 +68,7 @@ from accel.eval.model_specs import (
 )
 
 __all__ = ["METHODS", "Budget", "method_preset", "time_forwards", "scaled_call_ms", "generation_ms", "forward_flops",
-           "run", "summarize", "read_records", "main"]
+           "kernel_configs", "run", "summarize", "read_records", "main"]
 
 # the order methods are measured in (a tight budget measures the first ones)
 METHODS = ("Radial", "Neighborhood", "Rectified", "ClearLocal", "Agent")
@@ -343,9 +344,11 @@ def _measure(spec, model, inputs, built, device, *, method_name, preset, dense, 
             finally:
                 recorder.detach()
 
+        known = set(kernel_configs())
         with apply(model, method, schedule=Schedule()) as handle:
             res = time_forwards(model, inputs, kinds, device, warmup=warmup, reps=reps, first_warmup=probes)
         rec["density"] = _density(recorder)
+        rec["kernel_configs_new"] = {k: v for k, v in kernel_configs().items() if k not in known}
     call_ms = scaled_call_ms(res["forward_ms"], res["block_ms"], built, spec.blocks)
     overhead = res["forward_ms"] - sum(built[k] * res["block_ms"][k] for k in kinds)
     rec.update(sdpa_calls=_sdpa_list(sdpa), forward_ms=res["forward_ms"], forwards_ms=res["forwards_ms"],
@@ -364,6 +367,17 @@ def _measure(spec, model, inputs, built, device, *, method_name, preset, dense, 
         if rec["density"] is not None:
             rec["density_with_schedule"] = (dense_ls + (layer_steps - dense_ls) * rec["density"]) / layer_steps
     return rec
+
+
+def kernel_configs() -> dict[str, dict]:
+    """The Triton kernel configurations resolved in this process so far, ``{key: {"config", "how"}}`` (how:
+    forced / cached / tuned / default), from ``accel.kernels.triton_tuning`` where the kernel has it; ``{}``
+    otherwise."""
+    try:
+        from accel.kernels.triton_tuning import chosen_configs
+    except ImportError:
+        return {}
+    return {key: {"config": entry.get("config"), "how": entry.get("how")} for key, entry in chosen_configs().items()}
 
 
 def _error(exc: BaseException) -> str:
@@ -601,13 +615,15 @@ def main(argv=None, *, bare_diffusers: bool = False) -> int:
                           "(real - built blocks) x median block time of that kind"),
               "generation": ("gen_ms = calls_per_step x sum over num_steps steps of (overhead + per-layer block time), "
                              "a layer-step the preset's schedule keeps dense at the dense block time"),
-              "units": {"*_ms": "milliseconds", "*_bytes": "bytes", "density": "executed (query, key) pairs / S^2"}})
+              "units": {"*_ms": "milliseconds", "*_bytes": "bytes", "density": "executed (query, key) pairs / S^2"},
+              "kernel_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("ACCEL_", "TRITON_"))}})
         try:
             complete = run([table[n] for n in names], device=device, dtype=dtype, budget=budget, emit=emit,
                            warmup=args.warmup, reps=args.reps, blocks_per_kind=args.blocks, methods=args.methods,
                            tiny=args.tiny)
         finally:
-            emit({"record": "end", "complete": complete, "wall_s": time.monotonic() - start})
+            emit({"record": "end", "complete": complete, "wall_s": time.monotonic() - start,
+                  "kernel_configs": kernel_configs()})
     return 0 if complete else 2
 
 

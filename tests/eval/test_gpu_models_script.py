@@ -299,6 +299,11 @@ def test_gpu_run_script_on_cpu(tmp_path):
     # the script imports diffusers without peft / transformers / accelerate (which the GPU machine's
     # image carries in versions nobody tested with the carried diffusers)
     assert records[0]["optional_integrations_hidden"] == ["peft", "transformers", "accelerate"]
+    # the model run's kernel tuning is bounded per key and shares the kernel check's cache in OUT
+    env_seen = records[0]["kernel_env"]
+    assert env_seen["ACCEL_TRITON_TUNE_BUDGET_S"] == "8"
+    assert env_seen["ACCEL_TUNING_CACHE"] == str(tmp_path / "out" / "triton_tuning.json")
+    assert isinstance(records[-1]["kernel_configs"], dict)
     assert {(r["model"], r["method"]) for r in records if r["record"] == "measurement"} == {
         ("wan_tiny", "dense"), ("wan_tiny", "Radial")}
     summary = (tmp_path / "out" / "summary.txt").read_text()
