@@ -506,6 +506,8 @@ def summarize(records: list[dict]) -> str:
         elif kind == "skipped":
             lines.append(f"{r['model']:<20} {r['method']:<13} skipped ({r['reason']}: needs ~{r['estimate_s']:.0f} s, "
                          f"{r['remaining_s']:.0f} s left)")
+        elif kind == "measurement" and "no_preset" in r:
+            lines.append(f"{r['model']:<20} {r['method']:<13} not measured: {r['no_preset'][:100]}")
         elif kind == "measurement" and "error" in r:
             lines.append(f"{r['model']:<20} {r['method']:<13} FAILED: {r['error'][:150]}")
         elif kind == "measurement" and "call_ms" in r:
