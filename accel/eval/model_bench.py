@@ -269,13 +269,11 @@ class Budget:
 
 
 def method_preset(name: str, spec: ModelSpec, *, tiny: bool):
-    """``<Method>.preset(model)`` for the model of ``spec`` (with :func:`tiny_overrides` when ``tiny``): asked
-    with the checkpoint's preset name (:attr:`ModelSpec.preset_model`, e.g. ``"wan2.1-t2v-14b"``) first,
-    then with its family (``"wan"``), the names accel's presets have accepted over time.
+    """``<Method>.preset(spec.preset_model)``: the method's published setting for the checkpoint (its name in
+    ``accel.pipelines.presets``, e.g. ``"wan2.1-t2v-14b"``), with :func:`tiny_overrides` when ``tiny``.
 
     Raises:
-        ValueError: the method has no preset for this model (Radial on FLUX images), or no ``preset`` at
-            all; the message is the one given for the preset name.
+        ValueError: the method has no published setting for this checkpoint (Radial on FLUX images, Agent).
     """
     from accel.methods.agent import Agent
     from accel.methods.clear_local import ClearLocal
@@ -285,17 +283,7 @@ def method_preset(name: str, spec: ModelSpec, *, tiny: bool):
 
     classes = {"Radial": Radial, "Neighborhood": Neighborhood, "Rectified": Rectified, "ClearLocal": ClearLocal,
                "Agent": Agent}
-    preset = getattr(classes[name], "preset", None)
-    if preset is None:
-        raise ValueError(f"accel.{name} has no preset()")
-    overrides = tiny_overrides(name, spec.family) if tiny else {}
-    try:
-        return preset(spec.preset_model, **overrides)
-    except ValueError as first:
-        try:
-            return preset(spec.family, **overrides)
-        except ValueError:
-            raise first from None
+    return classes[name].preset(spec.preset_model, **(tiny_overrides(name, spec.family) if tiny else {}))
 
 
 def _schedule_dict(schedule) -> dict:

@@ -42,15 +42,11 @@ def _pipeline_defaults(family):
 
 
 def _published(method, spec):
-    """``accel.<method>.preset`` for the toy model's checkpoint name, or its family (the names the presets
-    have accepted over time); None when the method has no preset for it."""
-    cls = getattr(accel, method)
-    for name in (spec.preset_model, spec.family):
-        try:
-            return cls.preset(name)
-        except (ValueError, AttributeError):
-            continue
-    return None
+    """``accel.<method>.preset`` for the toy model's checkpoint name; None when the method has none for it."""
+    try:
+        return getattr(accel, method).preset(spec.preset_model)
+    except ValueError:
+        return None
 
 
 def _latent(frames, height, width):
