@@ -19,8 +19,10 @@ import torch
 
 from accel.methods.base import AttentionMethod
 from accel.methods.preset import Preset
-from accel.processors.base import BINDING_ATTR
+from accel.processors.base import BINDING_ATTR, AccelProcessorMixin
+from accel.processors.context_parallel import carry_dispatch_settings
 from accel.processors.families import Family, family_of
+from accel.processors.parallelize import prepare_model
 from accel.processors.state import (
     ROOT_HOOK_NAME,
     LayerBinding,
@@ -115,11 +117,18 @@ class AccelHandle:
 
     # ------------------------------------------------------------------ removal
     def remove(self) -> None:
-        """Restore the previous processors exactly and remove the root hooks (idempotent)."""
+        """Restore the previous processors and remove the root hooks (idempotent).
+
+        The restored processors are the same objects as before; they take over the attention backend
+        and parallel config diffusers set on accel's processors meanwhile (``set_attention_backend``,
+        ``enable_parallelism`` after :func:`apply`), so they keep computing what the model now asks for.
+        """
         if self._removed:
             return
         for model, saved, bound, run in zip(self.transformers, self._saved, self._bound, self._runs, strict=True):
             for module, processor in saved:
+                # settings diffusers gave our processor meanwhile (enable_parallelism, set_attention_backend)
+                carry_dispatch_settings(module.processor, processor)
                 module.set_processor(processor)
             for module in bound:
                 if getattr(module, BINDING_ATTR, None) is not None and module._accel_binding.run is run:
@@ -211,7 +220,10 @@ def _install(handle: AccelHandle, model, family: Family, counter: StepCounter, s
             "accel.remove(model) first"
         )
     targets = family.attention_modules(model)
-    run = RunState(counter, schedule, num_layers=len(targets))
+    modules = [module for _, module, _ in targets]
+    prepare_model(model, modules, runs_methods=bool(replace) or any(
+        isinstance(m.processor, AccelProcessorMixin) for m in modules))
+    run = RunState(counter, schedule, num_layers=len(targets), modules=modules)
     counter.add_listener(run)
     saved: list = []
     # bookkeeping first, so that handle.remove() can undo a partial installation
@@ -222,8 +234,11 @@ def _install(handle: AccelHandle, model, family: Family, counter: StepCounter, s
     handle._bound.append([module for _, module, _ in targets])
     model._accel_handle = handle
     for _, module, _ in replace or ():
-        saved.append((module, module.processor))
-        module.set_processor(family.processor_cls(handle.method))
+        previous = module.processor
+        saved.append((module, previous))
+        processor = family.processor_cls(handle.method)
+        carry_dispatch_settings(previous, processor)  # same backend, same context parallelism
+        module.set_processor(processor)
     for name, module, index in targets:
         setattr(module, BINDING_ATTR, LayerBinding(run, index, name))
     register_root_hook(model, RootHook(family, run))
@@ -261,10 +276,17 @@ def apply(
         An :class:`AccelHandle`; ``handle.remove()`` (or leaving ``with handle:``) restores the
         previous processors exactly.
 
+    Context parallelism: on a transformer running diffusers' Ulysses attention
+    (``enable_parallelism(config=ContextParallelConfig(ulysses_degree=N))``, before or after this call;
+    see :func:`accel.processors.enable_context_parallel`) each method runs on the whole sequence for
+    the rank's share of the heads, and dense layers keep diffusers' parallel attention. Ring attention
+    is refused (here, or at the first call when enabled afterwards).
+
     Raises:
         TypeError: unsupported model (the message lists the supported ones), wrong argument types.
         ValueError: ``layers`` matches no layer or names one out of range; accel already installed; a
-            ``schedule`` that differs from the given preset's.
+            ``schedule`` that differs from the given preset's; the transformer runs diffusers' ring
+            attention, or a Ulysses degree that does not divide its head count.
     """
     if isinstance(method, Preset):
         if schedule is not None and schedule != method.schedule:

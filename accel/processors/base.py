@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 
 from accel.methods.base import AttentionMethod
+from accel.processors.context_parallel import ulysses_method_attention
 from accel.processors.upstream import dispatch_attention_fn, rebind_dispatch
 
 if TYPE_CHECKING:
@@ -70,9 +71,14 @@ def route_attention(
     (``route.control.attend``: rewrite Q/K/V, replace the operator, blend the output). Otherwise
     forwards every argument to diffusers' ``dispatch_attention_fn``.
 
+    Under diffusers' context parallelism (``parallel_config`` with a ``ContextParallelConfig``) a routed
+    method call runs inside diffusers' Ulysses attention on the whole sequence
+    (:func:`accel.processors.context_parallel.ulysses_method_attention`).
+
     Raises:
-        NotImplementedError: a routed call under context parallelism (``parallel_config`` set), or with
-            dropout / causal masking, none of which accel methods implement.
+        NotImplementedError: a routed call with dropout / causal masking, which accel methods do not
+            implement, or an attention controller under context parallelism.
+        ValueError: a routed call under ring attention (refused; Ulysses is the alternative).
     """
     if not isinstance(attn_mask, Route):
         return dispatch_attention_fn(
@@ -81,6 +87,12 @@ def route_attention(
             parallel_config=parallel_config,
         )
     route = attn_mask
+    parallel = parallel_config is not None and getattr(parallel_config, "context_parallel_config", None) is not None
+    if parallel and route.control is not None:
+        raise NotImplementedError(
+            "attention controllers (accel.control, editing) do not support diffusers' context parallelism; "
+            "edit on one GPU"
+        )
     if route.method is None:
         def core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             return dispatch_attention_fn(q, k, v, attn_mask=route.mask, dropout_p=dropout_p, is_causal=is_causal,
@@ -89,15 +101,14 @@ def route_attention(
         if route.control is None:
             return core(query, key, value)
         return route.control.attend(query, key, value, route.binding, core)
-    if parallel_config is not None:
-        raise NotImplementedError(
-            "accel attention methods do not support diffusers' context parallelism (the processor sees a "
-            "sequence shard); disable parallelism or use accel.Schedule to keep those calls dense"
-        )
     if dropout_p != 0.0 or is_causal:
         raise NotImplementedError(f"accel methods support neither dropout nor causal masks (dropout_p={dropout_p}, "
                                   f"is_causal={is_causal})")
     layout = route.binding.layout()
+    if parallel:
+        def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return route.method(q, k, v, layout, scale=scale)
+        return ulysses_method_attention(run, query, key, value, layout, scale, parallel_config)
     if route.control is None:
         out = route.method(query, key, value, layout, scale=scale)
     else:

@@ -30,6 +30,9 @@ from typing import Any
 import torch
 
 from accel.grid import TokenLayout
+from accel.processors.base import AccelProcessorMixin
+from accel.processors.context_parallel import check_same_inputs, context_parallel_config
+from accel.processors.parallelize import prepare_model
 from accel.processors.upstream import HookRegistry, ModelHook, StateManager, hook_registry
 from accel.schedule import Schedule
 
@@ -163,6 +166,7 @@ class RunState:
         schedule: the :class:`~accel.schedule.Schedule`.
         num_layers: number of self-attention layers of the transformer (global indices ``0 ..
             num_layers - 1``).
+        modules: the self-attention modules bound to this state, by layer index.
         layout: the :class:`~accel.grid.TokenLayout` of the current forward call (``None`` before the
             first call).
         dense_layers: frozenset of the layer indices that run dense at the current step.
@@ -170,10 +174,11 @@ class RunState:
             transformer, or ``None``; the processors hand it the layers and steps it is active on.
     """
 
-    def __init__(self, counter: StepCounter, schedule: Schedule, num_layers: int) -> None:
+    def __init__(self, counter: StepCounter, schedule: Schedule, num_layers: int, modules=()) -> None:
         self.counter = counter
         self.schedule = schedule
         self.num_layers = num_layers
+        self.modules = list(modules)
         self.layout: TokenLayout | None = None
         self.grid_by_tokens: dict[int, tuple[int, int, int]] = {}
         self.dense_layers: frozenset[int] = frozenset()
@@ -275,9 +280,21 @@ class RootHook(ModelHook):
         return module
 
     def record(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        """Forward pre-hook: record the call's TokenLayout; count the step when no cache context is active."""
+        """Forward pre-hook: record the call's TokenLayout; count the step when no cache context is active.
+
+        It runs before diffusers' own hooks (``enable_parallelism``'s split of the inputs), so the
+        layout is always the whole sequence's. Under context parallelism (eager calls) it also
+        reconciles the processors with the model's parallel config and checks that every rank of
+        the group passed the same latents (:mod:`accel.processors.context_parallel`)."""
         inputs = dict(zip(self._param_names, args, strict=False))
         inputs.update(kwargs)
+        if not torch.compiler.is_compiling():  # context parallelism enabled before or after accel
+            modules = self.run.modules
+            prepare_model(module, modules, runs_methods=any(isinstance(m.processor, AccelProcessorMixin)
+                                                            for m in modules))
+            cp = context_parallel_config(module)
+            if cp is not None and isinstance(inputs.get("hidden_states"), torch.Tensor):
+                check_same_inputs(cp, inputs["hidden_states"])
         self.run.layout = self.family.token_layout(module, inputs, self.run)
         counter = self.run.counter
         if not counter.context_active:
