@@ -5,6 +5,7 @@
     accel render --model embedded --prompts prompts.txt --out renders/
     accel render --model wan2.1-t2v-1.3b --prompts prompts.jsonl --method radial --out renders/
     torchrun --nproc_per_node 8 -m accel.cli render --model hunyuan-video --prompts p.jsonl --out renders/
+    torchrun --nproc_per_node 8 -m accel.cli render --model hunyuan-video --prompts p.jsonl --cp-degree 2 --out renders/
 
 Every item becomes one file in ``--out`` (MP4 for video models, PNG for image models; ``--format
 png`` writes a video as a folder of PNG frames) and one record in ``--out/manifest.jsonl``. Files
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 for hub models on CUDA, else fp32)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda:LOCAL_RANK when available)")
     p.add_argument("--offload", action="store_true", help="model CPU offload (big models on small GPUs)")
+    p.add_argument("--cp-degree", type=int, default=1, metavar="N",
+                   help="GPUs per video (context parallelism, diffusers' Ulysses attention): groups of N consecutive "
+                        "processes split each video and the groups share out the prompts; N must divide the number "
+                        "of processes and the model's head count (default 1: each GPU renders whole videos)")
     p.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory)")
     p.add_argument("--vae-slicing", action="store_true", help="decode batch entries one at a time")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -89,12 +94,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_positive(p, args) -> None:
-    for name in ("height", "width", "frames", "steps", "fps"):
+    for name in ("height", "width", "frames", "steps", "fps", "cp_degree"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            p.error(f"--{name} must be >= 1, got {value}")
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
+    if args.cp_degree > 1 and args.offload:
+        p.error("--offload cannot be combined with --cp-degree (every GPU of a group holds the whole transformer)")
     if args.guidance is not None and not args.guidance >= 0:
         p.error(f"--guidance must be >= 0, got {args.guidance}")
 

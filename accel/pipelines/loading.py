@@ -25,7 +25,7 @@ import torch
 
 from .presets import ModelPreset, get_preset, preset_for_hub_id
 
-__all__ = ["load", "resolve_model", "pipeline_size_rules", "check_no_context_parallel", "parse_dtype", "FAMILY_OF_PIPELINE"]
+__all__ = ["load", "resolve_model", "pipeline_size_rules", "parse_dtype", "FAMILY_OF_PIPELINE"]
 
 #: diffusers pipeline class name -> preset family.
 FAMILY_OF_PIPELINE = {
@@ -168,30 +168,6 @@ def _check_family_requirements(family: str) -> None:
                           "pip install ftfy")
 
 
-def check_no_context_parallel(pipe) -> None:
-    """Refuse pipelines whose transformer runs diffusers' context parallelism.
-
-    Under ``ContextParallelConfig`` (``enable_parallelism`` or ``from_pretrained(parallel_config=...)``)
-    each process sees a shard of the token sequence, while accel's sparse patterns are built for the
-    whole token grid; the processors do not support that.
-
-    Raises:
-        RuntimeError: context parallelism is enabled on ``transformer`` or ``transformer_2``.
-    """
-    for attr in ("transformer", "transformer_2"):
-        model = getattr(pipe, attr, None)
-        config = getattr(model, "_parallel_config", None) if model is not None else None
-        if config is None:
-            continue
-        cp = config if type(config).__name__ == "ContextParallelConfig" else getattr(config, "context_parallel_config", None)
-        if cp is not None:
-            raise RuntimeError(
-                f"context parallelism (diffusers ContextParallelConfig) is enabled on pipe.{attr}; accel's sparse "
-                "attention builds its block pattern from the full token grid and does not run on sequence shards. "
-                "Use data parallelism instead (`torchrun ... -m accel.cli render` renders different prompts on each "
-                "GPU), or load the model without parallel_config.")
-
-
 def load(
     preset_or_path: str = "embedded",
     *,
@@ -203,6 +179,7 @@ def load(
     offload: bool = False,
     vae_tiling: bool = False,
     vae_slicing: bool = False,
+    parallel=None,
 ):
     """Load a pipeline by preset name, folder or hub id, with an accel method applied.
 
@@ -227,19 +204,27 @@ def load(
             and move to ``device`` one at a time. Needs an accelerator device.
         vae_tiling: decode the VAE tile by tile (less memory for large frames).
         vae_slicing: decode batch entries one at a time.
+        parallel: context parallelism, one video split over several GPUs with diffusers' Ulysses
+            attention (every process of a ``torchrun`` / ``accelerate launch`` job calls ``load``
+            alike): ``None`` or ``1`` (off), an int ``N >= 2`` (groups of ``N`` consecutive ranks
+            each split one video: ranks ``[0, N)``, ``[N, 2N)``, ...; ``N`` must divide the number of
+            processes and the model's head count), or a diffusers ``ContextParallelConfig`` used as
+            is. See :func:`accel.processors.enable_context_parallel`. Not with ``offload``.
 
     Returns:
         The diffusers pipeline, with ``pipe.accel_preset`` (the :class:`ModelPreset` whose
         :meth:`~ModelPreset.generation_kwargs` are the recommended call settings),
-        ``pipe.accel_handle`` (the :class:`accel.AccelHandle`, or ``None``) and
-        ``pipe.accel_method_source`` (where the method's setting comes from).
+        ``pipe.accel_handle`` (the :class:`accel.AccelHandle`, or ``None``),
+        ``pipe.accel_method_source`` (where the method's setting comes from) and
+        ``pipe.accel_parallel`` (the ``ContextParallelConfig`` in use, or ``None``).
 
     Raises:
-        ValueError: unknown preset/path, bad dtype/device/method, offload without an accelerator,
-            a VAE without tiling/slicing support.
+        ValueError: unknown preset/path, bad dtype/device/method/parallel, offload without an
+            accelerator or with ``parallel``, a VAE without tiling/slicing support; ring attention
+            with a method (refused by :func:`accel.apply`).
         OSError: the checkpoint cannot be loaded (not cached while offline, not diffusers format,
             no safetensors weights).
-        RuntimeError: diffusers context parallelism is enabled on the transformer.
+        RuntimeError: ``parallel`` without an initialised ``torch.distributed`` process group.
         TypeError: a pipeline class accel does not support.
         ImportError: a package the model's pipeline needs is missing (ftfy for Wan image-to-video).
     """
@@ -259,6 +244,7 @@ def load(
         raise ValueError(f"method must be None, a method name or an accel method object, got {type(method).__name__}")
     if schedule is not None and not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be an accel.Schedule or None, got {type(schedule).__name__}")
+    parallel = _check_parallel(parallel, offload)
     preset, location = resolve_model(preset_or_path)
     if isinstance(method, str):  # validate the name before any loading
         method_for_model(method, dict(method_args or {}), None)
@@ -288,7 +274,12 @@ def load(
         pipe.vae.to(dtype=torch.float32)
     if preset.flow_shift is not None:
         _set_flow_shift(pipe, preset.flow_shift)
-    check_no_context_parallel(pipe)
+    if parallel is not None:
+        from accel.processors.parallelize import enable_context_parallel, ulysses_config
+
+        if isinstance(parallel, int):
+            parallel = ulysses_config(parallel, device_type=device.type)
+        enable_context_parallel(pipe, parallel)
 
     handle, source = None, ""
     if isinstance(method, str):
@@ -311,7 +302,31 @@ def load(
     pipe.accel_preset = preset
     pipe.accel_handle = handle
     pipe.accel_method_source = source
+    pipe.accel_parallel = parallel
     return pipe
+
+
+def _check_parallel(parallel, offload: bool):
+    """``parallel`` of :func:`load` checked before any loading: ``None`` (off), an int >= 2 or a config."""
+    if parallel is None:
+        return None
+    is_count = isinstance(parallel, int) and not isinstance(parallel, bool)
+    if not (is_count and parallel >= 1 or type(parallel).__name__ == "ContextParallelConfig"):
+        raise ValueError(f"parallel must be None, an int >= 1 (GPUs per video) or a diffusers ContextParallelConfig, "
+                         f"got {parallel!r}")
+    if is_count and parallel == 1:
+        return None
+    if offload:
+        raise ValueError("offload=True cannot be combined with parallel (context parallelism keeps the whole "
+                         "transformer on every GPU of the group)")
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(f"parallel={parallel!r} needs torch.distributed initialised: launch one process per GPU "
+                           "with torchrun or accelerate launch (and call torch.distributed.init_process_group)")
+    if is_count and dist.get_world_size() % parallel:
+        raise ValueError(f"parallel={parallel} must divide the number of processes ({dist.get_world_size()})")
+    return parallel
 
 
 def _set_flow_shift(pipe, shift: float) -> None:

@@ -1,8 +1,9 @@
 """The batch rendering behind ``accel render`` (:mod:`accel.cli.render` parses the command line).
 
 :func:`run` renders a list of prompt items with a loaded pipeline, one file and one manifest record per
-item, sharded over the processes of a ``torch.distributed`` job; :func:`static_problem` checks the
-requested size against a model before any work. Files are written under a temporary name and renamed
+item, sharded over the processes of a ``torch.distributed`` job (over groups of ``--cp-degree``
+processes that split each video between them, the first of each group writing); :func:`static_problem`
+checks the requested size against a model before any work. Files are written under a temporary name and renamed
 when complete. Items whose record says ``ok`` for the same settings and whose file exists are skipped, the
 others redone. A failing item is recorded with its error and the batch goes on.
 """
@@ -95,8 +96,9 @@ def _call_kwargs(preset, item, settings) -> dict:
     return kw
 
 
-def _render_one(pipe, preset, item, settings, fmt, out_dir: Path):
-    """Render ``item``; return (relative file, seconds, token layout)."""
+def _render_one(pipe, preset, item, settings, fmt, out_dir: Path, write: bool = True):
+    """Render ``item``; return (relative file, seconds, token layout). ``write=False``: run the pipeline
+    (a context-parallel group member other than the first) but write no file."""
     from accel.render.media import write_frames, write_mp4, write_png
 
     handle = pipe.accel_handle
@@ -112,6 +114,8 @@ def _render_one(pipe, preset, item, settings, fmt, out_dir: Path):
     t0 = time.perf_counter()
     out = pipe(**kw)
     seconds = time.perf_counter() - t0
+    if not write:
+        return None, seconds, seen.get("layout")
     if preset.is_video:
         frames = out.frames[0]
         if fmt == "mp4":
@@ -173,14 +177,21 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
 
     out_dir = args.out
     say = print if ctx.is_main else (lambda *a, **k: None)
+    cp_degree = getattr(args, "cp_degree", 1)
+    if ctx.world_size % cp_degree:
+        error(f"--cp-degree {cp_degree} must divide the number of processes ({ctx.world_size}); launch a multiple of "
+              f"{cp_degree} processes (torchrun --nproc_per_node ...)")
+    # context parallelism: ranks [gN, (g+1)N) render the same items together; the first of them writes
+    leader = ctx.rank % cp_degree == 0
     device = args.device
     if device is None or (ctx.world_size > 1 and str(device) == "cuda"):
         device = ctx.device()
     t0 = time.perf_counter()
     try:
         pipe = load(args.model, method=args.method, method_args=method_args, schedule=schedule, device=device,
-                    dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
-    except (ValueError, TypeError, ImportError) as exc:
+                    dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing,
+                    parallel=cp_degree if cp_degree > 1 else None)
+    except (ValueError, TypeError, ImportError, RuntimeError) as exc:
         error(str(exc))
     preset = pipe.accel_preset
     multiple, frame_step = pipeline_size_rules(pipe)
@@ -194,7 +205,8 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
     num_layers = len(handle.layers.get(0, [])) if handle is not None else 0
     say(f"loaded {preset.name} ({type(pipe).__name__}) on {device} in {time.perf_counter() - t0:.1f} s; "
         f"method {method_text} ({pipe.accel_method_source or 'upstream attention'}), schedule {schedule_text}; "
-        f"{ctx.world_size} process(es)")
+        f"{ctx.world_size} process(es)" + (f" in {ctx.world_size // cp_degree} group(s) of {cp_degree} GPUs per video"
+                                           if cp_degree > 1 else ""))
 
     # ---- what is already done (manifest + leftover parts of an interrupted run); everyone reads, then barrier
     latest = latest_records(out_dir)
@@ -206,7 +218,7 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
     pending = [entry for entry in plan if not _is_complete(latest.get(entry[0].name), entry[2], out_dir)]
     skipped = len(plan) - len(pending)
     barrier(ctx)
-    mine = shard(pending, ctx)
+    mine = shard(pending, ctx, cp_degree)
     say(f"{len(plan)} items: {skipped} already complete, {len(pending)} to render")
 
     part = part_path(out_dir, ctx.rank)
@@ -225,9 +237,10 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
                           error=None)
             problem = _item_problem(item, settings, preset, multiple, frame_step)
             if problem is None:
-                _remove_stale(out_dir, item.name)
+                if leader:
+                    _remove_stale(out_dir, item.name)
                 try:
-                    rel, seconds, layout = _render_one(pipe, preset, item, settings, fmt, out_dir)
+                    rel, seconds, layout = _render_one(pipe, preset, item, settings, fmt, out_dir, write=leader)
                     record.update(status=_STATUS_OK, file=rel, latency_s=round(seconds, 4),
                                   density=effective_density(handle.method if handle else None,
                                                             handle.schedule if handle else None, layout,
@@ -235,13 +248,18 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # one bad item must not stop the batch
+                    if cp_degree > 1:
+                        # the group's other ranks may wait in a collective this rank left: stop the job (the
+                        # launcher ends the others); finished items are kept and a rerun resumes
+                        raise
                     problem = f"{type(exc).__name__}: {exc}"
             if problem is not None:
                 failed += 1
                 record.update(status=_STATUS_FAILED, error=problem)
                 tqdm.write(f"failed: {item.name}: {problem}", file=sys.stderr)
             record["finished_at"] = time.time()
-            append_record(part, record)
+            if leader:
+                append_record(part, record)
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True

@@ -103,6 +103,17 @@ def close(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def shard(items: list, ctx: DistContext) -> list:
-    """This rank's share of ``items``: every ``world_size``-th item starting at ``rank`` (round robin)."""
-    return items[ctx.rank::ctx.world_size]
+def shard(items: list, ctx: DistContext, group_size: int = 1) -> list:
+    """This rank's share of ``items``, round robin over groups of ``group_size`` consecutive ranks.
+
+    With ``group_size = 1`` every rank is its own group: every ``world_size``-th item starting at
+    ``rank``. With context parallelism (``group_size = N`` GPUs per video) ranks ``[gN, (g+1)N)`` form
+    group ``g`` and all get the same items: every ``world_size / N``-th starting at ``g``.
+
+    Raises:
+        ValueError: ``group_size`` is not an int >= 1 dividing ``world_size``.
+    """
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or ctx.world_size % group_size:
+        raise ValueError(f"group_size must be an int >= 1 dividing the world size {ctx.world_size}, got {group_size!r}")
+    groups = ctx.world_size // group_size
+    return items[ctx.rank // group_size::groups]

@@ -6,7 +6,7 @@ import torch
 import accel
 from accel.methods.preset import MODEL_FAMILIES
 from accel.pipelines import load
-from accel.pipelines.loading import check_no_context_parallel, parse_dtype, pipeline_size_rules, resolve_model
+from accel.pipelines.loading import parse_dtype, pipeline_size_rules, resolve_model
 from accel.pipelines.presets import PRESETS, get_preset, preset_for_hub_id
 from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
@@ -129,21 +129,16 @@ def test_local_folder_round_trip(tmp_path):
         load(str(safe), device="cpu")
 
 
-def test_context_parallel_is_refused(monkeypatch):
-    from diffusers import ContextParallelConfig
-    from diffusers.models._modeling_parallel import ParallelConfig
-
-    pipe = tiny_pipeline("wan")
-    check_no_context_parallel(pipe)  # nothing enabled: fine
-    pipe.transformer._parallel_config = ParallelConfig(context_parallel_config=ContextParallelConfig(ring_degree=2))
-    with pytest.raises(RuntimeError, match="context parallelism .* pipe.transformer"):
-        check_no_context_parallel(pipe)
-    import accel.pipelines.tiny as tiny
-
-    monkeypatch.setattr(tiny, "tiny_pipeline", lambda family: pipe)
-    with pytest.raises(RuntimeError, match="Use data parallelism instead"):
-        load("tiny-wan", method="dense", device="cpu")
-    assert not hasattr(pipe.transformer, "_accel_handle") or pipe.transformer._accel_handle is None
+def test_parallel_is_checked_before_loading():
+    # the real context-parallel load runs in tests/render/test_context_parallel_render.py (2 processes)
+    for bad in (0, -2, True, 2.0, "2"):
+        with pytest.raises(ValueError, match="parallel must be None, an int >= 1"):
+            load("tiny-wan", device="cpu", parallel=bad)
+    with pytest.raises(ValueError, match="offload=True cannot be combined with parallel"):
+        load("tiny-wan", device="cuda", offload=True, parallel=2)
+    with pytest.raises(RuntimeError, match="needs torch.distributed initialised"):
+        load("tiny-wan", device="cpu", parallel=2)
+    assert load("tiny-wan", device="cpu", parallel=1).accel_parallel is None
 
 
 def test_preset_is_frozen():
