@@ -162,7 +162,7 @@ def _transformers_of(target) -> tuple[list[torch.nn.Module], object]:
     found = [t for t in found if isinstance(t, torch.nn.Module)]
     if not found:
         raise TypeError(
-            f"apply() needs a diffusers pipeline with a .transformer or a transformer module, got "
+            f"accel needs a diffusers pipeline with a .transformer or a transformer module, got "
             f"{type(target).__name__}"
         )
     for t in found:

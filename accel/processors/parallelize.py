@@ -114,21 +114,6 @@ def ulysses_config(degree: int, *, device_type: str | None = None):
     return ContextParallelConfig(ulysses_degree=degree, mesh=mesh)
 
 
-def _transformers(target) -> list[torch.nn.Module]:
-    from accel.processors.families import family_of
-
-    if isinstance(target, torch.nn.Module):
-        family_of(target)
-        return [target]
-    found = [getattr(target, name, None) for name in ("transformer", "transformer_2")]
-    found = [t for t in found if isinstance(t, torch.nn.Module)]
-    if not found:
-        raise TypeError(f"expected a diffusers pipeline with a .transformer or a transformer, got {type(target).__name__}")
-    for t in found:
-        family_of(t)
-    return found
-
-
 def enable_context_parallel(pipe_or_transformer, config) -> None:
     """Split every video (image) of ``pipe_or_transformer`` over a context-parallel group of GPUs.
 
@@ -148,7 +133,9 @@ def enable_context_parallel(pipe_or_transformer, config) -> None:
         ValueError: a bad degree (see :func:`ulysses_config`).
         TypeError: an unsupported pipeline or transformer.
     """
-    models = _transformers(pipe_or_transformer)
+    from accel.processors.apply import _transformers_of
+
+    models, _ = _transformers_of(pipe_or_transformer)
     if torch.accelerator.device_count() == 0:
         # diffusers 0.42.1 (ModelMixin._resolve_parallel_config) puts rank r on device
         # r % torch.accelerator.device_count(), a division by zero without an accelerator
