@@ -310,8 +310,10 @@ def _check_parallel(parallel, offload: bool):
     """``parallel`` of :func:`load` checked before any loading: ``None`` (off), an int >= 2 or a config."""
     if parallel is None:
         return None
+    from accel.processors.upstream import ContextParallelConfig
+
     is_count = isinstance(parallel, int) and not isinstance(parallel, bool)
-    if not (is_count and parallel >= 1 or type(parallel).__name__ == "ContextParallelConfig"):
+    if not (is_count and parallel >= 1 or isinstance(parallel, ContextParallelConfig)):
         raise ValueError(f"parallel must be None, an int >= 1 (GPUs per video) or a diffusers ContextParallelConfig, "
                          f"got {parallel!r}")
     if is_count and parallel == 1:

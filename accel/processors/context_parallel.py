@@ -32,6 +32,12 @@ text, each share is two separate spans of the sequence, so the methods would nee
 arbitrary token ranges. accel refuses ring attention with a message naming Ulysses (:func:`check_ulysses`),
 at :func:`accel.apply` or at the first transformer call when parallelism was enabled afterwards.
 
+Token order and reordering modes: the positions are those of the sequence the layout describes, in
+the order diffusers' split hooks receive it. A mode that reorders the tokens once per forward (e.g.
+tiles of neighbouring tokens made contiguous) composes with this as long as it reorders before
+diffusers' split (each rank's share is then a contiguous range of the reordered sequence) and the
+layout describes that order (``TokenLayout.permutation``).
+
 Other limits: attention controllers (editing) are not supported under context parallelism (refused
 at the call); the backward pass is not implemented (inference only).
 """
@@ -39,9 +45,9 @@ at the call); the backward pass is not implemented (inference only).
 from __future__ import annotations
 
 import torch
-from diffusers.models.attention_dispatch import _templated_context_parallel_attention
 
 from accel.grid import TokenLayout
+from accel.processors.upstream import DISPATCH_SETTINGS, ContextParallelConfig, templated_context_parallel_attention
 
 __all__ = [
     "context_parallel_config",
@@ -59,7 +65,7 @@ RING_REFUSAL = (
     "accel attention methods do not run under diffusers' ring attention ({what}): their block layouts "
     "cover the whole token sequence, which ring attention never holds on one GPU. Use Ulysses instead, "
     "ContextParallelConfig(ulysses_degree=N) (N GPUs per video; the model's head count must be divisible "
-    "by N), or keep these layers dense with accel.Schedule"
+    "by N)"
 )
 
 
@@ -69,7 +75,7 @@ def context_parallel_config(model: torch.nn.Module):
     config = getattr(model, "_parallel_config", None)
     if config is None:
         return None
-    if type(config).__name__ == "ContextParallelConfig":
+    if isinstance(config, ContextParallelConfig):
         return config
     return getattr(config, "context_parallel_config", None)
 
@@ -110,29 +116,29 @@ def chunk_sizes(n: int, world: int, uneven: bool) -> list[int]:
     return [n // world + (1 if r < n % world else 0) for r in range(world)]
 
 
-def gathered_positions(layout: TokenLayout, world: int, uneven: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(positions, order)``, int64 ``[S]`` each: ``positions[g]`` is the layout sequence position of the
-    all-to-all's output token ``g``, ``order = argsort(positions)`` its inverse.
+def gathered_positions(tokens: TokenLayout, world: int, uneven: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(positions, order)``, int64 ``[S]`` each: ``positions[g]`` is the position, in the sequence that
+    ``tokens`` describes, of the all-to-all's output token ``g``; ``order = argsort(positions)``.
 
     The output order is rank 0's local joint sequence, then rank 1's, ...; rank ``r``'s is its share of
-    the text and its share of the video tokens, on the layout's text side. Cached on the layout.
+    the text and its share of the video tokens, on the layout's text side. Cached on ``tokens``.
     """
     key = ("cp_positions", world, uneven, str(device))
-    cached = layout.cache.get(key)
+    cached = tokens.cache.get(key)
     if cached is not None:
         return cached
-    text = chunk_sizes(layout.text_len, world, uneven) if layout.text_len else [0] * world
-    video = chunk_sizes(layout.num_video_tokens, world, uneven)
-    parts, t_off, v_off = [], layout.text_start, layout.video_start
+    text = chunk_sizes(tokens.text_len, world, uneven) if tokens.text_len else [0] * world
+    video = chunk_sizes(tokens.num_video_tokens, world, uneven)
+    parts, t_off, v_off = [], tokens.text_start, tokens.video_start
     for r in range(world):
         t = torch.arange(t_off, t_off + text[r])
         v = torch.arange(v_off, v_off + video[r])
-        parts += [t, v] if layout.text_side == "first" else [v, t]
+        parts += [t, v] if tokens.text_side == "first" else [v, t]
         t_off += text[r]
         v_off += video[r]
     positions = torch.cat(parts).to(device)
-    layout.cache[key] = (positions, torch.argsort(positions))
-    return layout.cache[key]
+    tokens.cache[key] = (positions, torch.argsort(positions))
+    return tokens.cache[key]
 
 
 class _MethodForwardOp:
@@ -157,13 +163,13 @@ def _no_backward(ctx, grad_out, *args, **kwargs):
     raise NotImplementedError("accel methods under diffusers' context parallelism run inference only (no backward)")
 
 
-def ulysses_method_attention(run, query, key, value, layout: TokenLayout, scale, parallel_config) -> torch.Tensor:
+def ulysses_method_attention(run, query, key, value, tokens: TokenLayout, scale, parallel_config) -> torch.Tensor:
     """``run(q, k, v)`` (an accel method call on the whole sequence) inside diffusers' Ulysses attention.
 
     Args:
         run: ``(q, k, v) -> out`` on ``[B, S, H/N, D]`` tensors in the layout's sequence order.
         query, key, value: this rank's local ``[B, S/N, H, D]`` tensors (the processor's joint sequence).
-        layout: the global :class:`~accel.grid.TokenLayout` of the call.
+        tokens: the global :class:`~accel.grid.TokenLayout` of the call.
         scale: softmax scale (passed through diffusers' template; ``run`` already carries it).
         parallel_config: the processor's ``_parallel_config`` (a diffusers ``ParallelConfig``).
 
@@ -175,19 +181,19 @@ def ulysses_method_attention(run, query, key, value, layout: TokenLayout, scale,
         raise ValueError(RING_REFUSAL.format(what=f"ring_degree={cp.ring_degree}"))
     world, uneven = cp.ulysses_degree, bool(cp.ulysses_anything)
     rank = torch.distributed.get_rank(cp._ulysses_mesh.get_group())
-    text = chunk_sizes(layout.text_len, world, uneven)[rank] if layout.text_len else 0
-    expected = text + chunk_sizes(layout.num_video_tokens, world, uneven)[rank]
+    text = chunk_sizes(tokens.text_len, world, uneven)[rank] if tokens.text_len else 0
+    expected = text + chunk_sizes(tokens.num_video_tokens, world, uneven)[rank]
     if query.shape[1] != expected:
         raise ValueError(
             f"context-parallel rank {rank} of {world} holds {query.shape[1]} tokens but its share of the token "
-            f"layout (grid {layout.grid}, text_len {layout.text_len}) is {expected}: accel supports diffusers' "
+            f"layout (grid {tokens.grid}, text_len {tokens.text_len}) is {expected}: accel supports diffusers' "
             "own context-parallel plans (Wan, FLUX) and accel's HunyuanVideo plan "
             "(accel.processors.enable_context_parallel)"
         )
     positions = None
-    if layout.text_len and world > 1:
-        positions = gathered_positions(layout, world, uneven, query.device)
-    return _templated_context_parallel_attention(
+    if tokens.text_len and world > 1:
+        positions = gathered_positions(tokens, world, uneven, query.device)
+    return templated_context_parallel_attention(
         query, key, value, None, 0.0, False, scale, False, False,
         forward_op=_MethodForwardOp(run, positions), backward_op=_no_backward, _parallel_config=parallel_config,
     )
@@ -206,15 +212,12 @@ def adopt_parallel_config(model: torch.nn.Module, modules) -> None:
             processor._parallel_config = config
 
 
-# the per-processor attributes through which diffusers routes a processor's dispatch_attention_fn call
-_DISPATCH_SETTINGS = ("_attention_backend", "_parallel_config")
-
 
 def carry_dispatch_settings(source, target) -> None:
     """Copy the attention backend and parallel config of processor ``source`` to processor ``target``
     (each attribute only where both processors keep it), so that replacing a processor changes neither
     the backend nor the context parallelism of the calls it passes on to diffusers."""
-    for name in _DISPATCH_SETTINGS:
+    for name in DISPATCH_SETTINGS:
         if hasattr(source, name) and hasattr(target, name):
             setattr(target, name, getattr(source, name))
 

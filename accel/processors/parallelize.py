@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 
 from accel.processors.context_parallel import chunk_sizes, context_parallel_config
+from accel.processors.upstream import ContextParallelConfig, ContextParallelInput, ContextParallelOutput
 
 __all__ = ["enable_context_parallel", "context_parallel_plan", "ulysses_config", "prepare_model",
            "HUNYUAN_VIDEO_CP_PLAN", "PROMPT_MESH_DIM"]
@@ -40,8 +41,6 @@ _TEXT_MASK_ATTR = "_accel_cp_text_mask"
 
 
 def _hunyuan_video_plan() -> dict:
-    from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
-
     split_tokens = ContextParallelInput(split_dim=1, expected_dims=3, split_output=True)
     split_rope = ContextParallelInput(split_dim=0, expected_dims=2, split_output=True)
     return {
@@ -95,7 +94,6 @@ def ulysses_config(degree: int, *, device_type: str | None = None):
         ValueError: ``degree`` is not an int >= 2 dividing the world size.
     """
     import torch.distributed as dist
-    from diffusers import ContextParallelConfig
     from torch.distributed.device_mesh import init_device_mesh
 
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 2:

@@ -34,7 +34,24 @@ documented API. Each reliance, with what accel assumes:
 9. **Pipeline attributes** ``_num_timesteps`` and ``_current_timestep``, read with a fallback when absent
    (not checked: a missing one only loses a hint for step counting).
 
-:func:`check` verifies 1-5, 6 (argument names), 7 and 8; importing this module runs it and raises one
+10. **Context parallelism** (:mod:`accel.processors.context_parallel`, :mod:`accel.processors.parallelize`).
+    ``model.enable_parallelism(config=..., cp_plan=...)`` records a ``ParallelConfig`` as the model's
+    ``_parallel_config`` and gives it to every processor that keeps a ``_parallel_config`` attribute;
+    processors pass ``self._attention_backend`` and ``self._parallel_config`` to ``dispatch_attention_fn``
+    (:data:`DISPATCH_SETTINGS`). The split hooks of a ``_cp_plan`` (Wan's and FLUX's; HunyuanVideo has
+    none) cut each span of tokens with ``tensor.chunk`` (``tensor_split`` with ``ulysses_anything``) and
+    are diffusers hooks, so accel's root hook, a torch forward pre-hook, sees the unsplit inputs.
+    :data:`templated_context_parallel_attention` (``_templated_context_parallel_attention``) runs the
+    Ulysses all-to-alls around ``forward_op(ctx, query, key, value, attn_mask, dropout_p, is_causal,
+    scale, enable_gqa, return_lse, _save_ctx=..., _parallel_config=...)``, whose inputs are the ranks'
+    local sequences concatenated in rank order. Read from ``ContextParallelConfig``: ``ring_degree``,
+    ``ulysses_degree``, ``ulysses_anything``, ``ring_anything`` and, after setup, ``_ulysses_mesh`` and
+    ``_flattened_mesh`` (:data:`CONTEXT_PARALLEL_FIELDS`). ``ModelMixin._resolve_parallel_config``
+    places rank ``r`` on device ``r % torch.accelerator.device_count()`` (a division by zero without an
+    accelerator).
+
+:func:`check` verifies 1-5, 6 (argument names), 7, 8 and 10 (names, signatures, fields; the token
+order after the all-to-all is checked by tests/processors/test_context_parallel.py); importing this module runs it and raises one
 ``ImportError`` listing every difference and naming :data:`SUPPORTED_DIFFUSERS`.
 """
 
@@ -53,11 +70,14 @@ TESTED_DIFFUSERS = "0.42.1"
 
 try:
     import diffusers
-    from diffusers import FluxTransformer2DModel, HunyuanVideoTransformer3DModel, WanTransformer3DModel
+    from diffusers import ContextParallelConfig, FluxTransformer2DModel, HunyuanVideoTransformer3DModel, WanTransformer3DModel
     from diffusers.hooks import HookRegistry, ModelHook
     from diffusers.hooks import hooks as _hooks_module
     from diffusers.hooks.hooks import StateManager
+    from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
+    from diffusers.models.attention_dispatch import _templated_context_parallel_attention as templated_context_parallel_attention
     from diffusers.models.attention_dispatch import dispatch_attention_fn
+    from diffusers.models.modeling_utils import ModelMixin
     from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
     from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
     from diffusers.models.transformers.transformer_wan import WanAttnProcessor
@@ -81,6 +101,12 @@ __all__ = [
     "ModelHook",
     "StateManager",
     "dispatch_attention_fn",
+    "ContextParallelConfig",
+    "ContextParallelInput",
+    "ContextParallelOutput",
+    "templated_context_parallel_attention",
+    "DISPATCH_SETTINGS",
+    "CONTEXT_PARALLEL_FIELDS",
     "wan_qkv_projections",
     "SKIPPING_HOOKS",
     "PROCESSOR_PARAMETERS",
@@ -103,6 +129,16 @@ PROCESSOR_PARAMETERS = {
 #: the parameters of ``dispatch_attention_fn``, in order (accel's stand-in has the same)
 DISPATCH_PARAMETERS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa",
                        "attention_kwargs", "backend", "parallel_config")
+
+#: processor attributes through which diffusers routes a processor's dispatch_attention_fn call
+DISPATCH_SETTINGS = ("_attention_backend", "_parallel_config")
+
+#: ``ContextParallelConfig`` fields accel reads (the last two are set by diffusers when parallelism is enabled)
+CONTEXT_PARALLEL_FIELDS = ("ring_degree", "ulysses_degree", "ulysses_anything", "ring_anything", "mesh",
+                           "_ulysses_mesh", "_flattened_mesh")
+
+#: parameters of ``_templated_context_parallel_attention`` accel passes by keyword
+_TEMPLATE_KEYWORDS = ("forward_op", "backward_op", "_parallel_config")
 
 #: transformer -> the ``forward`` arguments accel's root hook reads by name
 FORWARD_PARAMETERS = {
@@ -228,6 +264,27 @@ def check() -> list[str]:
         problems.append(f"transformer_wan._get_qkv_projections parameters are {_parameters(wan_qkv_projections)}, "
                         "accel expects (attn, hidden_states, encoder_hidden_states)")
     problems += _skipping_hooks()[1]
+    problems += _context_parallel_problems()
+    return problems
+
+
+def _context_parallel_problems() -> list[str]:
+    problems = []
+    for cls in (WanAttnProcessor, HunyuanVideoAttnProcessor2_0, FluxAttnProcessor):
+        problems += [f"{cls.__name__} has no {a} attribute" for a in DISPATCH_SETTINGS if not hasattr(cls, a)]
+    config = ContextParallelConfig
+    fields = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
+    missing = [f for f in CONTEXT_PARALLEL_FIELDS if f not in fields]
+    if missing:
+        problems.append(f"ContextParallelConfig has no field {', '.join(missing)}")
+    missing = [p for p in _TEMPLATE_KEYWORDS if p not in _parameters(templated_context_parallel_attention)]
+    if missing:
+        problems.append(f"_templated_context_parallel_attention has no parameter {', '.join(missing)}")
+    if not {"config", "cp_plan"} <= set(_parameters(ModelMixin.enable_parallelism)):
+        problems.append("ModelMixin.enable_parallelism takes no config / cp_plan arguments")
+    for cls in (WanTransformer3DModel, FluxTransformer2DModel):
+        if not isinstance(getattr(cls, "_cp_plan", None), dict):
+            problems.append(f"{cls.__name__} has no _cp_plan")
     return problems
 
 

@@ -99,3 +99,23 @@ def test_without_diffusers_the_lower_layers_import_and_processors_say_why():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ImportError: accel.processors needs diffusers >=0.42.1 (tested with 0.42.1)" in done.stdout
+
+
+def test_planted_context_parallel_changes_are_reported(monkeypatch):
+    @dataclasses.dataclass
+    class ConfigWithoutMeshes:  # a ContextParallelConfig that no longer keeps the Ulysses mesh
+        ring_degree: int = 1
+        ulysses_degree: int = 1
+        ulysses_anything: bool = False
+        ring_anything: bool = False
+        mesh: object = None
+        _flattened_mesh: object = None
+
+    def template(query, key, value, attn_mask=None, *, forward_op, _parallel_config=None):
+        return query
+
+    monkeypatch.setattr(upstream, "ContextParallelConfig", ConfigWithoutMeshes)
+    monkeypatch.setattr(upstream, "templated_context_parallel_attention", template)
+    problems = upstream.check()
+    assert problems == ["ContextParallelConfig has no field _ulysses_mesh",
+                        "_templated_context_parallel_attention has no parameter backward_op"]
