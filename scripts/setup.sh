@@ -44,6 +44,9 @@ if [ ! -x .venv/bin/python ]; then
   took $t
 fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+pip_install() {  # quiet pip; drops the one warning a local mirror repeats for every package it lacks
+  "${PIP[@]}" "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" || true; }
+}
 
 reachable() {  # the URL answers within 5 s (no answer at all on machines that reach only a local mirror)
   .venv/bin/python - "$1" <<'EOF' >/dev/null 2>&1
@@ -73,7 +76,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     spec="torch==$TORCH_VERSION"
     step "installing $spec ($(uname -s): the package index's build)"
   fi
-  if ! "${PIP[@]}" "${extra[@]}" "$spec"; then
+  if ! pip_install ${extra[@]+"${extra[@]}"} "$spec"; then
     echo "setup: could not install $spec. Without an NVIDIA GPU the CPU build comes from $CPU_INDEX or a" >&2
     echo "setup: local mirror that pip is configured to use; or set ACCEL_TORCH_SPEC (e.g. \"torch==$TORCH_VERSION\")." >&2
     exit 1
@@ -83,7 +86,7 @@ fi
 
 t=$SECONDS
 step "installing accel (editable) with its dev, eval and demo extras, pinned by constraints.txt"
-"${PIP[@]}" -c constraints.txt -e ".[dev,eval,demo]"
+pip_install -c constraints.txt -e ".[dev,eval,demo]"
 took $t
 .venv/bin/python -c "import torch, accel; print(f'accel {accel.__version__} ready: torch {torch.__version__}')"
 echo "setup: finished in $((SECONDS - START)) s"

@@ -127,7 +127,7 @@ class StepCounter:
             return
         pipe = self._pipeline() if self._pipeline is not None else None
         if pipe is not None:
-            n = getattr(pipe, "_num_timesteps", None)
+            n = getattr(pipe, "num_timesteps", None)  # public property; AttributeError before the first call
             if isinstance(n, int) and n > 0:
                 self.num_inference_steps = n
 
@@ -147,7 +147,7 @@ class StepCounter:
             self.observe(("step_index", int(context.step_index)))
             return
         pipe = self._pipeline() if self._pipeline is not None else None
-        timestep = getattr(pipe, "_current_timestep", None) if pipe is not None else None
+        timestep = getattr(pipe, "current_timestep", None) if pipe is not None else None
         if timestep is None:
             timestep = context.timestep
         if timestep is not None:

@@ -31,8 +31,9 @@ documented API. Each reliance, with what accel assumes:
    control observes Wan's cross-attention (:mod:`accel.control.controller`).
 8. **Names of the caching hooks that skip layer computations** (:data:`SKIPPING_HOOKS`, read from
    diffusers' own module constants): attention control refuses to run under them.
-9. **Pipeline attributes** ``_num_timesteps`` and ``_current_timestep``, read with a fallback when absent
-   (not checked: a missing one only loses a hint for step counting).
+9. **Pipeline properties** ``num_timesteps`` and ``current_timestep`` (public properties of diffusers'
+   Wan, HunyuanVideo and FLUX pipelines; ``num_timesteps`` raises ``AttributeError`` before the first
+   call), read with a fallback when absent (not checked: a missing one only loses a hint for step counting).
 
 10. **Context parallelism** (:mod:`accel.processors.context_parallel`, :mod:`accel.processors.parallelize`).
     ``model.enable_parallelism(config=..., cp_plan=...)`` records a ``ParallelConfig`` as the model's
