@@ -10,4 +10,4 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``accel train-embedded`` with ``argv`` (``--help`` lists the options); returns the exit status."""
     from accel.embedded.train import main as train_main
 
-    return train_main(argv)
+    return train_main(argv, prog="accel train-embedded")

@@ -447,9 +447,9 @@ def export(pipe, out: Path, info: dict | None = None) -> None:
 # ----------------------------------------------------------------------------------------------- main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line options of :func:`main`."""
-    p = argparse.ArgumentParser(prog="python -m accel.embedded.train", description=__doc__.split("\n")[0])
+def build_parser(prog: str = "python -m accel.embedded.train") -> argparse.ArgumentParser:
+    """The command-line options of :func:`main`; ``prog`` is the command shown in the usage line."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("--work", type=Path, default=Path("embedded_work"),
                    help="folder for checkpoints and encoded data (default ./embedded_work); reruns resume from it")
     p.add_argument("--out", type=Path, default=emb.WEIGHTS_DIR,
@@ -491,17 +491,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m accel.embedded.train") -> int:
     """Run the training stages; returns a process exit code (0 on success).
 
     Args:
         argv: command-line arguments without the program name (``None``: ``sys.argv[1:]``).
             See :func:`build_parser` or ``--help`` for every option.
+        prog: the command shown in usage and error messages (``accel train-embedded`` from the ``accel`` command).
 
     Raises:
         ValueError: for an unknown stage name or a non-positive step/batch/clip count.
     """
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGES]
     if bad:
