@@ -1,8 +1,8 @@
 """The ``accel`` command itself: ``--version``, the help of every subcommand and of the groups."""
 
+import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_version_is_the_projects():
-    want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    want = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     out = subprocess.run([sys.executable, "-m", "accel.cli", "--version"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"accel {want}"
