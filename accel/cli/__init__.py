@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 __all__ = ["main", "COMMANDS"]
 
@@ -55,6 +56,17 @@ def version() -> str:
         import accel
 
         return accel.__version__
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Old names on the command line (:class:`~accel.kernels.renamed.RenamedWarning`) as one plain line."""
+    if category.__name__ == "RenamedWarning":
+        print(f"accel: note: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 def _usage() -> str:
@@ -105,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for words, (module, func, _) in sorted(COMMANDS.items(), key=lambda kv: -len(kv[0])):
         if tuple(argv[: len(words)]) == words:
-            fn = getattr(importlib.import_module(module), func)
-            return int(fn(argv[len(words):]) or 0)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning  # restored on exit
+                fn = getattr(importlib.import_module(module), func)
+                return int(fn(argv[len(words):]) or 0)
     parser = argparse.ArgumentParser(prog="accel")
     if argv[0] in groups:
         parser.error(f"unknown subcommand {' '.join(argv[:2])!r}\n\n{_group_usage(argv[0])}")

@@ -22,7 +22,24 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["main", "parse_schedule"]
+__all__ = ["main", "parser", "render_parsed", "parse_schedule", "current_names"]
+
+
+def current_names(p: argparse.ArgumentParser, args) -> None:
+    """Replace ``args.method`` and ``args.model`` by their current spellings (an old one, ``clear_local`` or
+    ``tiny-hunyuan_video``, is accepted with a deprecation note); an unknown method is ``p.error``. A model
+    that is no preset name (a folder, a hub id) is left as it is."""
+    from accel.kernels.renamed import current_spelling
+    from accel.methods.registry import method_name
+    from accel.pipelines.presets import PRESETS
+
+    try:
+        args.method = method_name(args.method)
+    except ValueError as exc:
+        p.error(str(exc))
+    model = getattr(args, "model", None)
+    if isinstance(model, str):
+        args.model = current_spelling(model, PRESETS, "model") or model
 
 
 def parse_schedule(text: str):
@@ -52,19 +69,26 @@ def parse_schedule(text: str):
         raise ValueError(f"--schedule: {exc}") from exc
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser(prog: str = "accel render", prompt_file: bool = True) -> argparse.ArgumentParser:
+    """The ``accel render`` options; ``prompt_file=False`` leaves out ``--prompts`` and gives ``--out`` the default
+    ``renders`` (``accel generate``, which takes its prompts on the command line)."""
     from accel.methods.registry import METHODS
     from accel.pipelines.presets import DEFAULT_PRESET, PRESETS
 
-    p = argparse.ArgumentParser(prog="accel render", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=DEFAULT_PRESET,
                    help=f"preset name ({', '.join(PRESETS)}), a folder saved with save_pretrained, or a hub id "
                         f"(default {DEFAULT_PRESET}: the offline model)")
-    p.add_argument("--prompts", type=Path, required=True,
-                   help="prompt file: text (one prompt a line) or .jsonl (prompt, negative_prompt, seed, height, "
-                        "width, frames, steps, guidance, name, image)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (created); holds the files and manifest.jsonl")
+    if prompt_file:
+        p.add_argument("--prompts", type=Path, required=True,
+                       help="prompt file: text (one prompt a line) or .jsonl (prompt, negative_prompt, seed, height, "
+                            "width, frames, steps, guidance, name, image)")
+        p.add_argument("--out", type=Path, required=True,
+                       help="output folder (created); holds the files and manifest.jsonl")
+    else:
+        p.add_argument("--out", type=Path, default=Path("renders"),
+                       help="output folder (created; default renders); holds the files and manifest.jsonl")
     p.add_argument("--method", default="none", help=f"attention method, one of {sorted(METHODS)} (default none)")
     p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="method field replacing the preset's published setting, e.g. window=3,9,9 (repeatable)")
@@ -108,8 +132,14 @@ def _check_positive(p, args) -> None:
 
 def main(argv=None) -> int:
     """Command line of ``accel render`` (see ``--help``); returns the exit status."""
-    p = _parser()
-    args = p.parse_args(argv)
+    p = parser()
+    return render_parsed(p, p.parse_args(argv))
+
+
+def render_parsed(p: argparse.ArgumentParser, args) -> int:
+    """Check the parsed command line ``args`` of parser ``p`` (:func:`parser`; ``args.prompts`` the prompt file)
+    and render; returns the exit status (bad arguments: ``p.error``, which exits with status 2)."""
+    current_names(p, args)
     _check_positive(p, args)
 
     from accel.methods.registry import method_for_model, parse_method_args

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import torch
 
-from accel.eval.matching import METHOD_NAMES, check_method_names, method_at_density
+from accel.eval.matching import (
+    METHOD_NAMES,
+    check_method_names,
+    command_line_names,
+    method_at_density,
+    method_names_from_command_line,
+)
 from accel.eval.rundir import open_run_dir
 from accel.eval.synthetic import synthetic_qkv
 from accel.grid import TokenLayout
@@ -292,10 +298,14 @@ def _bar(total: int, enabled: bool):
 
 def main(argv=None) -> int:
     """Command line: ``accel eval attention`` (see ``--help``)."""
+    from accel.kernels.renamed import renamed_option
+
     p = argparse.ArgumentParser(prog="accel eval attention", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["hunyuan_720p", "wan_720p"],
                    help=f"grid names ({', '.join(SIZES)}) or T,H,W triples like 4,12,16")
-    p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), help="methods (dense also allowed)")
+    p.add_argument("--method", dest="methods", nargs="+", default=command_line_names(METHOD_NAMES), metavar="NAME",
+                   help=f"methods, from dense {' '.join(command_line_names(METHOD_NAMES))} (default: all but dense)")
+    p.add_argument("--methods", dest="methods", nargs="+", action=renamed_option("--method"), help=argparse.SUPPRESS)
     p.add_argument("--densities", nargs="+", type=float, default=[0.1, 0.2, 0.3])
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--head-dim", type=int, default=64)
@@ -306,7 +316,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sizes = [tuple(int(x) for x in s.split(",")) if "," in s else s for s in args.sizes]
     try:
-        path = run(args.out, sizes=sizes, methods=args.methods, densities=args.densities, heads=args.heads,
+        methods = method_names_from_command_line(args.methods)
+        path = run(args.out, sizes=sizes, methods=methods, densities=args.densities, heads=args.heads,
                    head_dim=args.head_dim, rows=args.rows or None, seed=args.seed, draw=not args.no_plots)
     except ValueError as exc:
         p.error(str(exc))

@@ -35,14 +35,22 @@ import numpy as np
 import torch
 
 from accel.eval import metrics
-from accel.eval.matching import METHOD_NAMES, auto_block, check_method_names, method_at_density
+from accel.eval.matching import (
+    METHOD_NAMES,
+    auto_block,
+    check_method_names,
+    command_line_names,
+    method_at_density,
+    method_names_from_command_line,
+)
 from accel.eval.recorder import DensityRecorder
 from accel.eval.rundir import open_run_dir
 from accel.schedule import Schedule
 
 __all__ = ["PIPELINES", "load_pipeline", "MethodConfig", "method_configs", "run", "main"]
 
-#: The pipelines ``accel eval e2e`` runs: preset names of :mod:`accel.pipelines.presets` (offline models only).
+#: The offline pipelines (preset names of :mod:`accel.pipelines.presets`) with the small call settings ``accel eval
+#: e2e`` uses for them; any other preset, a folder saved with ``save_pretrained`` or a hub id also works.
 PIPELINES = ("embedded", "tiny-wan", "tiny-hunyuan-video", "tiny-flux")
 DEFAULT_PROMPTS = ("a red circle moving left", "a yellow square moving up")
 
@@ -67,27 +75,39 @@ class MethodConfig:
 
 
 def load_pipeline(name: str, device: str = "cpu"):
-    """``(pipe, call_kwargs)`` for a pipeline name in :data:`PIPELINES`; ``call_kwargs`` exclude prompt,
-    generator and output type.
+    """``(pipe, call_kwargs)`` for a model; ``call_kwargs`` exclude prompt, generator and output type.
+
+    Args:
+        name: a preset name of :mod:`accel.pipelines.presets` (``"embedded"``, ``"tiny-wan"``,
+            ``"wan2.1-t2v-1.3b"``, ...; old spellings such as ``"tiny-hunyuan_video"`` with a deprecation
+            warning), a folder holding a diffusers ``model_index.json``, or a hub id (loaded by
+            :func:`accel.pipelines.loading.load`, safetensors only). The offline models of :data:`PIPELINES`
+            get small call settings (the embedded model's defaults; tiny ones: 2 steps at token grids
+            ``(3, 8, 8)`` or ``(1, 16, 16)``); every other model its preset's settings (a folder or hub id
+            that matches no preset: its pipeline's own call defaults).
+        device: ``"cpu"``, ``"cuda"``, ...
 
     Raises:
-        ValueError: unknown name.
+        ValueError: not a preset, an existing folder or a hub id.
     """
-    if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; allowed: {', '.join(PIPELINES)}")
-    if name == "embedded":
+    from accel.pipelines.loading import load, resolve_model
+
+    preset, _ = resolve_model(name)
+    if preset is not None and preset.name == "embedded":
         from accel.embedded.model import embedded, generation_kwargs
 
         return embedded(device=device), generation_kwargs()
-    from accel.pipelines.presets import PRESETS
-    from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
+    if preset is not None and preset.source == "tiny":
+        from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
-    family = PRESETS[name].family
-    pipe = tiny_pipeline(family).to(device)
-    kw = tiny_call_kwargs(family, steps=2, size=32 if family == "flux" else 128)  # grids (1,16,16) / (3,8,8)
-    for key in ("prompt", "generator", "output_type"):
-        kw.pop(key, None)
-    return pipe, kw
+        family = preset.family
+        pipe = tiny_pipeline(family).to(device)
+        kw = tiny_call_kwargs(family, steps=2, size=32 if family == "flux" else 128)  # grids (1,16,16) / (3,8,8)
+        for key in ("prompt", "generator", "output_type"):
+            kw.pop(key, None)
+        return pipe, kw
+    pipe = load(name, device=device)
+    return pipe, pipe.accel_preset.generation_kwargs()
 
 
 def method_configs(names, densities, grid, *, schedule: Schedule | None = None, backend: str = "auto",
@@ -191,7 +211,7 @@ def run(out_dir, *, pipeline: str = "embedded", prompts=DEFAULT_PROMPTS, methods
 
     Args:
         out_dir: run directory (created; must be writable).
-        pipeline: one of :data:`PIPELINES` (ignored when ``pipe`` is given).
+        pipeline: the model, as :func:`load_pipeline` takes it (only a label when ``pipe`` is given).
         prompts: non-empty list of prompts; prompt ``i`` uses seed ``seed + i``.
         methods: method names matched at each of ``densities`` on the call's token grid
             (:func:`accel.eval.matching.method_at_density`); ignored when ``configs`` is given.
@@ -226,8 +246,10 @@ def run(out_dir, *, pipeline: str = "embedded", prompts=DEFAULT_PROMPTS, methods
                 raise ValueError(f"densities must be numbers in (0, 1], got {d!r}")
     elif not configs:
         raise ValueError("configs must not be empty")
-    if pipe is None and pipeline not in PIPELINES:
-        raise ValueError(f"unknown pipeline {pipeline!r}; allowed: {', '.join(PIPELINES)}")
+    if pipe is None:
+        from accel.pipelines.loading import resolve_model
+
+        resolve_model(pipeline)  # an unknown name fails before the run directory is made
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     lpips_ok, lpips_note = metrics.lpips_status()
@@ -319,14 +341,27 @@ def _bar(total: int, enabled: bool):
 
 def main(argv=None) -> int:
     """Command line: ``accel eval`` / ``accel eval e2e`` (see ``--help``)."""
+    from accel.kernels.renamed import renamed_option
+
+    cli_methods = command_line_names(METHOD_NAMES)
     p = argparse.ArgumentParser(prog="accel eval e2e", description=__doc__.splitlines()[0])
-    p.add_argument("--pipeline", choices=PIPELINES, default="embedded")
-    p.add_argument("--prompts", nargs="+", default=None, help="prompts (default: two embedded-model prompts)")
+    p.add_argument("--model", default="embedded",
+                   help="preset name (accel render --model's; e.g. embedded, tiny-wan, tiny-hunyuan-video, tiny-flux, "
+                        "wan2.1-t2v-1.3b), a folder saved with save_pretrained, or a hub id (default embedded)")
+    p.add_argument("--pipeline", dest="model", action=renamed_option("--model"), help=argparse.SUPPRESS)
+    p.add_argument("--prompt", dest="prompts", nargs="+", default=None, metavar="TEXT",
+                   help="prompt text(s) (default: two embedded-model prompts)")
+    p.add_argument("--prompts", dest="prompts", nargs="+", action=renamed_option("--prompt"), help=argparse.SUPPRESS)
     p.add_argument("--prompt-file", type=Path, default=None, help="file with one prompt per line")
-    p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), help=f"from {('dense',) + METHOD_NAMES}")
+    p.add_argument("--method", dest="methods", nargs="+", default=cli_methods, metavar="NAME",
+                   help=f"methods to compare with dense, from dense {' '.join(cli_methods)} (default: all but dense)")
+    p.add_argument("--methods", dest="methods", nargs="+", action=renamed_option("--method"), help=argparse.SUPPRESS)
     p.add_argument("--densities", nargs="+", type=float, default=None,
                    help="target densities (default 0.1 0.2 0.3; 0.2 with --quick)")
-    p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's)")
+    p.add_argument("--steps", type=int, default=None, help="inference steps (default: the model's)")
+    p.add_argument("--height", type=int, default=None, help="height in pixels (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="width in pixels (default: the model's)")
+    p.add_argument("--frames", type=int, default=None, help="frames of a video (default: the model's)")
     p.add_argument("--dense-steps", type=int, default=0, help="first steps kept dense (Schedule.dense_steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -335,6 +370,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="a few-minute CPU run: first prompt only, density 20%% only, 4 steps (unless given)")
     args = p.parse_args(argv)
+    try:
+        methods = method_names_from_command_line(args.methods)
+    except ValueError as exc:
+        p.error(str(exc))
+    for name in ("steps", "height", "width", "frames"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name} must be >= 1, got {value}")
     if args.densities is None:
         args.densities = [0.2] if args.quick else [0.1, 0.2, 0.3]
     if args.quick:
@@ -348,9 +391,18 @@ def main(argv=None) -> int:
     if prompts is None:
         prompts = list(DEFAULT_PROMPTS)[:1] if args.quick else list(DEFAULT_PROMPTS)
     try:
-        path = run(args.out, pipeline=args.pipeline, prompts=prompts, methods=args.methods, densities=args.densities,
+        from accel.kernels.renamed import current_spelling
+        from accel.pipelines.presets import PRESETS
+
+        model = current_spelling(args.model, PRESETS, "model") or args.model  # an old spelling: one note
+        pipe, call_kwargs = None, None
+        sizes = {"height": args.height, "width": args.width, "num_frames": args.frames}
+        if any(v is not None for v in sizes.values()):  # the model's call settings, with these replaced
+            pipe, call_kwargs = load_pipeline(model, args.device)
+            call_kwargs = {**call_kwargs, **{k: v for k, v in sizes.items() if v is not None}}
+        path = run(args.out, pipeline=model, prompts=prompts, methods=methods, densities=args.densities,
                    schedule=Schedule(dense_steps=args.dense_steps), steps=args.steps, seed=args.seed,
-                   device=args.device, draw=not args.no_plots)
+                   device=args.device, draw=not args.no_plots, pipe=pipe, call_kwargs=call_kwargs)
     except ValueError as exc:
         p.error(str(exc))
     print(f"wrote {path / 'results.json'} and {path / 'report.md'}")

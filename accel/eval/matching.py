@@ -37,7 +37,8 @@ from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
 from accel.methods.rectified import Rectified, keep_floor
 
-__all__ = ["METHOD_NAMES", "Matched", "method_at_density", "static_video_density", "check_method_names", "auto_block"]
+__all__ = ["METHOD_NAMES", "Matched", "method_at_density", "static_video_density", "check_method_names", "auto_block",
+           "command_line_names", "method_names_from_command_line"]
 
 METHOD_NAMES = ("radial", "clear_local", "neighborhood", "rectified", "agent")
 _ALL_NAMES = ("dense",) + METHOD_NAMES
@@ -184,3 +185,28 @@ def method_at_density(name: str, target: float, grid: tuple[int, int, int], *, b
     count = a[0] * a[1] * a[2]
     return Matched(name, Agent(agents=a, block_size=bs, backend=backend), target, min(1.0, 2 * count / n),
                    {"agents": list(a)})
+
+
+def command_line_names(names) -> list[str]:
+    """The command-line spelling of method names of this module: ``-`` for ``_`` (``clear_local`` ->
+    ``clear-local``, as ``accel render --method`` spells it)."""
+    return [name.replace("_", "-") for name in names]
+
+
+def method_names_from_command_line(names) -> list[str]:
+    """Command-line method names (``clear-local``; the old spelling ``clear_local`` is accepted with a
+    :class:`~accel.kernels.renamed.RenamedWarning`) -> the names of this module (``clear_local``).
+
+    Raises:
+        ValueError: an unknown name (the message lists the allowed ones).
+    """
+    from accel.kernels.renamed import current_spelling
+
+    allowed = command_line_names(_ALL_NAMES)
+    out = []
+    for name in names:
+        current = current_spelling(name, allowed, "method")
+        if current is None:
+            raise ValueError(f"unknown method {name!r}; allowed: {', '.join(allowed)}")
+        out.append(current.replace("-", "_"))
+    return out

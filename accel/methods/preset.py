@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
+from accel.kernels.renamed import current_spelling
 from accel.schedule import Schedule
 
 if TYPE_CHECKING:
@@ -71,7 +72,8 @@ class Published(NamedTuple):
 
 def model_names(model: str) -> tuple[str, ...]:
     """The model names ``model`` stands for: itself for a name of :data:`MODEL_FAMILIES` (case-insensitive),
-    every model of the family for a family of :data:`FAMILIES`.
+    every model of the family for a family of :data:`FAMILIES`, the current name for an old spelling
+    (``tiny-hunyuan_video``: ``_`` for ``-``; warns :class:`~accel.kernels.renamed.RenamedWarning`).
 
     Raises:
         TypeError: ``model`` is not a str.
@@ -84,6 +86,9 @@ def model_names(model: str) -> tuple[str, ...]:
         return (key,)
     if key in FAMILIES:
         return tuple(name for name, family in MODEL_FAMILIES.items() if family == key)
+    current = current_spelling(model, MODEL_FAMILIES, "model")
+    if current is not None:
+        return (current,)
     raise ValueError(f"unknown model {model!r}; model names are {', '.join(MODEL_FAMILIES)} "
                      f"(or a family where its models agree: {', '.join(FAMILIES)})")
 

@@ -3,9 +3,12 @@
 The method vocabulary shared by ``accel generate``, ``accel render``, the app and
 :func:`accel.pipelines.load`.
 
-* :data:`METHODS` maps the command-line name to the public class name in :mod:`accel`.
+* :data:`METHODS` maps the command-line name to the public class name in :mod:`accel`; names are lower
+  case with words joined by ``-`` (``clear-local``); the old spelling with ``_`` (``clear_local``) still
+  works with a :class:`~accel.kernels.renamed.RenamedWarning` (:func:`method_name`).
 * :func:`parse_method_args` parses ``key=value`` strings.
 * :func:`build_method` builds a method from a name and keyword arguments (class defaults).
+* :func:`method_record` describes a method and its schedule as JSON data (render manifests, eval results).
 * :func:`method_for_model` builds it from the published per-model setting (``Cls.preset(model)``,
   which cites its source) when there is one for that model, with keyword arguments on top.
 """
@@ -16,9 +19,11 @@ import dataclasses
 import importlib
 import re
 
+from accel.kernels.renamed import current_spelling
 from accel.methods.preset import model_names
 
-__all__ = ["METHODS", "parse_method_args", "method_class", "build_method", "method_for_model"]
+__all__ = ["METHODS", "method_name", "parse_method_args", "method_class", "build_method", "method_for_model",
+           "method_record"]
 
 # command-line name -> public class name in accel (None: no method, upstream attention)
 METHODS = {
@@ -76,14 +81,27 @@ def parse_method_args(items: list[str]) -> dict:
     return out
 
 
+def method_name(name: str) -> str:
+    """The :data:`METHODS` name that ``name`` stands for: itself, or for an old spelling (``clear_local``,
+    any case) the current one (``clear-local``), with a :class:`~accel.kernels.renamed.RenamedWarning`.
+
+    Raises:
+        ValueError: ``name`` is no method name (the message lists them).
+    """
+    found = current_spelling(name, METHODS, "method") if isinstance(name, str) else None
+    if found is None:
+        raise ValueError(f"--method must be one of {sorted(METHODS)}, got {name!r}")
+    return found
+
+
 def method_class(name: str):
-    """The method class of a command-line method name (``None`` for ``"none"``).
+    """The method class of a command-line method name (``None`` for ``"none"``; old spellings as in
+    :func:`method_name`).
 
     Raises:
         ValueError: ``name`` is not one of :data:`METHODS`.
     """
-    if name not in METHODS:
-        raise ValueError(f"--method must be one of {sorted(METHODS)}, got {name!r}")
+    name = method_name(name)
     if METHODS[name] is None:
         return None
     return getattr(importlib.import_module(_MODULES[METHODS[name]]), METHODS[name])
@@ -100,6 +118,7 @@ def build_method(name: str, kwargs: dict):
     Raises:
         ValueError: unknown method name, or arguments the method does not accept.
     """
+    name = method_name(name)
     cls = method_class(name)
     if cls is None:
         if kwargs:
@@ -129,6 +148,7 @@ def method_for_model(name: str, kwargs: dict, model: str | None):
     Raises:
         ValueError: unknown method or model name, or bad arguments.
     """
+    name = method_name(name)
     cls = method_class(name)
     if cls is None:
         if kwargs:
@@ -147,3 +167,39 @@ def method_for_model(name: str, kwargs: dict, model: str | None):
                 raise ValueError(f"bad --method-arg for {name}: {exc}") from exc
             return method, published.schedule, published.source
     return build_method(name, kwargs), None, "class defaults"
+
+
+def _json_value(value):
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def method_record(method, schedule=None, source: str | None = None) -> dict:
+    """A JSON-ready record of an attention method and its dense schedule (what ran).
+
+    Args:
+        method: an accel method object (a dataclass: its fields are the parameters), or ``None`` for
+            upstream attention.
+        schedule: its :class:`~accel.Schedule`, or ``None`` (recorded as ``null``).
+        source: where the setting comes from (``method_for_model``'s third value), or ``None``.
+
+    Returns:
+        ``{"name", "class", "parameters", "schedule", "source"}``: ``name`` the :data:`METHODS` name
+        (``"none"`` for ``None``; ``None`` for a class not in :data:`METHODS`), ``class`` the class name,
+        ``parameters`` every dataclass field (tuples as lists; values that are not JSON data as their
+        ``repr``), ``schedule`` the schedule's fields (``dense_steps``, ``dense_layers``, ...).
+    """
+    if method is None:
+        name, cls, params = "none", None, {}
+    else:
+        cls = type(method).__name__
+        name = next((key for key, value in METHODS.items() if value == cls), None)
+        fields = dataclasses.fields(method) if dataclasses.is_dataclass(method) else ()
+        params = {f.name: _json_value(getattr(method, f.name)) for f in fields}
+    sched = None
+    if schedule is not None:
+        sched = {f.name: _json_value(getattr(schedule, f.name)) for f in dataclasses.fields(schedule)}
+    return {"name": name, "class": cls, "parameters": params, "schedule": sched, "source": source}

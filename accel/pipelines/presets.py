@@ -192,14 +192,18 @@ DEFAULT_PRESET = "embedded"
 
 
 def get_preset(name: str) -> ModelPreset:
-    """The preset called ``name`` (case-insensitive).
+    """The preset called ``name`` (case-insensitive; an old spelling with ``_`` for ``-``, e.g.
+    ``tiny-hunyuan_video``, gives the preset with a :class:`~accel.kernels.renamed.RenamedWarning`).
 
     Raises:
         ValueError: no such preset (the message lists the names).
     """
+    from accel.kernels.renamed import current_spelling
+
     if not isinstance(name, str):
         raise TypeError(f"preset name must be a str, got {type(name).__name__}")
-    preset = PRESETS.get(name.lower())
+    current = current_spelling(name, PRESETS, "model")
+    preset = PRESETS[current] if current is not None else None
     if preset is None:
         raise ValueError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
     return preset

@@ -170,6 +170,7 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
     """
     from tqdm.auto import tqdm
 
+    from accel.methods.registry import method_record
     from accel.pipelines.loading import load, pipeline_size_rules
     from accel.render.density import effective_density
     from accel.render.distributed import barrier, shard
@@ -200,8 +201,11 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
         error(problem)
     fmt = args.format if args.format != "auto" else ("mp4" if preset.is_video else "png")
     handle = pipe.accel_handle
+    # the settings key keeps the texts earlier versions hashed, so their manifests still resume
     method_text = "none" if handle is None else repr(handle.method)
     schedule_text = "none" if handle is None else repr(handle.schedule)
+    method_info = method_record(handle.method if handle else None, handle.schedule if handle else None,
+                                pipe.accel_method_source or None)
     num_layers = len(handle.layers.get(0, [])) if handle is not None else 0
     say(f"loaded {preset.name} ({type(pipe).__name__}) on {device} in {time.perf_counter() - t0:.1f} s; "
         f"method {method_text} ({pipe.accel_method_source or 'upstream attention'}), schedule {schedule_text}; "
@@ -232,7 +236,7 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
         for item, settings, key in mine:
             record = dict(name=item.name, index=item.index, line=item.line, prompt=item.prompt,
                           negative_prompt=item.negative_prompt, seed=item.seed, image=item.image,
-                          settings=settings, model=preset.name, method=method_text, schedule=schedule_text,
+                          settings=settings, model=preset.name, method=method_info,
                           format=fmt, settings_key=key, rank=ctx.rank, file=None, latency_s=None, density=None,
                           error=None)
             problem = _item_problem(item, settings, preset, multiple, frame_step)

@@ -60,7 +60,7 @@ def test_video_to_mp4_and_png_frames(tmp_path):
     for r, seed in zip(records, (5, 6), strict=True):
         assert r["status"] == "ok" and r["seed"] == seed and r["error"] is None and r["density"] == 1.0
         assert r["settings"] == {"height": 16, "width": 16, "frames": 9, "steps": 2, "guidance": 6.0, "fps": 8}
-        assert r["model"] == "tiny-wan" and r["method"] == "none" and r["latency_s"] > 0
+        assert r["model"] == "tiny-wan" and r["method"]["name"] == "none" and r["latency_s"] > 0
         frames = imageio.mimread(out / r["file"], format="FFMPEG")
         assert len(frames) == 9 and frames[0].shape == (16, 16, 3)
     assert not list(out.glob(".*"))  # no temporary or part file left
@@ -116,7 +116,7 @@ def test_image_model_to_png_with_method_and_jsonl(tmp_path):
     out = tmp_path / "o"
     assert _run("--model", "tiny-flux", "--prompts", prompts, "--out", out, "--method", "dense") == 0
     (record,) = _manifest(out)
-    assert record["file"] == "tree.png" and record["method"].startswith("Dense(") and record["density"] == 1.0
+    assert record["file"] == "tree.png" and record["method"]["class"] == "Dense" and record["density"] == 1.0
     image = imageio.imread(out / "tree.png")
     assert image.shape == (12, 16, 3)
     # accel.Dense is exact: same picture as upstream attention

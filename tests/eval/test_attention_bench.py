@@ -133,9 +133,9 @@ def test_cli_commands(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["eval", "attention", "--sizes", "huge", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "unknown size 'huge'" in capsys.readouterr().err
-    assert main(["eval", "attention", "--sizes", "2,6,8", "--methods", "dense", "--heads", "1", "--head-dim", "16",
+    assert main(["eval", "attention", "--sizes", "2,6,8", "--method", "dense", "--heads", "1", "--head-dim", "16",
                  "--rows", "0", "--no-plots", "--out", str(tmp_path / "ok")]) == 0
     assert json.loads((tmp_path / "ok" / "results.json").read_text())["complete"]
     with pytest.raises(SystemExit) as exc:  # bare `accel eval` is the end-to-end comparison
-        main(["eval", "--pipeline", "sdxl"])
-    assert exc.value.code == 2 and "invalid choice: 'sdxl'" in capsys.readouterr().err
+        main(["eval", "--model", "sdxl"])
+    assert exc.value.code == 2 and "model 'sdxl' is not a preset" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def test_bad_inputs(tmp_path):
         e2e.run(tmp_path / "a", pipeline="tiny-wan", prompts=[])
     with pytest.raises(ValueError, match="unknown method 'fast'"):
         e2e.run(tmp_path / "a", pipeline="tiny-wan", methods=["fast"])
-    with pytest.raises(ValueError, match="unknown pipeline 'sdxl'"):
+    with pytest.raises(ValueError, match="model 'sdxl' is not a preset"):
         e2e.run(tmp_path / "a", pipeline="sdxl")
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -84,7 +84,7 @@ def test_cli_reports_errors_with_exit_status_2(capsys):
     from accel.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["eval", "e2e", "--pipeline", "tiny-wan", "--methods", "fast"])
+        main(["eval", "e2e", "--model", "tiny-wan", "--method", "fast"])
     assert exc.value.code == 2
     assert "unknown method 'fast'" in capsys.readouterr().err
 
