@@ -32,12 +32,18 @@ def _notes(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("accel: note:")]
 
 
-@pytest.mark.parametrize("command", ["render", "generate"])
-def test_current_names_pass_without_a_note(command, captured, tmp_path, capsys):
+def _prompt_source(command: str, tmp_path) -> list[str]:
+    """One prompt, as a file for render and on the command line for generate."""
+    if command == "generate":
+        return ["--prompt", "a red circle moving left", "--out", str(tmp_path / "o")]
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle moving left\n")
-    source = ["--prompts", str(prompts)] if command == "render" else ["--prompt", "a red circle moving left"]
-    assert main([command, *source, "--out", str(tmp_path / "o"), "--model", "tiny-hunyuan-video",
+    return ["--prompts", str(prompts), "--out", str(tmp_path / "o")]
+
+
+@pytest.mark.parametrize("command", ["render", "generate"])
+def test_current_names_pass_without_a_note(command, captured, tmp_path, capsys):
+    assert main([command, *_prompt_source(command, tmp_path), "--model", "tiny-hunyuan-video",
                  "--method", "clear-local", "--method-arg", "radius=2", "--steps", "3"]) == 0
     assert _notes(capsys.readouterr().err) == []
     (call,) = captured
@@ -48,10 +54,7 @@ def test_current_names_pass_without_a_note(command, captured, tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["render", "generate"])
 def test_old_spellings_work_with_a_deprecation_note(command, captured, tmp_path, capsys):
-    prompts = tmp_path / "p.txt"
-    prompts.write_text("a red circle moving left\n")
-    source = ["--prompts", str(prompts)] if command == "render" else ["--prompt", "a red circle moving left"]
-    assert main([command, *source, "--out", str(tmp_path / "o"), "--model", "tiny-hunyuan_video",
+    assert main([command, *_prompt_source(command, tmp_path), "--model", "tiny-hunyuan_video",
                  "--method", "clear_local"]) == 0
     notes = _notes(capsys.readouterr().err)
     assert notes == ["accel: note: method name 'clear_local' is deprecated, use 'clear-local'",
