@@ -111,9 +111,11 @@ def background_metrics(source, edited, mask, data_range: float = 1.0) -> dict:
         data_range: max - min of the value scale.
 
     Returns:
-        ``{"mse", "psnr_db", "ssim", "background_fraction"}``: MSE and PSNR over the background pixels
-        (all channels) only (PSNR ``inf`` when they are identical); SSIM (mean over frames) of both images
-        with the edit region set to 0 (needs H, W >= 11); the fraction of pixels in the background.
+        ``{"mse", "psnr_db", "ssim", "background_fraction"}``: MSE over the background pixels (all channels,
+        all frames); PSNR per frame over that frame's background pixels (all channels), averaged over the
+        frames that have background (:mod:`accel.eval.metrics`' convention; ``inf`` when identical); SSIM
+        (mean over frames) of both images with the edit region set to 0 (needs H, W >= 11); the fraction of
+        pixels in the background.
 
     Raises:
         ValueError: shapes differ, or the mask covers every pixel (no background).
@@ -129,9 +131,11 @@ def background_metrics(source, edited, mask, data_range: float = 1.0) -> dict:
     err = float(((fa - fb)[keep] ** 2).mean())
     ma, mb = fa * keep[..., None], fb * keep[..., None]
     ssims = [ssim(ma[i], mb[i], data_range) for i in range(fa.shape[0])]
+    # accel.eval.metrics' one PSNR convention: per frame (here over that frame's background), then averaged
+    psnrs = [psnr(fa[i][keep[i]], fb[i][keep[i]], data_range) for i in range(fa.shape[0]) if keep[i].any()]
     return {
         "mse": err,
-        "psnr_db": psnr(fa[keep], fb[keep], data_range),
+        "psnr_db": float(np.mean(psnrs)),
         "ssim": float(np.mean(ssims)),
         "background_fraction": float(keep.mean()),
     }

@@ -79,3 +79,16 @@ def test_clip_is_reported_absent_without_a_local_model(monkeypatch):
     assert not ok and "not computed" in note
     scores = edit_scores(_image(), _image(1), _mask(), "a red square", clip_model="/nonexistent/clip-model")
     assert scores["clip_score"] is None and "not computed" in scores["clip_note"]
+
+
+def test_background_psnr_of_a_video_is_per_frame_then_averaged():
+    """The one PSNR convention of accel.eval.metrics: frame 0's background off by 0.1 (20 dB), frame 1's by 0.01
+    (40 dB) -> 30 dB (pooling all pixels would give 10 log10(2 / 0.0101) = 22.97 dB)."""
+    src = np.full((2, 16, 16, 3), 0.5)
+    edited = src.copy()
+    edited[0] += 0.1
+    edited[1] += 0.01
+    mask = np.zeros((2, 16, 16), dtype=bool)
+    mask[:, :4, :4] = True
+    edited[mask] = 0.0  # the edit region changes freely
+    assert background_metrics(src, edited, mask)["psnr_db"] == pytest.approx(30.0)
