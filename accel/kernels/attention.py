@@ -8,6 +8,7 @@ import torch
 
 from .block_layout import BlockLayout
 from .flex import flex_block_sparse_attention
+from .gather import gather_block_sparse_attention
 from .merge import merge_attention
 from .reference import reference_attention
 from .renamed import renamed_argument
@@ -15,7 +16,7 @@ from .triton_fwd import HAVE_TRITON, INTERPRET, triton_block_sparse_attention
 
 __all__ = ["block_sparse_attention", "apply_block_affine", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS"]
 
-BACKENDS = ("auto", "triton", "flex", "reference")
+BACKENDS = ("auto", "triton", "flex", "gather", "reference")
 MAX_HEAD_DIM = 256
 # "auto" on CPU: below this many (query, key) pairs the reference backend is cheaper than compiling
 # FlexAttention (5-30 s per new shape, measured on a 2-core CPU).
@@ -201,7 +202,11 @@ def block_sparse_attention(
             )
         out, lse = triton_block_sparse_attention(q, k, v, layout, scale, prior=prior, affine=affine)
         return (out, lse) if return_lse else out
-    if chosen == "flex":
+    if chosen == "gather":
+        if q.device.type != "cpu":
+            raise ValueError(f"backend='gather' runs on CPU tensors only, got device {q.device}; on CUDA use 'triton'")
+        result = gather_block_sparse_attention(q, k, v, layout, scale, need_lse)
+    elif chosen == "flex":
         result = flex_block_sparse_attention(q, k, v, layout, scale, need_lse)
     else:
         result = reference_attention(q, k, v, layout, scale, need_lse)
