@@ -1,12 +1,18 @@
 """Kernel benchmark: block-sparse attention backends against dense SDPA, measured in one process.
 
-CPU: compiled FlexAttention (our CPU speed path) vs dense ``scaled_dot_product_attention``.
+CPU: our gather backend (PyTorch's CPU flash kernel on gathered blocks), compiled FlexAttention and the
+dense masked reference vs dense ``scaled_dot_product_attention``, called in turn (the order rotates every
+round) so that machine noise hits all alike; medians of the rounds, the 1-minute load average recorded
+before and after every configuration, and the process CPU time next to the wall time (on a shared
+machine the wall time also counts waiting for a core).
 CUDA: our Triton kernel vs compiled FlexAttention vs the best of SDPA's flash / cuDNN backends.
 
 Layouts are block-aligned bands with wrap-around: query block i visits key blocks
 ``(i + j) mod NKV`` for ``j`` in a window centred on 0, so every row has the same count and the
-density is exactly ``count / NKV``. Figures are ratios measured in the same process (these machines
-are noisy); every number is written to JSON with its unit.
+density is exactly ``count / NKV``. With ``partial_fraction > 0`` the outermost blocks of every row
+are *partial* blocks with a lower-triangular tile (query offset r sees key offsets <= r), the costly
+kind for every backend (a 2-D tile; key padding gives cheaper row-constant tiles). Figures are ratios
+measured in the same process (these machines are noisy); every number is written to JSON with its unit.
 """
 
 from __future__ import annotations
@@ -25,30 +31,54 @@ from pathlib import Path
 import torch
 
 from accel.kernels import BlockLayout, block_sparse_attention
+from accel.kernels.block_layout import _pack_rows
 from accel.kernels.flex import flex_block_sparse_attention, to_flex_block_mask
+from accel.kernels.gather import gather_block_sparse_attention
+from accel.kernels.reference import reference_attention
 
-__all__ = ["band_layout", "run_cpu", "run_cuda", "environment", "main"]
+__all__ = ["band_layout", "run_cpu", "run_cuda", "environment", "main", "CPU_BACKENDS"]
+
+#: what ``run_cpu`` can time: dense SDPA (the baseline, a different result) and three exact backends
+CPU_BACKENDS = ("dense", "gather", "flex", "reference")
 
 
-def band_layout(seq_len: int, block: int, density: float, device) -> BlockLayout:
+def band_layout(seq_len: int, block: int, density: float, device, *, partial_fraction: float = 0.0) -> BlockLayout:
     """A wrap-around band layout over ``ceil(seq_len/block)`` blocks with ``round(density * NKV)`` (>= 1)
-    key blocks per query block, all full blocks.
+    key blocks per query block.
 
     Args:
         seq_len: query and key length.
         block: block size (query and key).
         density: target fraction of key blocks per row, in (0, 1].
         device: device of the layout.
+        partial_fraction: fraction in [0, 1] of each row's blocks that are partial (the outermost ones,
+            alternately right and left of the centre), with a lower-triangular tile; the rest are full.
     """
     if not 0 < density <= 1:
         raise ValueError(f"density must be in (0, 1], got {density}")
+    if not 0 <= partial_fraction <= 1:
+        raise ValueError(f"partial_fraction must be in [0, 1], got {partial_fraction}")
     nb = -(-seq_len // block)
     count = max(1, min(nb, round(density * nb)))
     offsets = torch.arange(count) - count // 2
+    # outermost first: |offset| descending, the right side before the left at equal distance
+    by_distance = sorted(range(count), key=lambda j: (-abs(int(offsets[j])), -int(offsets[j])))
+    n_part = round(partial_fraction * count)
+    is_part = torch.zeros(count, dtype=torch.bool)
+    is_part[by_distance[:n_part]] = True
     rows = torch.arange(nb)[:, None]
-    mask = torch.zeros(nb, nb, dtype=torch.bool)
-    mask.scatter_(1, (rows + offsets[None, :]) % nb, True)
-    return BlockLayout.from_block_mask(mask.view(1, 1, nb, nb).to(device), block, block, seq_len, seq_len)
+    cols = (rows + offsets[None, :]) % nb
+    full = torch.zeros(nb, nb, dtype=torch.bool)
+    part = torch.zeros(nb, nb, dtype=torch.bool)
+    full.scatter_(1, cols[:, ~is_part], True)
+    part.scatter_(1, cols[:, is_part], True)
+    if n_part == 0:
+        return BlockLayout.from_block_mask(full.view(1, 1, nb, nb).to(device), block, block, seq_len, seq_len)
+    full_idx, full_cnt = _pack_rows(full.view(1, 1, nb, nb))
+    part_idx, part_cnt = _pack_rows(part.view(1, 1, nb, nb))
+    tiles = torch.ones(block, block, dtype=torch.bool).tril().unsqueeze(0)
+    return BlockLayout(seq_len, seq_len, block, block, full_idx, full_cnt, part_idx, part_cnt,
+                       torch.zeros_like(part_idx), tiles, allow_empty_rows=True).to(device)
 
 
 def environment() -> dict:
@@ -78,25 +108,35 @@ def environment() -> dict:
     return env
 
 
-def _time_once(fn) -> float:
-    t0 = time.perf_counter()
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
     fn()
-    return (time.perf_counter() - t0) * 1e3
+    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
 
 
-def _paired_cpu(baseline, candidate, reps: int) -> tuple[float, float, float]:
-    """Alternate baseline and candidate runs so machine noise hits both alike.
+def time_alternating(fns: dict, reps: int, baseline: str | None = None) -> dict:
+    """Call every function of ``fns`` once per round, ``reps`` rounds, the order rotating each round.
 
-    Returns (median baseline ms, median candidate ms, median of the per-pair speedups).
+    Returns ``{"ms": {name: median wall ms}, "cpu_ms": {name: median process CPU ms}}`` and, with a
+    ``baseline`` name, ``"speedup": {name: median over rounds of baseline ms / name ms}``.
     """
-    base, cand, ratios = [], [], []
-    for _ in range(reps):
-        b = _time_once(baseline)
-        c = _time_once(candidate)
-        base.append(b)
-        cand.append(c)
-        ratios.append(b / c)
-    return statistics.median(base), statistics.median(cand), statistics.median(ratios)
+    names = list(fns)
+    wall = {n: [] for n in names}
+    cpu = {n: [] for n in names}
+    for r in range(reps):
+        for n in names[r % len(names):] + names[: r % len(names)]:
+            w, c = _timed(fns[n])
+            wall[n].append(w)
+            cpu[n].append(c)
+    out = {"ms": {n: statistics.median(wall[n]) for n in names}, "cpu_ms": {n: statistics.median(cpu[n]) for n in names}}
+    if baseline is not None:
+        out["speedup"] = {n: statistics.median(b / x for b, x in zip(wall[baseline], wall[n])) for n in names}
+    return out
 
 
 def _dense_sdpa(q, k, v):
@@ -105,36 +145,87 @@ def _dense_sdpa(q, k, v):
     ).permute(0, 2, 1, 3)
 
 
-def run_cpu(seq_lens, head_dims, densities, *, heads=4, block=128, dtype=torch.bfloat16, reps=3, log=print) -> list:
-    """Compiled FlexAttention vs dense SDPA on CPU; one record per (S, D, density)."""
+def _cpu_backend_fns(q, k, v, lay, backends, heads):
+    scale = q.shape[-1] ** -0.5
+    fns = {}
+    for name in backends:
+        if name == "dense":
+            fns[name] = functools.partial(_dense_sdpa, q, k, v)
+        elif name == "gather":
+            fns[name] = functools.partial(gather_block_sparse_attention, q, k, v, lay, scale, False)
+        elif name == "flex":
+            bm = to_flex_block_mask(lay, q.shape[0], heads)
+            fns[name] = functools.partial(flex_block_sparse_attention, q, k, v, lay, scale, False, block_mask=bm)
+        elif name == "reference":
+            fns[name] = functools.partial(reference_attention, q, k, v, lay, scale, False)
+        else:
+            raise ValueError(f"unknown CPU backend {name!r}; allowed: {CPU_BACKENDS}")
+    return fns
+
+
+def run_cpu(seq_lens, head_dims, densities, *, heads=4, block=128, dtype=torch.bfloat16, dtypes=None,
+            partial_fractions=(0.0,), backends=("dense", "gather", "flex"), reference_max_seq=4096, reps=3,
+            log=print) -> list:
+    """Time CPU backends against dense SDPA; one record per (dtype, S, D, density, partial fraction).
+
+    Args:
+        seq_lens: sequence lengths (query = key length).
+        head_dims: head dims.
+        densities: block densities of the band layouts (see :func:`band_layout`).
+        heads: number of heads (batch 1).
+        block: block size.
+        dtype: the dtype when ``dtypes`` is None.
+        dtypes: dtypes to run (overrides ``dtype``).
+        partial_fractions: fractions of partial blocks per row (see :func:`band_layout`).
+        backends: names from :data:`CPU_BACKENDS`; ``"dense"`` is the baseline of the speedups.
+        reference_max_seq: skip the reference backend above this length (it is dense masked attention).
+        reps: rounds (medians over rounds).
+        log: where progress lines go.
+    """
     records = []
-    for s in seq_lens:
-        for d in head_dims:
-            g = torch.Generator().manual_seed(0)
-            q, k, v = (torch.randn(1, s, heads, d, generator=g).to(dtype) for _ in range(3))
-            dense = functools.partial(_dense_sdpa, q, k, v)
-            dense()  # warm up
-            for dens in densities:
-                lay = band_layout(s, block, dens, "cpu")
-                bm = to_flex_block_mask(lay, 1, heads)
-                scale = d**-0.5
-                t0 = time.perf_counter()
-                run = functools.partial(flex_block_sparse_attention, q, k, v, lay, scale, False, block_mask=bm)
-                run()  # compile / warm up
-                first_s = time.perf_counter() - t0
-                dense_ms, flex_ms, speedup = _paired_cpu(dense, run, reps)
-                density = lay.density()
-                rec = {
-                    "device": "cpu", "dtype": str(dtype).replace("torch.", ""), "batch": 1, "heads": heads,
-                    "seq_len": s, "head_dim": d, "block": block, "density": density,
-                    "dense_sdpa_ms": dense_ms, "flex_ms": flex_ms, "flex_first_call_s": first_s,
-                    "speedup_vs_dense": speedup, "ideal_speedup": 1 / density,
-                    "fraction_of_ideal": speedup * density,
-                }
-                records.append(rec)
-                log(f"cpu S={s:6d} D={d:3d} density={density:.3f}: dense {dense_ms:9.1f} ms  flex {flex_ms:9.1f} ms  "
-                    f"x{speedup:5.2f} (ideal x{1 / density:5.2f}, {speedup * density:.2f} of ideal)")
+    for dt in dtypes or [dtype]:
+        for s in seq_lens:
+            for d in head_dims:
+                g = torch.Generator().manual_seed(0)
+                q, k, v = (torch.randn(1, s, heads, d, generator=g).to(dt) for _ in range(3))
+                for dens in densities:
+                    for pf in partial_fractions:
+                        records.append(_cpu_record(q, k, v, dens, pf, backends, block, heads, reference_max_seq,
+                                                   reps, log))
     return records
+
+
+def _cpu_record(q, k, v, dens, pf, backends, block, heads, reference_max_seq, reps, log) -> dict:
+    s, d, dt = q.shape[1], q.shape[3], q.dtype
+    lay = band_layout(s, block, dens, "cpu", partial_fraction=pf)
+    names = [b for b in backends if b != "reference" or s <= reference_max_seq]
+    if "dense" not in names:
+        names.insert(0, "dense")
+    fns = _cpu_backend_fns(q, k, v, lay, names, heads)
+    load_before = _load()
+    first = {}
+    for name, fn in fns.items():  # compile (flex) / build the plan (gather) / warm up
+        t0 = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - t0
+    timing = time_alternating(fns, reps, baseline="dense")
+    density = lay.density()
+    kinds = lay.block_kinds()
+    partial_blocks = float((kinds == 2).sum() / (kinds > 0).sum())
+    rec = {
+        "device": "cpu", "dtype": str(dt).replace("torch.", ""), "batch": 1, "heads": heads,
+        "seq_len": s, "head_dim": d, "block": block, "density": density,
+        "partial_block_fraction": partial_blocks, "pairs": s * s,
+        "ms": timing["ms"], "cpu_ms": timing["cpu_ms"], "speedup_vs_dense": timing["speedup"],
+        "fraction_of_ideal": {n: x * density for n, x in timing["speedup"].items()},
+        "ideal_speedup": 1 / density, "first_call_s": first, "reps": reps,
+        "load_1min": [load_before, _load()],
+    }
+    line = "  ".join(f"{n} {rec['ms'][n]:8.1f} ms" + ("" if n == "dense" else f" x{rec['speedup_vs_dense'][n]:5.2f}")
+                     for n in names)
+    log(f"cpu {rec['dtype']} S={s:6d} D={d:3d} density={density:.3f} partial={partial_blocks:.2f}: {line} "
+        f"(ideal x{1 / density:5.2f}; load {load_before:.1f})")
+    return rec
 
 
 def run_cuda(seq_lens, densities, *, heads=24, head_dim=128, block=128, dtype=torch.bfloat16, log=print) -> list:
@@ -191,12 +282,27 @@ def run_cuda(seq_lens, densities, *, heads=24, head_dim=128, block=128, dtype=to
 
 def _targets(records) -> dict:
     out = {}
-    cpu = [r for r in records if r["device"] == "cpu" and r["seq_len"] >= 16384 and r["density"] <= 0.2 + 1e-9]
-    if cpu:
-        worst = min(r["fraction_of_ideal"] for r in cpu)
-        out["cpu_flex_fraction_of_ideal_S16k_density_le_20pct"] = {
-            "target": ">= 0.5", "worst": worst, "met": worst >= 0.5,
+    cpu = [r for r in records if r["device"] == "cpu" and "gather" in r["ms"]]
+    band = [r for r in cpu if r["seq_len"] >= 16384 and r["head_dim"] == 64 and r["dtype"] == "bfloat16"
+            and r["partial_block_fraction"] == 0 and 0.09 <= r["density"] <= 0.11]
+    if band:
+        worst = min(r["fraction_of_ideal"]["gather"] for r in band)
+        out["cpu_gather_fraction_of_ideal_S16k_d64_bf16_10pct_band"] = {
+            "target": ">= 0.6", "worst": worst, "met": worst >= 0.6,
         }
+    with_flex = [r for r in cpu if "flex" in r["ms"]]
+    if with_flex:
+        from accel.kernels.attention import cpu_auto_backend
+
+        ratios = []
+        for r in with_flex:
+            chosen = cpu_auto_backend(r["seq_len"], r["seq_len"], r["partial_block_fraction"])
+            if chosen in r["ms"]:
+                ratios.append(r["ms"][chosen] / r["ms"]["flex"])
+        if ratios:
+            worst = max(ratios)
+            out["cpu_auto_time_over_flex"] = {"target": "<= 1.05", "worst": worst, "met": worst <= 1.05,
+                                              "records": len(ratios)}
     gpu = [r for r in records if r["device"] == "cuda"]
     if gpu:
         dense = [r for r in gpu if r["density"] >= 0.999]
@@ -216,14 +322,23 @@ def main(argv=None) -> int:
     """Command line: ``python benchmarks/kernels.py`` or ``accel bench kernels`` (same options)."""
     p = argparse.ArgumentParser(prog="accel bench kernels", description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
-                   help="cpu: flex vs SDPA; cuda: triton vs flex vs SDPA (auto: cuda if available)")
+                   help="cpu: gather / flex / reference vs SDPA; cuda: triton vs flex vs SDPA (auto: cuda if available)")
     p.add_argument("--seq-lens", type=int, nargs="+", default=None,
                    help="sequence lengths (default cpu: 4096 8192 16384; cuda: 32768 65536 118800)")
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128], help="CPU head dims (cuda uses 128)")
     p.add_argument("--densities", type=float, nargs="+", default=None,
                    help="block densities (default cpu: 0.05 0.1 0.2 0.3 0.5; cuda adds 1.0)")
+    p.add_argument("--dtypes", choices=["bfloat16", "float32", "float16"], nargs="+", default=["bfloat16"],
+                   help="CPU dtypes (cuda uses bfloat16)")
+    p.add_argument("--partial-fractions", type=float, nargs="+", default=[0.0],
+                   help="CPU: fractions of each row's blocks that are partial (lower-triangular tiles)")
+    p.add_argument("--backends", choices=CPU_BACKENDS, nargs="+", default=["dense", "gather", "flex"],
+                   help="CPU backends to time (dense SDPA is always timed: it is the baseline)")
+    p.add_argument("--reference-max-seq", type=int, default=4096,
+                   help="CPU: time the reference backend only up to this sequence length")
     p.add_argument("--heads", type=int, default=None, help="heads (default cpu 4, cuda 24)")
-    p.add_argument("--reps", type=int, default=3, help="CPU timing repetitions (median)")
+    p.add_argument("--reps", type=int, default=3, help="CPU timing rounds (medians)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="CPU: only S=4096, D=64, densities 0.1 0.3 (a smoke run)")
     p.add_argument("--out", type=Path, default=Path("bench-results/kernels.json"), help="JSON output file")
     args = p.parse_args(argv)
@@ -232,19 +347,26 @@ def main(argv=None) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda given but no CUDA device is available")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     t0 = time.time()
     if device == "cpu":
         seq = args.seq_lens or ([4096] if args.quick else [4096, 8192, 16384])
         dims = [64] if args.quick else args.head_dims
         dens = args.densities or ([0.1, 0.3] if args.quick else [0.05, 0.1, 0.2, 0.3, 0.5])
-        records = run_cpu(seq, dims, dens, heads=args.heads or 4, reps=args.reps)
+        records = run_cpu(seq, dims, dens, heads=args.heads or 4, reps=args.reps,
+                          dtypes=[getattr(torch, n) for n in args.dtypes], partial_fractions=args.partial_fractions,
+                          backends=args.backends, reference_max_seq=args.reference_max_seq)
     else:
         seq = args.seq_lens or [32768, 65536, 118800]
         dens = args.densities or [0.1, 0.2, 0.3, 0.5, 1.0]
         records = run_cuda(seq, dens, heads=args.heads or 24)
     result = {
         "benchmark": "kernels", "units": {"*_ms": "milliseconds (median)", "*_tflops": "TFLOP/s counting computed pairs",
-                                          "density": "fraction of query-key pairs computed"},
+                                          "density": "fraction of query-key pairs computed",
+                                          "cpu_ms": "process CPU time, milliseconds (median)",
+                                          "load_1min": "1-minute load average before / after the record"},
+        "command": "accel bench kernels " + " ".join(sys.argv[1:] if argv is None else argv),
         "environment": environment(), "records": records, "targets": _targets(records),
         "wall_s": time.time() - t0,
     }

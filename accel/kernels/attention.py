@@ -24,13 +24,27 @@ AUTO_FLEX_MIN_PAIRS = 4096 * 4096
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int, *, dense_layout: bool = False) -> str:
+def cpu_auto_backend(q_len: int, kv_len: int, partial_block_fraction: float, *, dense_layout: bool = False) -> str:
+    """The backend ``"auto"`` picks on CPU (see :func:`resolve_backend`).
+
+    Args:
+        q_len: number of query tokens.
+        kv_len: number of key tokens.
+        partial_block_fraction: fraction of the visited blocks that are partial, in [0, 1].
+        dense_layout: the layout is fully dense and no LSE is needed (plain SDPA runs it).
+    """
+    if dense_layout:
+        return "reference"
+    return "gather"
+
+
+def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int, *, dense_layout: bool = False,
+                    partial_block_fraction: float = 0.0) -> str:
     """The concrete backend ``"auto"`` stands for on this device and size (others are returned as is).
 
-    ``"auto"`` picks ``"triton"`` on CUDA (``"flex"`` if triton is missing). On CPU it picks
-    ``"reference"`` for a fully dense layout (``dense_layout=True``: plain SDPA, faster than flex
-    there) or below ``AUTO_FLEX_MIN_PAIRS`` query-key pairs, and ``"flex"`` otherwise. All backends
-    compute the same attention; they differ only in speed and rounding.
+    ``"auto"`` picks ``"triton"`` on CUDA (``"flex"`` if triton is missing). On CPU it follows
+    :func:`cpu_auto_backend`. All backends compute the same attention; they differ only in speed and
+    rounding.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -38,9 +52,7 @@ def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int,
         return backend
     if device.type == "cuda":
         return "triton" if HAVE_TRITON else "flex"
-    if dense_layout:
-        return "reference"
-    return "flex" if q_len * kv_len >= AUTO_FLEX_MIN_PAIRS else "reference"
+    return cpu_auto_backend(q_len, kv_len, partial_block_fraction, dense_layout=dense_layout)
 
 
 def _check_inputs(q, k, v, layout) -> None:

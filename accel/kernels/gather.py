@@ -1,24 +1,28 @@
 """Gather backend: a :class:`BlockLayout` run as a few calls of PyTorch's own CPU flash attention.
 
 Why: on CPU, PyTorch's fused SDPA kernel (``aten._scaled_dot_product_flash_attention_for_cpu``, the
-kernel ``F.scaled_dot_product_attention`` runs on CPU) computes a pair much faster than compiled
-FlexAttention's C++ template (``benchmarks/results/kernels_cpu.json``). The sparse attention of one
-query block is plain attention over the keys of its visited blocks, so once the rows are grouped the
-work is regular:
+kernel ``F.scaled_dot_product_attention`` runs on CPU) computes a (query, key) pair faster than
+compiled FlexAttention's C++ template (``benchmarks/results/kernels_cpu.json``). The sparse attention of
+one query block is plain attention over the keys of the blocks it visits, so once the query blocks
+are grouped by their number of key blocks the work is regular:
 
-* **full blocks**: query blocks are grouped by their number of full key blocks (and whether the
-  ragged last key block is among them); each group is SDPA calls whose batch axis is the query blocks.
-  A query block's keys are read through a **strided view** when consecutive query blocks visit
-  contiguous key-block ranges whose start advances by a constant step (a band: no copy at all), and
-  are otherwise **gathered** with ``index_select`` on a block view of k / v, in chunks of about
+* query blocks (rows) are grouped by (number of visited key blocks, whether the ragged last key
+  block is among them, whether any block is partial); each group is one SDPA call (or a few, see
+  below) whose batch axis is the group's query blocks;
+* rows of full blocks only read their keys through a **strided view** when consecutive query blocks
+  visit contiguous key-block ranges whose start advances by a constant step (a band: no copy at all;
+  step 0, e.g. rows that see every key, become one long query sequence); other rows' keys are
+  **gathered** with ``index_select`` on a block view of k / v, in chunks of about
   ``_GATHER_CHUNK_BYTES`` written into one reused buffer (no per-row Python loop; memory bounded);
-* **partial blocks**: the same grouping over the partial blocks, SDPA with an additive mask built
-  from the layout's tiles (``[.., 1, L]``, broadcast over queries, when every tile is constant along
-  its query axis, e.g. key padding), then merged with the full-block result of the same rows by the
-  exact log-sum-exp merge (:func:`accel.kernels.merge_attention`).
+* rows with partial blocks gather all their blocks, full and partial, and run SDPA with an additive
+  mask built from the layout's tiles (all-allowed columns for full blocks; ``[.., 1, L]`` broadcast
+  over queries when every tile is constant along its query axis, e.g. key padding). No merge is
+  needed; a row costs what its blocks cost, so layouts made mostly of partial blocks lose the
+  kernel's advantage (the mask is read for every pair): see the ``auto`` rule in
+  :mod:`accel.kernels.attention`.
 
-Results are written group after group into one buffer and put back in query order by a single
-``index_select`` (scattering bf16 rows with ``index_copy_`` is ~40x slower on CPU).
+Results come out group after group and are put back in query order by one ``index_select``
+(scattering bf16 rows with ``index_copy_`` is ~40x slower on CPU).
 
 Ragged lengths are exact: a ragged last query block runs on zero-padded queries whose rows are
 dropped; the ragged last key block is always last in its row (indices are sorted), so its row simply
@@ -29,11 +33,14 @@ The LSE is free: the CPU flash kernel returns it (natural log), so ``return_lse=
 here (compiled flex on CPU cannot return it).
 
 Layouts whose head dimension is broadcast (``batch_heads[1] == 1``) gather all heads of a block at
-once from the ``[B, S, H, D]`` tensors (no transpose); per-head layouts transpose q / k / v to
-``[B, H, S, D]`` once per call.
+once from the ``[B, S, H, D]`` tensors (no transpose when they are contiguous and the lengths are
+multiples of the blocks); per-head layouts transpose q / k / v to ``[B, H, S, D]`` once per call.
 
 Limits: CPU tensors only (on CUDA use the Triton kernel). Numerics are those of PyTorch's CPU flash
-kernel (fp32 accumulation); results differ from the other backends only by rounding.
+kernel (fp32 accumulation); results differ from the other backends only by rounding. The plan
+(groups, runs, gather indices, masks) is built once per layout and batch size and cached on the
+layout; for layouts built anew on every call (dynamic methods) its cost, a few vectorised passes
+over the rows plus one Python step per group, is paid each time.
 """
 
 from __future__ import annotations
@@ -42,16 +49,15 @@ import dataclasses
 
 import torch
 
-from .merge import merge_attention
-
 __all__ = ["gather_block_sparse_attention", "HAVE_CPU_FLASH"]
 
 _OP = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 HAVE_CPU_FLASH = _OP is not None
 
-# Gathered rows are processed in chunks whose gathered k + v take about this many bytes (they stay in
-# cache and the buffer is reused; measured in benchmarks/results/gather_cpu_tuning.json).
-_GATHER_CHUNK_BYTES = 8 << 20
+# Gathered rows are processed in chunks whose gathered k + v take about this many bytes, in one reused
+# buffer. Smaller chunks stay in cache but each adds parallel regions (thread wake-ups), which cost a
+# lot on a shared, oversubscribed machine; 64 MiB was the best of 2..512 MiB measured at S = 16,384.
+_GATHER_CHUNK_BYTES = 64 << 20
 # Runs of fewer query blocks than this are gathered instead of read through a strided view.
 _MIN_STRIDED_RUN = 4
 
@@ -59,7 +65,7 @@ _MIN_STRIDED_RUN = 4
 @dataclasses.dataclass(frozen=True)
 class _Strided:
     """Query blocks ``i0 .. i0+n-1`` of sequence ``seq``; the r-th reads ``length`` keys from key block
-    ``s0 + step * r`` on. Results go to buffer slots ``slot .. slot+n-1``."""
+    ``s0 + step * r`` on (all full blocks)."""
 
     seq: int
     i0: int
@@ -67,43 +73,46 @@ class _Strided:
     s0: int
     step: int
     length: int
-    slot: int
 
 
 @dataclasses.dataclass(frozen=True)
 class _Gathered:
-    """Rows ``rows`` (``seq * NQ + i``) visiting blocks ``blocks`` (``[n, c]``, ``seq * NKV + j``, sorted);
-    ``length`` keys each; results to slots ``slot ..``. Partial groups: ``mask`` bool ``[n, 1, qb | 1,
-    length]`` (True = allowed) and ``prev`` (``[n]``, the row's full-block result among the full slots
-    followed by one empty row)."""
+    """Rows ``rows`` (``seq * NQ + i``) visiting blocks ``blocks`` (``[n, c]``, ``seq * NKV + j``, sorted),
+    ``length`` keys each. Rows with partial blocks: ``mask`` bool ``[n, 1, qb | 1, length]`` (True =
+    allowed) and ``empty_queries`` (some query row of the group has no allowed key)."""
 
     rows: torch.Tensor
     blocks: torch.Tensor
     length: int
-    slot: int
     mask: torch.Tensor | None = None
-    prev: torch.Tensor | None = None
+    empty_queries: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    per_head: bool
-    full: list  # entries of the full blocks (_Strided / _Gathered), in slot order
-    partial: list  # entries of the partial blocks (_Gathered with a mask), in slot order after the full ones
-    n_slots: int  # result slots; slot n_slots is the empty row (output 0, LSE -inf)
-    final: torch.Tensor  # [Nseq * NQ]: the slot holding each row's result
+    per_head: bool  # the layout has per-head indices: sequences are (batch, head) pairs
+    entries: list  # _Strided / _Gathered; their rows' results come out in this order
+    final: torch.Tensor  # [Nseq * NQ]: position of each row's result (len(results) = the empty row)
     identity: bool  # final == arange: no reordering needed
 
 
-def _rows(idx: torch.Tensor, cnt: torch.Tensor, batch: int, nkv: int):
-    """Counts ``[R]``, sorted used indices ``[R, C]`` (unused slots hold ``nkv``) and the sort order, with
-    rows ``R = Nseq * NQ`` expanded over the batch (and ordered sequence-major)."""
-    lb, lh, nq, cap = idx.shape
-    idx = idx.long().expand(batch, lh, nq, cap).reshape(-1, cap)
-    cnt = cnt.long().expand(batch, lh, nq).reshape(-1)
-    used = torch.arange(cap) < cnt[:, None]
-    srt, order = torch.sort(torch.where(used, idx, nkv), dim=1)
-    return cnt, srt, order
+def _expanded(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """``t [B|1, H|1, NQ, ...]`` expanded over the batch and flattened to rows ``[B * (H|1) * NQ, ...]``."""
+    return t.expand(batch, *t.shape[1:]).reshape(-1, *t.shape[3:])
+
+
+def _row_blocks(layout, batch: int):
+    """Per row (sequence-major): block count ``[R]``, visited key blocks sorted ``[R, C]`` (unused slots
+    hold NKV) and their tile (``-1`` for a full block) ``[R, C]``."""
+    nkv = layout.num_kv_blocks
+    f_idx, p_idx = _expanded(layout.full_idx, batch).long(), _expanded(layout.part_idx, batch).long()
+    f_cnt, p_cnt = _expanded(layout.full_cnt, batch).long(), _expanded(layout.part_cnt, batch).long()
+    f_used = torch.arange(f_idx.shape[1]) < f_cnt[:, None]
+    p_used = torch.arange(p_idx.shape[1]) < p_cnt[:, None]
+    idx = torch.cat([torch.where(f_used, f_idx, nkv), torch.where(p_used, p_idx, nkv)], 1)
+    tile = torch.cat([torch.full_like(f_idx, -1), _expanded(layout.part_tile, batch).long()], 1)
+    srt, order = torch.sort(idx, dim=1)
+    return f_cnt + p_cnt, srt, tile.gather(1, order), p_cnt > 0
 
 
 def _runs(rows: torch.Tensor, nq: int, start: torch.Tensor, min_len: int):
@@ -125,71 +134,54 @@ def _runs(rows: torch.Tensor, nq: int, start: torch.Tensor, min_len: int):
     return [(a, z - a, int(d[a + 1]) if z - a > 1 else 0) for a, z in zip(edges[:-1], edges[1:]) if z - a >= min_len]
 
 
-def _group_entries(kind, layout, batch, n_seq, slot, prev_slot=None):
-    """Plan entries of one block kind (``"full"`` or ``"partial"``), their rows' slots and the next free slot."""
-    nq, nkv, kb = layout.num_q_blocks, layout.num_kv_blocks, layout.kv_block
-    idx, cnt = (layout.full_idx, layout.full_cnt) if kind == "full" else (layout.part_idx, layout.part_cnt)
-    tail = nkv * kb - layout.kv_len  # padding keys of the last key block
-    cnt_r, srt, order = _rows(idx, cnt, batch, nkv)
-    last = srt.gather(1, (cnt_r - 1).clamp_min(0)[:, None]).squeeze(1)
-    ragged = (cnt_r > 0) & (last == nkv - 1) & (tail > 0)
-    first = srt[:, 0]
-    contiguous = (cnt_r > 0) & (last - first == cnt_r - 1)
-    seq_of_row = torch.arange(n_seq * nq) // nq
-    if kind == "partial":
-        tiles = layout.tiles
-        tile_r = layout.part_tile.long().expand(batch, *layout.part_tile.shape[1:])
-        tile_r = tile_r.reshape(-1, tile_r.shape[-1]).gather(1, order)
-        row_const = bool((tiles == tiles[:, :1, :]).all())
-    entries = []
-    row_slot = torch.full((n_seq * nq,), -1, dtype=torch.long)
-    groups = torch.unique(torch.stack([cnt_r, ragged.long()], 1)[cnt_r > 0], dim=0).tolist()
-    for c, rg in groups:
-        in_group = (cnt_r == c) & (ragged == bool(rg))
-        length = c * kb - (tail if rg else 0)
-        if kind == "full":
-            rows = torch.nonzero(in_group & contiguous).flatten()
-            for a, n, step in _runs(rows, nq, first, _MIN_STRIDED_RUN):
-                r0 = int(rows[a])
-                entries.append(_Strided(r0 // nq, r0 % nq, n, int(first[r0]), step, length, slot))
-                row_slot[rows[a:a + n]] = torch.arange(slot, slot + n)
-                in_group[rows[a:a + n]] = False
-                slot += n
-        sel = torch.nonzero(in_group).flatten()
-        if sel.numel() == 0:
-            continue
-        blocks = (srt[sel, :c] + seq_of_row[sel, None] * nkv).contiguous()
-        mask = prev = None
-        if kind == "partial":
-            t = tile_r[sel, :c]  # [n, c]
-            if row_const:
-                mask = tiles[:, 0, :][t].reshape(len(sel), 1, 1, c * kb)[..., :length].contiguous()
-            else:
-                m = tiles[t].permute(0, 2, 1, 3)  # [n, qb, c, kb]
-                mask = m.reshape(len(sel), 1, layout.q_block, c * kb)[..., :length].contiguous()
-            prev = prev_slot[sel]
-        entries.append(_Gathered(sel, blocks, length, slot, mask, prev))
-        row_slot[sel] = torch.arange(slot, slot + len(sel))
-        slot += len(sel)
-    return entries, row_slot, slot
+def _group_mask(layout, tiles_of: torch.Tensor, length: int) -> tuple[torch.Tensor, bool]:
+    """Token mask ``[n, 1, qb | 1, length]`` of rows whose sorted blocks have tiles ``tiles_of [n, c]``
+    (``-1`` = full block), and whether some query row allows no key."""
+    tiles = layout.tiles
+    tiles = torch.cat([tiles, torch.ones_like(tiles[:1])])  # the last tile: a full block
+    t = torch.where(tiles_of < 0, tiles.shape[0] - 1, tiles_of)
+    n, c = t.shape
+    kb = layout.kv_block
+    if bool((tiles[t.unique()] == tiles[t.unique()][:, :1, :]).all()):  # every tile constant along queries
+        mask = tiles[:, 0, :][t].reshape(n, 1, 1, c * kb)[..., :length]
+    else:
+        mask = tiles[t].permute(0, 2, 1, 3).reshape(n, 1, layout.q_block, c * kb)[..., :length]
+    return mask.contiguous(), not bool(mask.any(-1).all())
 
 
 def _plan(layout, batch: int) -> _Plan:
     per_head = layout.batch_heads[1] > 1
-    n_seq = batch * (layout.batch_heads[1] if per_head else 1)
-    full, full_slot, n_slots = _group_entries("full", layout, batch, n_seq, 0)
-    partial = []
-    final = full_slot
-    n_part_rows = int((layout.part_cnt > 0).expand(batch, *layout.part_cnt.shape[1:]).sum())
-    if n_part_rows:
-        # partial rows read their full-block result from the full results followed by one empty row
-        prev = torch.where(full_slot >= 0, full_slot, n_slots)
-        part, part_slot, n_slots = _group_entries("partial", layout, batch, n_seq, n_slots, prev)
-        partial = part
-        final = torch.where(part_slot >= 0, part_slot, full_slot)
-    final = torch.where(final >= 0, final, n_slots)
-    identity = bool(torch.equal(final, torch.arange(final.numel())))
-    return _Plan(per_head, full, partial, n_slots, final, identity)
+    nq, nkv, kb = layout.num_q_blocks, layout.num_kv_blocks, layout.kv_block
+    tail = nkv * kb - layout.kv_len  # padding keys of the ragged last key block
+    cnt, srt, tile, masked = _row_blocks(layout, batch)
+    last = srt.gather(1, (cnt - 1).clamp_min(0)[:, None]).squeeze(1)
+    ragged = (cnt > 0) & (last == nkv - 1) & (tail > 0)
+    first = srt[:, 0]
+    contiguous = (cnt > 0) & (last - first == cnt - 1) & ~masked
+    n_rows = cnt.numel()
+    seq_of_row = torch.arange(n_rows) // nq
+    entries, slot_of_row, slot = [], torch.full((n_rows,), -1, dtype=torch.long), 0
+    keys = torch.stack([cnt, ragged.long(), masked.long()], 1)[cnt > 0]
+    for c, rg, mk in torch.unique(keys, dim=0).tolist():
+        in_group = (cnt == c) & (ragged == bool(rg)) & (masked == bool(mk))
+        length = c * kb - (tail if rg else 0)
+        rows = torch.nonzero(in_group & contiguous).flatten()
+        for a, n, step in _runs(rows, nq, first, _MIN_STRIDED_RUN):
+            r0 = int(rows[a])
+            entries.append(_Strided(r0 // nq, r0 % nq, n, int(first[r0]), step, length))
+            slot_of_row[rows[a:a + n]] = torch.arange(slot, slot + n)
+            in_group[rows[a:a + n]] = False
+            slot += n
+        sel = torch.nonzero(in_group).flatten()
+        if sel.numel() == 0:
+            continue
+        blocks = (srt[sel, :c] + seq_of_row[sel, None] * nkv).contiguous()
+        mask, empty_queries = _group_mask(layout, tile[sel, :c], length) if mk else (None, False)
+        entries.append(_Gathered(sel, blocks, length, mask, empty_queries))
+        slot_of_row[sel] = torch.arange(slot, slot + len(sel))
+        slot += len(sel)
+    final = torch.where(slot_of_row >= 0, slot_of_row, slot)
+    return _Plan(per_head, entries, final, bool(torch.equal(final, torch.arange(n_rows))))
 
 
 def _attend(qg, kg, vg, scale, mask=None):
@@ -217,13 +209,15 @@ def _run_strided(e: _Strided, qs, ks, vs, scale, qb, kb):
     return _attend(qg.unflatten(0, (e.n, qb)), _strided_keys(ks, e, kb), _strided_keys(vs, e, kb), scale)
 
 
-def _run_gathered(e: _Gathered, q_rows, k_blocks, v_blocks, scale, buf, full_results=None):
-    """Yield (out ``[n, qb, H', D]``, lse ``[n, qb, H']``) of consecutive chunks of a gathered group; for a
-    partial group, merged with the rows' full-block results ``full_results`` (out, lse)."""
+def _run_gathered(e: _Gathered, q_rows, k_blocks, v_blocks, scale, buf):
+    """Yield (out ``[n, qb, H', D]``, lse ``[n, qb, H']``) of consecutive chunks of a gathered group."""
     n_all, c = e.blocks.shape
     kb, heads, d = k_blocks.shape[1:]
     per_row = c * kb * heads * d
     step = max(1, min(n_all, buf.numel() // (2 * per_row)))
+    if e.mask is not None:
+        zero = torch.zeros((), dtype=q_rows.dtype)
+        neg_inf = torch.full((), float("-inf"), dtype=q_rows.dtype)
     for a in range(0, n_all, step):
         z = min(n_all, a + step)
         n = z - a
@@ -239,17 +233,11 @@ def _run_gathered(e: _Gathered, q_rows, k_blocks, v_blocks, scale, buf, full_res
             yield _attend(qg, kg, vg, scale)
             continue
         allowed = e.mask[a:z]  # [n, 1, qb | 1, L]
-        additive = torch.zeros(allowed.shape, dtype=qg.dtype).masked_fill_(~allowed, float("-inf"))
-        o, l_ = _attend(qg, kg, vg, scale, additive)
-        seen = allowed.any(-1).transpose(1, 2)  # [n, qb | 1, 1]: query rows with some allowed key
-        o = torch.where(seen.unsqueeze(-1), o, 0.0)
-        l_ = torch.where(seen, l_, float("-inf"))
-        prev = e.prev[a:z]
-        yield merge_attention([(full_results[0].index_select(0, prev), full_results[1].index_select(0, prev)), (o, l_)])
-
-
-def _empty_row(like_out, like_lse):
-    return torch.zeros_like(like_out[:1]), torch.full_like(like_lse[:1], float("-inf"))
+        o, l_ = _attend(qg, kg, vg, scale, torch.where(allowed, zero, neg_inf))
+        if e.empty_queries:  # the kernel gives such rows out 0 but LSE 0: make it -inf
+            seen = allowed.any(-1).transpose(1, 2)  # [n, qb | 1, 1]
+            l_ = torch.where(seen, l_, float("-inf"))
+        yield o, l_
 
 
 def _sequences(x: torch.Tensor, length: int, per_head: bool) -> torch.Tensor:
@@ -293,21 +281,20 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
     n_seq, _, heads_g, _ = qs.shape
     q_rows = qs.view(n_seq * nq, qb, heads_g, d)
     k_blocks, v_blocks = ks.view(n_seq * nkv, kb, heads_g, d), vs.view(n_seq * nkv, kb, heads_g, d)
-    largest = max((e.blocks.shape[1] for e in plan.full + plan.partial if isinstance(e, _Gathered)), default=0)
+    largest = max((e.blocks.shape[1] for e in plan.entries if isinstance(e, _Gathered)), default=0)
     buf = None
     if largest:
         row = 2 * largest * kb * heads_g * d
         buf = q.new_empty(max(row, _GATHER_CHUNK_BYTES // q.element_size() // row * row))
-    # results in slot order: one concatenation at the end (per-chunk copies into a preallocated
-    # buffer cost one more parallel region per chunk)
-    full = [r for e in plan.full for r in _results(e, qs, ks, vs, q_rows, k_blocks, v_blocks, scale, qb, kb, buf)]
-    empty = _empty_row(qs.new_empty(1, qb, heads_g, d), qs.new_empty(1, qb, heads_g, dtype=torch.float32))
-    parts = full
-    if plan.partial:
-        full_results = (torch.cat([o for o, _ in full] + [empty[0]]), torch.cat([l_ for _, l_ in full] + [empty[1]]))
-        parts = full + [r for e in plan.partial for r in _run_gathered(e, q_rows, k_blocks, v_blocks, scale, buf,
-                                                                        full_results)]
-    out = torch.cat([o for o, _ in parts] + [empty[0]])
+    # results in row-slot order, concatenated once at the end (copying each chunk into a preallocated
+    # buffer costs one more parallel region per chunk)
+    parts = []
+    for e in plan.entries:
+        if isinstance(e, _Strided):
+            parts.append(_run_strided(e, qs, ks, vs, scale, qb, kb))
+        else:
+            parts.extend(_run_gathered(e, q_rows, k_blocks, v_blocks, scale, buf))
+    out = torch.cat([o for o, _ in parts] + [q.new_zeros(1, qb, heads_g, d)])
     if not plan.identity:
         out = out.index_select(0, plan.final)
     out = out[: n_seq * nq].view(n_seq, nq * qb, heads_g, d)
@@ -316,16 +303,10 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
     out = out[:, :q_len]
     if not return_lse:
         return out
-    lse = torch.cat([l_ for _, l_ in parts] + [empty[1]])
+    lse = torch.cat([l_ for _, l_ in parts] + [torch.full((1, qb, heads_g), float("-inf"))])
     if not plan.identity:
         lse = lse.index_select(0, plan.final)
     lse = lse[: n_seq * nq].view(n_seq, nq * qb, heads_g)
     if plan.per_head:
         lse = lse.view(bsz, heads, nq * qb).permute(0, 2, 1)
     return out, lse[:, :q_len]
-
-
-def _results(e, qs, ks, vs, q_rows, k_blocks, v_blocks, scale, qb, kb, buf):
-    if isinstance(e, _Strided):
-        return [_run_strided(e, qs, ks, vs, scale, qb, kb)]
-    return _run_gathered(e, q_rows, k_blocks, v_blocks, scale, buf)
