@@ -55,6 +55,14 @@ def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int,
     return cpu_auto_backend(q_len, kv_len, partial_block_fraction, dense_layout=dense_layout)
 
 
+def _partial_block_fraction(layout: BlockLayout) -> float:
+    """Fraction of the visited blocks that are partial (cached on the layout)."""
+    def compute():
+        total = int((layout.full_cnt + layout.part_cnt).sum())
+        return int(layout.part_cnt.sum()) / total if total else 0.0
+    return layout.cached("partial_block_fraction", compute)
+
+
 def _check_inputs(q, k, v, layout) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -204,8 +212,11 @@ def block_sparse_attention(
     elif not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
     need_lse = return_lse or prior is not None
-    dense_layout = backend == "auto" and q.device.type == "cpu" and not need_lse and layout.is_dense
-    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout)
+    cpu_auto = backend == "auto" and q.device.type == "cpu"
+    dense_layout = cpu_auto and not need_lse and layout.is_dense
+    partial = _partial_block_fraction(layout) if cpu_auto else 0.0
+    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout,
+                             partial_block_fraction=partial)
     if chosen == "triton":
         if q.device.type != "cuda" and not INTERPRET:
             raise ValueError(

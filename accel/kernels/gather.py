@@ -93,7 +93,7 @@ class _Plan:
     per_head: bool  # the layout has per-head indices: sequences are (batch, head) pairs
     entries: list  # _Strided / _Gathered; their rows' results come out in this order
     final: torch.Tensor  # [Nseq * NQ]: position of each row's result (len(results) = the empty row)
-    identity: bool  # final == arange: no reordering needed
+    identity: bool  # final == arange (every row has a result, in order): no reordering, no empty row
 
 
 def _expanded(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -240,6 +240,13 @@ def _run_gathered(e: _Gathered, q_rows, k_blocks, v_blocks, scale, buf):
         yield o, l_
 
 
+def _joined(pieces: list, empty_row: torch.Tensor, identity: bool) -> torch.Tensor:
+    """The results in slot order followed by the empty row (not needed when every row has a result)."""
+    if identity:
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+    return torch.cat(pieces + [empty_row])
+
+
 def _sequences(x: torch.Tensor, length: int, per_head: bool) -> torch.Tensor:
     """``x [B, S, H, D]`` as contiguous sequences ``[Nseq, length, H', D]`` (zero-padded to ``length``):
     ``[B, length, H, D]`` or, per head, ``[B * H, length, 1, D]``. No copy when x already is that."""
@@ -294,19 +301,19 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
             parts.append(_run_strided(e, qs, ks, vs, scale, qb, kb))
         else:
             parts.extend(_run_gathered(e, q_rows, k_blocks, v_blocks, scale, buf))
-    out = torch.cat([o for o, _ in parts] + [q.new_zeros(1, qb, heads_g, d)])
+    out = _joined([o for o, _ in parts], q.new_zeros(1, qb, heads_g, d), plan.identity)
     if not plan.identity:
         out = out.index_select(0, plan.final)
-    out = out[: n_seq * nq].view(n_seq, nq * qb, heads_g, d)
+    out = out[: n_seq * nq].reshape(n_seq, nq * qb, heads_g, d)
     if plan.per_head:
         out = out.view(bsz, heads, nq * qb, d).permute(0, 2, 1, 3)
     out = out[:, :q_len]
     if not return_lse:
         return out
-    lse = torch.cat([l_ for _, l_ in parts] + [torch.full((1, qb, heads_g), float("-inf"))])
+    lse = _joined([l_ for _, l_ in parts], torch.full((1, qb, heads_g), float("-inf")), plan.identity)
     if not plan.identity:
         lse = lse.index_select(0, plan.final)
-    lse = lse[: n_seq * nq].view(n_seq, nq * qb, heads_g)
+    lse = lse[: n_seq * nq].reshape(n_seq, nq * qb, heads_g)
     if plan.per_head:
         lse = lse.view(bsz, heads, nq * qb).permute(0, 2, 1)
     return out, lse[:, :q_len]

@@ -192,3 +192,17 @@ def test_auto_equals_its_choice_on_cpu():
     q, k, v = make_qkv(1, 256, 256, 2, 16, torch.bfloat16, g)
     chosen = resolve_backend("auto", q.device, 256, 256)
     assert torch.equal(block_sparse_attention(q, k, v, lay), block_sparse_attention(q, k, v, lay, backend=chosen))
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_one_gathered_group_in_row_order(per_head):
+    """Every row visits the same number of scattered blocks: one group, results already in row order."""
+    g = torch.Generator().manual_seed(10)
+    heads, nb = 3, 8
+    lh = heads if per_head else 1
+    picks = torch.rand(1, lh, nb, nb, generator=g).argsort(-1)[..., :3]
+    bm = torch.zeros(1, lh, nb, nb, dtype=torch.bool).scatter_(-1, picks, True)
+    lay = BlockLayout.from_block_mask(bm, 16, 16, 128, 128)
+    q, k, v = make_qkv(2, 128, 128, heads, 16, torch.float32, g)
+    _run(q, k, v, lay, block_mask_to_token_mask(bm, 16, 16, 128, 128))
+    assert _plan(lay, 2).identity
