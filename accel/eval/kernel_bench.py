@@ -135,7 +135,7 @@ def time_alternating(fns: dict, reps: int, baseline: str | None = None) -> dict:
             cpu[n].append(c)
     out = {"ms": {n: statistics.median(wall[n]) for n in names}, "cpu_ms": {n: statistics.median(cpu[n]) for n in names}}
     if baseline is not None:
-        out["speedup"] = {n: statistics.median(b / x for b, x in zip(wall[baseline], wall[n])) for n in names}
+        out["speedup"] = {n: statistics.median(b / x for b, x in zip(wall[baseline], wall[n], strict=True)) for n in names}
     return out
 
 

@@ -131,7 +131,8 @@ def _runs(rows: torch.Tensor, nq: int, start: torch.Tensor, min_len: int):
     # a run's step is set by its first link: a link inside a run with another step starts a new run
     brk[2:] |= link[1:-1] & (d[2:] != d[1:-1])
     edges = torch.nonzero(brk).flatten().tolist() + [rows.numel()]
-    return [(a, z - a, int(d[a + 1]) if z - a > 1 else 0) for a, z in zip(edges[:-1], edges[1:]) if z - a >= min_len]
+    return [(a, z - a, int(d[a + 1]) if z - a > 1 else 0) for a, z in zip(edges[:-1], edges[1:], strict=True)
+            if z - a >= min_len]
 
 
 def _group_mask(layout, tiles_of: torch.Tensor, length: int) -> tuple[torch.Tensor, bool]:
