@@ -58,6 +58,8 @@ HAVE_CPU_FLASH = _OP is not None
 # buffer. Smaller chunks stay in cache but each adds parallel regions (thread wake-ups), which cost a
 # lot on a shared, oversubscribed machine; 64 MiB was the best of 2..512 MiB measured at S = 16,384.
 _GATHER_CHUNK_BYTES = 64 << 20
+# Additive masks of partial groups up to this many elements are kept on the (cached) plan per dtype.
+_CACHED_MASK_ELEMENTS = 1 << 24
 # Runs of fewer query blocks than this are gathered instead of read through a strided view.
 _MIN_STRIDED_RUN = 4
 
@@ -86,6 +88,8 @@ class _Gathered:
     length: int
     mask: torch.Tensor | None = None
     empty_queries: bool = False
+    first_row: int | None = None  # rows == first_row + arange(n): read q through a view
+    additive: dict = dataclasses.field(default_factory=dict)  # dtype -> additive mask (small masks only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +182,8 @@ def _plan(layout, batch: int) -> _Plan:
             continue
         blocks = (srt[sel, :c] + seq_of_row[sel, None] * nkv).contiguous()
         mask, empty_queries = _group_mask(layout, tile[sel, :c], length) if mk else (None, False)
-        entries.append(_Gathered(sel, blocks, length, mask, empty_queries))
+        in_order = bool(torch.equal(sel, sel[0] + torch.arange(len(sel))))
+        entries.append(_Gathered(sel, blocks, length, mask, empty_queries, int(sel[0]) if in_order else None))
         slot_of_row[sel] = torch.arange(slot, slot + len(sel))
         slot += len(sel)
     final = torch.where(slot_of_row >= 0, slot_of_row, slot)
@@ -210,15 +215,23 @@ def _run_strided(e: _Strided, qs, ks, vs, scale, qb, kb):
     return _attend(qg.unflatten(0, (e.n, qb)), _strided_keys(ks, e, kb), _strided_keys(vs, e, kb), scale)
 
 
+def _additive_mask(e: _Gathered, dtype: torch.dtype) -> torch.Tensor:
+    """The group's mask as the kernel's additive mask (0 / -inf) in ``dtype``; kept on the plan when small."""
+    if dtype in e.additive:
+        return e.additive[dtype]
+    additive = torch.zeros(e.mask.shape, dtype=dtype).masked_fill_(~e.mask, float("-inf"))
+    if e.mask.numel() <= _CACHED_MASK_ELEMENTS:
+        e.additive[dtype] = additive
+    return additive
+
+
 def _run_gathered(e: _Gathered, q_rows, k_blocks, v_blocks, scale, buf):
     """Yield (out ``[n, qb, H', D]``, lse ``[n, qb, H']``) of consecutive chunks of a gathered group."""
     n_all, c = e.blocks.shape
     kb, heads, d = k_blocks.shape[1:]
     per_row = c * kb * heads * d
     step = max(1, min(n_all, buf.numel() // (2 * per_row)))
-    if e.mask is not None:
-        zero = torch.zeros((), dtype=q_rows.dtype)
-        neg_inf = torch.full((), float("-inf"), dtype=q_rows.dtype)
+    additive = None if e.mask is None else _additive_mask(e, q_rows.dtype)
     for a in range(0, n_all, step):
         z = min(n_all, a + step)
         n = z - a
@@ -227,14 +240,17 @@ def _run_gathered(e: _Gathered, q_rows, k_blocks, v_blocks, scale, buf):
         vbuf = buf[n * per_row: 2 * n * per_row].view(n * c, kb, heads, d)
         torch.index_select(k_blocks, 0, flat, out=kbuf)
         torch.index_select(v_blocks, 0, flat, out=vbuf)
-        qg = q_rows.index_select(0, e.rows[a:z])  # [n, qb, H', D]
+        if e.first_row is None:
+            qg = q_rows.index_select(0, e.rows[a:z])  # [n, qb, H', D]
+        else:
+            qg = q_rows[e.first_row + a:e.first_row + z]
         kg = kbuf.view(n, c * kb, heads, d)[:, :e.length]
         vg = vbuf.view(n, c * kb, heads, d)[:, :e.length]
         if e.mask is None:
             yield _attend(qg, kg, vg, scale)
             continue
         allowed = e.mask[a:z]  # [n, 1, qb | 1, L]
-        o, l_ = _attend(qg, kg, vg, scale, torch.where(allowed, zero, neg_inf))
+        o, l_ = _attend(qg, kg, vg, scale, additive[a:z])
         if e.empty_queries:  # the kernel gives such rows out 0 but LSE 0: make it -inf
             seen = allowed.any(-1).transpose(1, 2)  # [n, qb | 1, 1]
             l_ = torch.where(seen, l_, float("-inf"))
