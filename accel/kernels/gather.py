@@ -79,16 +79,24 @@ class _Strided:
 
 @dataclasses.dataclass(frozen=True)
 class _Gathered:
-    """Rows ``rows`` (``seq * NQ + i``) visiting blocks ``blocks`` (``[n, c]``, ``seq * NKV + j``, sorted),
-    ``length`` keys each. Rows with partial blocks: ``mask`` bool ``[n, 1, qb | 1, length]`` (True =
-    allowed) and ``empty_queries`` (some query row of the group has no allowed key)."""
+    """``n`` rows (``seq * NQ + i``) each visiting ``c`` key blocks (``seq * NKV + j``, sorted), ``length``
+    keys each. ``kv_tokens``: the token rows of those blocks, int32 ``[n * c * kv_block]``; ``q_tokens``:
+    the rows' query tokens ``[n * q_block]``, or None when the rows are consecutive from ``first_row``.
+    Rows with partial blocks: ``mask`` bool ``[n, 1, qb | 1, length]`` (True = allowed) and
+    ``empty_queries`` (some query row of the group has no allowed key).
 
-    rows: torch.Tensor
-    blocks: torch.Tensor
+    Token-level indices keep every ``index_select`` one parallel loop of small memcpys: with whole
+    blocks as index rows PyTorch copies each block in its own parallel region (blocks are larger than
+    its grain size), and on a shared machine every parallel region can wait a scheduling slice."""
+
+    n: int
+    c: int
+    kv_tokens: torch.Tensor
+    q_tokens: torch.Tensor | None
+    first_row: int
     length: int
     mask: torch.Tensor | None = None
     empty_queries: bool = False
-    first_row: int | None = None  # rows == first_row + arange(n): read q through a view
     additive: dict = dataclasses.field(default_factory=dict)  # dtype -> additive mask (small masks only)
 
 
@@ -96,7 +104,7 @@ class _Gathered:
 class _Plan:
     per_head: bool  # the layout has per-head indices: sequences are (batch, head) pairs
     entries: list  # _Strided / _Gathered; their rows' results come out in this order
-    final: torch.Tensor  # [Nseq * NQ]: position of each row's result (len(results) = the empty row)
+    final_tokens: torch.Tensor  # int32 [Nseq * NQ * qb]: each query token's result row (after all: the empty row)
     identity: bool  # final == arange (every row has a result, in order): no reordering, no empty row
 
 
@@ -180,14 +188,22 @@ def _plan(layout, batch: int) -> _Plan:
         sel = torch.nonzero(in_group).flatten()
         if sel.numel() == 0:
             continue
-        blocks = (srt[sel, :c] + seq_of_row[sel, None] * nkv).contiguous()
+        blocks = srt[sel, :c] + seq_of_row[sel, None] * nkv
         mask, empty_queries = _group_mask(layout, tile[sel, :c], length) if mk else (None, False)
         in_order = bool(torch.equal(sel, sel[0] + torch.arange(len(sel))))
-        entries.append(_Gathered(sel, blocks, length, mask, empty_queries, int(sel[0]) if in_order else None))
+        entries.append(_Gathered(len(sel), c, _tokens(blocks, kb), None if in_order else _tokens(sel, layout.q_block),
+                                 int(sel[0]), length, mask, empty_queries))
         slot_of_row[sel] = torch.arange(slot, slot + len(sel))
         slot += len(sel)
     final = torch.where(slot_of_row >= 0, slot_of_row, slot)
-    return _Plan(per_head, entries, final, bool(torch.equal(final, torch.arange(n_rows))))
+    # identity: every row has a result and the results come out in row order (no empty row, no reorder)
+    identity = slot == n_rows and bool(torch.equal(final, torch.arange(n_rows)))
+    return _Plan(per_head, entries, _tokens(final, layout.q_block), identity)
+
+
+def _tokens(blocks: torch.Tensor, size: int) -> torch.Tensor:
+    """Token rows (int32, flattened) of the blocks ``blocks`` of ``size`` tokens each."""
+    return (blocks.reshape(-1, 1) * size + torch.arange(size)).reshape(-1).to(torch.int32)
 
 
 def _attend(qg, kg, vg, scale, mask=None):
@@ -225,34 +241,35 @@ def _additive_mask(e: _Gathered, dtype: torch.dtype) -> torch.Tensor:
     return additive
 
 
-def _run_gathered(e: _Gathered, q_rows, k_blocks, v_blocks, scale, buf):
-    """Yield (out ``[n, qb, H', D]``, lse ``[n, qb, H']``) of consecutive chunks of a gathered group."""
-    n_all, c = e.blocks.shape
-    kb, heads, d = k_blocks.shape[1:]
-    per_row = c * kb * heads * d
-    step = max(1, min(n_all, buf.numel() // (2 * per_row)))
-    additive = None if e.mask is None else _additive_mask(e, q_rows.dtype)
-    for a in range(0, n_all, step):
-        z = min(n_all, a + step)
+def _run_gathered(e: _Gathered, q_tok, k_tok, v_tok, scale, qb, kb, buf):
+    """Yield (out ``[n, qb, H', D]``, lse ``[n, qb, H']``) of consecutive chunks of a gathered group.
+
+    ``q_tok`` ``[Nseq * NQ * qb, H', D]`` and ``k_tok`` / ``v_tok`` ``[Nseq * NKV * kb, H', D]``: q, k and v
+    as token rows."""
+    heads, d = k_tok.shape[1:]
+    row_tokens = e.c * kb
+    step = max(1, min(e.n, buf.numel() // (2 * row_tokens * heads * d)))
+    additive = None if e.mask is None else _additive_mask(e, q_tok.dtype)
+    for a in range(0, e.n, step):
+        z = min(e.n, a + step)
         n = z - a
-        flat = e.blocks[a:z].reshape(-1)
-        kbuf = buf[: n * per_row].view(n * c, kb, heads, d)
-        vbuf = buf[n * per_row: 2 * n * per_row].view(n * c, kb, heads, d)
-        torch.index_select(k_blocks, 0, flat, out=kbuf)
-        torch.index_select(v_blocks, 0, flat, out=vbuf)
-        if e.first_row is None:
-            qg = q_rows.index_select(0, e.rows[a:z])  # [n, qb, H', D]
+        tok = e.kv_tokens[a * row_tokens:z * row_tokens]
+        kbuf = buf[: n * row_tokens * heads * d].view(n * row_tokens, heads, d)
+        vbuf = buf[n * row_tokens * heads * d: 2 * n * row_tokens * heads * d].view(n * row_tokens, heads, d)
+        torch.index_select(k_tok, 0, tok, out=kbuf)
+        torch.index_select(v_tok, 0, tok, out=vbuf)
+        if e.q_tokens is None:
+            qg = q_tok.view(-1, qb, heads, d)[e.first_row + a:e.first_row + z]
         else:
-            qg = q_rows[e.first_row + a:e.first_row + z]
-        kg = kbuf.view(n, c * kb, heads, d)[:, :e.length]
-        vg = vbuf.view(n, c * kb, heads, d)[:, :e.length]
+            qg = q_tok.index_select(0, e.q_tokens[a * qb:z * qb]).view(n, qb, heads, d)
+        kg = kbuf.view(n, row_tokens, heads, d)[:, :e.length]
+        vg = vbuf.view(n, row_tokens, heads, d)[:, :e.length]
         if e.mask is None:
             yield _attend(qg, kg, vg, scale)
             continue
-        allowed = e.mask[a:z]  # [n, 1, qb | 1, L]
         o, l_ = _attend(qg, kg, vg, scale, additive[a:z])
         if e.empty_queries:  # the kernel gives such rows out 0 but LSE 0: make it -inf
-            seen = allowed.any(-1).transpose(1, 2)  # [n, qb | 1, 1]
+            seen = e.mask[a:z].any(-1).transpose(1, 2)  # [n, qb | 1, 1]
             l_ = torch.where(seen, l_, float("-inf"))
         yield o, l_
 
@@ -303,9 +320,8 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
     qs = _sequences(q, nq * qb, plan.per_head)
     ks, vs = _sequences(k, nkv * kb, plan.per_head), _sequences(v, nkv * kb, plan.per_head)
     n_seq, _, heads_g, _ = qs.shape
-    q_rows = qs.view(n_seq * nq, qb, heads_g, d)
-    k_blocks, v_blocks = ks.view(n_seq * nkv, kb, heads_g, d), vs.view(n_seq * nkv, kb, heads_g, d)
-    largest = max((e.blocks.shape[1] for e in plan.entries if isinstance(e, _Gathered)), default=0)
+    q_tok, k_tok, v_tok = (x.view(-1, heads_g, d) for x in (qs, ks, vs))
+    largest = max((e.c for e in plan.entries if isinstance(e, _Gathered)), default=0)
     buf = None
     if largest:
         row = 2 * largest * kb * heads_g * d
@@ -317,11 +333,11 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
         if isinstance(e, _Strided):
             parts.append(_run_strided(e, qs, ks, vs, scale, qb, kb))
         else:
-            parts.extend(_run_gathered(e, q_rows, k_blocks, v_blocks, scale, buf))
+            parts.extend(_run_gathered(e, q_tok, k_tok, v_tok, scale, qb, kb, buf))
     out = _joined([o for o, _ in parts], q.new_zeros(1, qb, heads_g, d), plan.identity)
     if not plan.identity:
-        out = out.index_select(0, plan.final)
-    out = out[: n_seq * nq].reshape(n_seq, nq * qb, heads_g, d)
+        out = out.view(-1, heads_g, d).index_select(0, plan.final_tokens)
+    out = out.reshape(n_seq, nq * qb, heads_g, d)
     if plan.per_head:
         out = out.view(bsz, heads, nq * qb, d).permute(0, 2, 1, 3)
     out = out[:, :q_len]
@@ -329,8 +345,8 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
         return out
     lse = _joined([l_ for _, l_ in parts], torch.full((1, qb, heads_g), float("-inf")), plan.identity)
     if not plan.identity:
-        lse = lse.index_select(0, plan.final)
-    lse = lse[: n_seq * nq].reshape(n_seq, nq * qb, heads_g)
+        lse = lse.reshape(-1, heads_g).index_select(0, plan.final_tokens)
+    lse = lse.reshape(n_seq, nq * qb, heads_g)
     if plan.per_head:
         lse = lse.view(bsz, heads, nq * qb).permute(0, 2, 1)
     return out, lse[:, :q_len]
