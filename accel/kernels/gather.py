@@ -62,16 +62,22 @@ _GATHER_CHUNK_BYTES = 64 << 20
 _CACHED_MASK_ELEMENTS = 1 << 24
 # Runs of fewer query blocks than this are gathered instead of read through a strided view.
 _MIN_STRIDED_RUN = 4
+# Consecutive query blocks with the same key blocks (and tiles) form one query sequence of up to this
+# many blocks: the kernel's query tiles grow from 32 rows (a 128-token query) to 64 (>= 192 tokens) or
+# 256 (>= 768 tokens), and their keys are gathered once. Per-frame video patterns (Radial: a frame of
+# 2 blocks) and q_block < kv_block layouts have such runs.
+_MAX_UNIT = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class _Strided:
-    """Query blocks ``i0 .. i0+n-1`` of sequence ``seq``; the r-th reads ``length`` keys from key block
-    ``s0 + step * r`` on (all full blocks)."""
+    """``n`` units of ``m`` query blocks from block ``i0`` of sequence ``seq`` on; the r-th unit reads
+    ``length`` keys from key block ``s0 + step * r`` on (full blocks only)."""
 
     seq: int
     i0: int
     n: int
+    m: int
     s0: int
     step: int
     length: int
@@ -79,17 +85,18 @@ class _Strided:
 
 @dataclasses.dataclass(frozen=True)
 class _Gathered:
-    """``n`` rows (``seq * NQ + i``) each visiting ``c`` key blocks (``seq * NKV + j``, sorted), ``length``
-    keys each. ``kv_tokens``: the token rows of those blocks, int32 ``[n * c * kv_block]``; ``q_tokens``:
-    the rows' query tokens ``[n * q_block]``, or None when the rows are consecutive from ``first_row``.
-    Rows with partial blocks: ``mask`` bool ``[n, 1, qb | 1, length]`` (True = allowed) and
-    ``empty_queries`` (some query row of the group has no allowed key).
+    """``n`` units of ``m`` consecutive query blocks (identical key blocks), each unit visiting ``c`` key
+    blocks (``seq * NKV + j``, sorted), ``length`` keys. ``kv_tokens``: the token rows of those blocks,
+    int32 ``[n * c * kv_block]``; ``q_tokens``: the units' query tokens ``[n * m * q_block]``, or None
+    when the units' rows are consecutive from row ``first_row``. Units with partial blocks: ``mask`` bool
+    ``[n, 1, m * qb | 1, length]`` (True = allowed) and ``empty_queries`` (some query allows no key).
 
     Token-level indices keep every ``index_select`` one parallel loop of small memcpys: with whole
     blocks as index rows PyTorch copies each block in its own parallel region (blocks are larger than
     its grain size), and on a shared machine every parallel region can wait a scheduling slice."""
 
     n: int
+    m: int
     c: int
     kv_tokens: torch.Tensor
     q_tokens: torch.Tensor | None
@@ -124,81 +131,102 @@ def _row_blocks(layout, batch: int):
     idx = torch.cat([torch.where(f_used, f_idx, nkv), torch.where(p_used, p_idx, nkv)], 1)
     tile = torch.cat([torch.full_like(f_idx, -1), _expanded(layout.part_tile, batch).long()], 1)
     srt, order = torch.sort(idx, dim=1)
-    return f_cnt + p_cnt, srt, tile.gather(1, order), p_cnt > 0
+    tile = torch.where(srt < nkv, tile.gather(1, order), -1)
+    return f_cnt + p_cnt, srt, tile, p_cnt > 0
 
 
-def _runs(rows: torch.Tensor, nq: int, start: torch.Tensor, min_len: int):
-    """Split ``rows`` (flat row ids, increasing) into maximal runs of consecutive query blocks of one
-    sequence whose key-range start advances by a constant step >= 0; runs shorter than ``min_len``
-    are dropped. Returns ``(position in rows, length, step)`` triples."""
-    if rows.numel() == 0:
+def _units(cnt, srt, tile, nq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the rows into units: maximal runs of consecutive query blocks of one sequence with the same
+    key blocks and tiles, cut every ``_MAX_UNIT`` rows. Returns (first row ``[U]``, rows ``[U]``)."""
+    n_rows = cnt.numel()
+    r = torch.arange(n_rows)
+    same = torch.zeros(n_rows, dtype=torch.bool)
+    same[1:] = ((r[1:] % nq != 0) & (cnt[1:] == cnt[:-1]) & (srt[1:] == srt[:-1]).all(1)
+                & (tile[1:] == tile[:-1]).all(1))
+    run_start = torch.cummax(torch.where(same, 0, r), 0).values
+    first = torch.nonzero((r - run_start) % _MAX_UNIT == 0).flatten()
+    return first, torch.diff(first, append=torch.tensor([n_rows]))
+
+
+def _runs(first: torch.Tensor, m: int, nq: int, start: torch.Tensor, min_rows: int):
+    """Split units (their first rows ``first``, increasing, ``m`` rows each) into maximal runs of
+    consecutive units of one sequence whose key-range start (``start``, per unit) advances by a constant
+    step >= 0; runs of fewer than ``min_rows`` rows are dropped. Returns ``(position, units, step)``."""
+    if first.numel() == 0:
         return []
-    s = start[rows]
-    link = torch.zeros(rows.numel(), dtype=torch.bool)
-    d = torch.zeros_like(s)
-    link[1:] = (rows[1:] == rows[:-1] + 1) & (rows[1:] % nq != 0)  # next query block, same sequence
-    d[1:] = s[1:] - s[:-1]
+    link = torch.zeros(first.numel(), dtype=torch.bool)
+    d = torch.zeros_like(start)
+    link[1:] = (first[1:] == first[:-1] + m) & (first[1:] % nq != 0)  # the next rows, same sequence
+    d[1:] = start[1:] - start[:-1]
     link &= d >= 0
     brk = ~link
     # a run's step is set by its first link: a link inside a run with another step starts a new run
     brk[2:] |= link[1:-1] & (d[2:] != d[1:-1])
-    edges = torch.nonzero(brk).flatten().tolist() + [rows.numel()]
+    edges = torch.nonzero(brk).flatten().tolist() + [first.numel()]
     return [(a, z - a, int(d[a + 1]) if z - a > 1 else 0) for a, z in zip(edges[:-1], edges[1:], strict=True)
-            if z - a >= min_len]
+            if (z - a) * m >= min_rows]
 
 
-def _group_mask(layout, tiles_of: torch.Tensor, length: int) -> tuple[torch.Tensor, bool]:
-    """Token mask ``[n, 1, qb | 1, length]`` of rows whose sorted blocks have tiles ``tiles_of [n, c]``
-    (``-1`` = full block), and whether some query row allows no key."""
+def _group_mask(layout, tiles_of: torch.Tensor, length: int, m: int) -> tuple[torch.Tensor, bool]:
+    """Token mask ``[n, 1, m * qb | 1, length]`` of units whose sorted blocks have tiles ``tiles_of [n, c]``
+    (``-1`` = full block; the same for the unit's ``m`` rows), and whether some query allows no key."""
     tiles = layout.tiles
     tiles = torch.cat([tiles, torch.ones_like(tiles[:1])])  # the last tile: a full block
     t = torch.where(tiles_of < 0, tiles.shape[0] - 1, tiles_of)
     n, c = t.shape
     kb = layout.kv_block
-    if bool((tiles[t.unique()] == tiles[t.unique()][:, :1, :]).all()):  # every tile constant along queries
+    used = tiles[t.unique()]
+    if bool((used == used[:, :1, :]).all()):  # every tile constant along queries: broadcast
         mask = tiles[:, 0, :][t].reshape(n, 1, 1, c * kb)[..., :length]
     else:
-        mask = tiles[t].permute(0, 2, 1, 3).reshape(n, 1, layout.q_block, c * kb)[..., :length]
+        mask = tiles[t].permute(0, 2, 1, 3).reshape(n, 1, layout.q_block, c * kb)[..., :length].repeat(1, 1, m, 1)
     return mask.contiguous(), not bool(mask.any(-1).all())
 
 
 def _plan(layout, batch: int) -> _Plan:
     per_head = layout.batch_heads[1] > 1
-    nq, nkv, kb = layout.num_q_blocks, layout.num_kv_blocks, layout.kv_block
+    nq, nkv, qb, kb = layout.num_q_blocks, layout.num_kv_blocks, layout.q_block, layout.kv_block
     tail = nkv * kb - layout.kv_len  # padding keys of the ragged last key block
     cnt, srt, tile, masked = _row_blocks(layout, batch)
+    n_rows = cnt.numel()
+    u_first, u_rows = _units(cnt, srt, tile, nq)
+    cnt, srt, tile, masked = cnt[u_first], srt[u_first], tile[u_first], masked[u_first]
     last = srt.gather(1, (cnt - 1).clamp_min(0)[:, None]).squeeze(1)
     ragged = (cnt > 0) & (last == nkv - 1) & (tail > 0)
-    first = srt[:, 0]
-    contiguous = (cnt > 0) & (last - first == cnt - 1) & ~masked
-    n_rows = cnt.numel()
-    seq_of_row = torch.arange(n_rows) // nq
+    start = srt[:, 0]
+    contiguous = (cnt > 0) & (last - start == cnt - 1) & ~masked
     entries, slot_of_row, slot = [], torch.full((n_rows,), -1, dtype=torch.long), 0
-    keys = torch.stack([cnt, ragged.long(), masked.long()], 1)[cnt > 0]
-    for c, rg, mk in torch.unique(keys, dim=0).tolist():
-        in_group = (cnt == c) & (ragged == bool(rg)) & (masked == bool(mk))
+
+    def take(units, m):  # give the units' rows the next slots, in order
+        nonlocal slot
+        rows = (u_first[units, None] + torch.arange(m)).reshape(-1)
+        slot_of_row[rows] = torch.arange(slot, slot + rows.numel())
+        slot += rows.numel()
+        return rows
+
+    keys = torch.stack([cnt, ragged.long(), masked.long(), u_rows], 1)[cnt > 0]
+    for c, rg, mk, m in torch.unique(keys, dim=0).tolist():
+        in_group = (cnt == c) & (ragged == bool(rg)) & (masked == bool(mk)) & (u_rows == m)
         length = c * kb - (tail if rg else 0)
-        rows = torch.nonzero(in_group & contiguous).flatten()
-        for a, n, step in _runs(rows, nq, first, _MIN_STRIDED_RUN):
-            r0 = int(rows[a])
-            entries.append(_Strided(r0 // nq, r0 % nq, n, int(first[r0]), step, length))
-            slot_of_row[rows[a:a + n]] = torch.arange(slot, slot + n)
-            in_group[rows[a:a + n]] = False
-            slot += n
+        units = torch.nonzero(in_group & contiguous).flatten()
+        for a, n, step in _runs(u_first[units], m, nq, start[units], _MIN_STRIDED_RUN):
+            r0 = int(u_first[units[a]])
+            entries.append(_Strided(r0 // nq, r0 % nq, n, m, int(start[units[a]]), step, length))
+            take(units[a:a + n], m)
+            in_group[units[a:a + n]] = False
         sel = torch.nonzero(in_group).flatten()
         if sel.numel() == 0:
             continue
-        blocks = srt[sel, :c] + seq_of_row[sel, None] * nkv
-        mask, empty_queries = _group_mask(layout, tile[sel, :c], length) if mk else (None, False)
-        in_order = bool(torch.equal(sel, sel[0] + torch.arange(len(sel))))
-        entries.append(_Gathered(len(sel), c, _tokens(blocks, kb), None if in_order else _tokens(sel, layout.q_block),
-                                 int(sel[0]), length, mask, empty_queries))
-        slot_of_row[sel] = torch.arange(slot, slot + len(sel))
-        slot += len(sel)
+        blocks = srt[sel, :c] + (u_first[sel, None] // nq) * nkv
+        mask, empty_queries = _group_mask(layout, tile[sel, :c], length, m) if mk else (None, False)
+        rows = take(sel, m)
+        in_order = bool(torch.equal(rows, rows[0] + torch.arange(rows.numel())))
+        entries.append(_Gathered(len(sel), m, c, _tokens(blocks, kb), None if in_order else _tokens(rows, qb),
+                                 int(rows[0]), length, mask, empty_queries))
     final = torch.where(slot_of_row >= 0, slot_of_row, slot)
     # identity: every row has a result and the results come out in row order (no empty row, no reorder)
     identity = slot == n_rows and bool(torch.equal(final, torch.arange(n_rows)))
-    return _Plan(per_head, entries, _tokens(final, layout.q_block), identity)
+    return _Plan(per_head, entries, _tokens(final, qb), identity)
 
 
 def _tokens(blocks: torch.Tensor, size: int) -> torch.Tensor:
@@ -221,14 +249,15 @@ def _strided_keys(x: torch.Tensor, e: _Strided, kb: int) -> torch.Tensor:
 
 
 def _run_strided(e: _Strided, qs, ks, vs, scale, qb, kb):
-    """(out ``[n, qb, H', D]``, lse ``[n, qb, H']``) of a strided run."""
-    qg = qs[e.seq, e.i0 * qb:(e.i0 + e.n) * qb]  # [n * qb, H', D]
-    if e.step == 0:  # every query block reads the same keys: one long query sequence
+    """(out ``[n * m, qb, H', D]``, lse ``[n * m, qb, H']``) of a strided run."""
+    qg = qs[e.seq, e.i0 * qb:(e.i0 + e.n * e.m) * qb]  # [n * m * qb, H', D]
+    if e.step == 0:  # every unit reads the same keys: one long query sequence
         k0 = ks[e.seq:e.seq + 1, e.s0 * kb:e.s0 * kb + e.length]
         v0 = vs[e.seq:e.seq + 1, e.s0 * kb:e.s0 * kb + e.length]
         o, l_ = _attend(qg.unsqueeze(0), k0, v0, scale)
-        return o.view(e.n, qb, *o.shape[2:]), l_.view(e.n, qb, l_.shape[2])
-    return _attend(qg.unflatten(0, (e.n, qb)), _strided_keys(ks, e, kb), _strided_keys(vs, e, kb), scale)
+    else:
+        o, l_ = _attend(qg.unflatten(0, (e.n, e.m * qb)), _strided_keys(ks, e, kb), _strided_keys(vs, e, kb), scale)
+    return o.reshape(-1, qb, *o.shape[2:]), l_.reshape(-1, qb, l_.shape[2])
 
 
 def _additive_mask(e: _Gathered, dtype: torch.dtype) -> torch.Tensor:
@@ -242,36 +271,37 @@ def _additive_mask(e: _Gathered, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _run_gathered(e: _Gathered, q_tok, k_tok, v_tok, scale, qb, kb, buf):
-    """Yield (out ``[n, qb, H', D]``, lse ``[n, qb, H']``) of consecutive chunks of a gathered group.
+    """Yield (out ``[n' * m, qb, H', D]``, lse ``[n' * m, qb, H']``) of consecutive chunks of ``n'`` units.
 
     ``q_tok`` ``[Nseq * NQ * qb, H', D]`` and ``k_tok`` / ``v_tok`` ``[Nseq * NKV * kb, H', D]``: q, k and v
     as token rows."""
     heads, d = k_tok.shape[1:]
-    row_tokens = e.c * kb
-    step = max(1, min(e.n, buf.numel() // (2 * row_tokens * heads * d)))
+    unit_keys, unit_queries = e.c * kb, e.m * qb
+    step = max(1, min(e.n, buf.numel() // (2 * unit_keys * heads * d)))
     additive = None if e.mask is None else _additive_mask(e, q_tok.dtype)
     for a in range(0, e.n, step):
         z = min(e.n, a + step)
         n = z - a
-        tok = e.kv_tokens[a * row_tokens:z * row_tokens]
-        kbuf = buf[: n * row_tokens * heads * d].view(n * row_tokens, heads, d)
-        vbuf = buf[n * row_tokens * heads * d: 2 * n * row_tokens * heads * d].view(n * row_tokens, heads, d)
+        tok = e.kv_tokens[a * unit_keys:z * unit_keys]
+        kbuf = buf[: n * unit_keys * heads * d].view(n * unit_keys, heads, d)
+        vbuf = buf[n * unit_keys * heads * d: 2 * n * unit_keys * heads * d].view(n * unit_keys, heads, d)
         torch.index_select(k_tok, 0, tok, out=kbuf)
         torch.index_select(v_tok, 0, tok, out=vbuf)
         if e.q_tokens is None:
-            qg = q_tok.view(-1, qb, heads, d)[e.first_row + a:e.first_row + z]
+            q0 = (e.first_row + a * e.m) * qb
+            qg = q_tok[q0:q0 + n * unit_queries].view(n, unit_queries, heads, d)
         else:
-            qg = q_tok.index_select(0, e.q_tokens[a * qb:z * qb]).view(n, qb, heads, d)
-        kg = kbuf.view(n, row_tokens, heads, d)[:, :e.length]
-        vg = vbuf.view(n, row_tokens, heads, d)[:, :e.length]
+            qg = q_tok.index_select(0, e.q_tokens[a * unit_queries:z * unit_queries]).view(n, unit_queries, heads, d)
+        kg = kbuf.view(n, unit_keys, heads, d)[:, :e.length]
+        vg = vbuf.view(n, unit_keys, heads, d)[:, :e.length]
         if e.mask is None:
-            yield _attend(qg, kg, vg, scale)
-            continue
-        o, l_ = _attend(qg, kg, vg, scale, additive[a:z])
-        if e.empty_queries:  # the kernel gives such rows out 0 but LSE 0: make it -inf
-            seen = e.mask[a:z].any(-1).transpose(1, 2)  # [n, qb | 1, 1]
-            l_ = torch.where(seen, l_, float("-inf"))
-        yield o, l_
+            o, l_ = _attend(qg, kg, vg, scale)
+        else:
+            o, l_ = _attend(qg, kg, vg, scale, additive[a:z])
+            if e.empty_queries:  # the kernel gives such queries out 0 but LSE 0: make it -inf
+                seen = e.mask[a:z].any(-1).transpose(1, 2)  # [n, m * qb | 1, 1]
+                l_ = torch.where(seen, l_, float("-inf"))
+        yield o.reshape(n * e.m, qb, heads, d), l_.reshape(n * e.m, qb, heads)
 
 
 def _joined(pieces: list, empty_row: torch.Tensor, identity: bool) -> torch.Tensor:

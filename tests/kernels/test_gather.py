@@ -57,7 +57,7 @@ def _plan(lay, batch):
         (500, 470, 32, 32, 2, False, True),  # ragged query and key blocks
         (256, 256, 32, 32, 2, True, True),  # wrap-around: interior rows strided, the rest gathered
         (256, 512, 32, 32, 1, False, True),  # Sq != Skv: step 2 blocks
-        (512, 256, 32, 32, 1, False, False),  # Sq != Skv: steps alternate 0, 1 (gathered)
+        (512, 256, 32, 32, 1, False, True),  # Sq != Skv: pairs of query blocks share keys (units of 2, step 1)
         (300, 300, 16, 64, 1, False, True),  # q_block < kv_block: runs of step 0
     ],
 )
@@ -209,3 +209,34 @@ def test_one_gathered_group_in_row_order(per_head):
     q, k, v = make_qkv(2, 128, 128, heads, 16, torch.float32, g)
     _run(q, k, v, lay, block_mask_to_token_mask(bm, 16, 16, 128, 128))
     assert _plan(lay, 2).identity
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("tiles,same_count", [("full", False), ("full", True), ("key_padding", False), ("2d", False)])
+def test_units_of_identical_query_blocks(tiles, same_count, chunked, monkeypatch):
+    """Consecutive query blocks with the same key blocks and tiles (per-frame video patterns) run as one
+    longer query sequence; scattered key blocks (gathered), full or partial blocks; one unit per chunk;
+    with the same count everywhere the units' queries are read in place."""
+    if chunked:
+        monkeypatch.setattr(gather_mod, "_GATHER_CHUNK_BYTES", 1)
+    g = torch.Generator().manual_seed(11)
+    qb, frames, per_frame = 16, 5, 2  # a "frame" of 2 query blocks
+    n = qb * per_frame * frames
+    q_len, kv_len = (n - 5, n) if same_count else (n, n - 5)  # ragged queries / keys
+    nq = -(-q_len // qb)
+    if same_count:
+        picks = torch.rand(1, 2, frames, nq, generator=g).argsort(-1)[..., :3]
+        frame_mask = torch.zeros(1, 2, frames, nq, dtype=torch.bool).scatter_(-1, picks, True)
+    else:
+        frame_mask = torch.rand(1, 2, frames, nq, generator=g) < 0.4
+        frame_mask[..., 0] = True  # a sink block
+    bm = frame_mask.repeat_interleave(per_frame, 2)[:, :, :nq]
+    mask = block_mask_to_token_mask(bm, qb, qb, q_len, kv_len)
+    if tiles == "key_padding":
+        mask = mask & (torch.arange(kv_len) % 5 != 3)
+    elif tiles == "2d":
+        mask = mask & ((torch.arange(q_len)[:, None] % qb) >= (torch.arange(kv_len)[None, :] % qb))
+    lay = BlockLayout.from_token_mask(mask, qb, qb, allow_empty_rows=True)
+    q, k, v = make_qkv(1, q_len, kv_len, 2, 16, torch.float32, g)
+    _run(q, k, v, lay, mask)
+    assert any(getattr(e, "m", 1) == per_frame for e in _plan(lay, 1).entries)
