@@ -35,7 +35,7 @@ def cpu_auto_backend(q_len: int, kv_len: int, partial_block_fraction: float, *, 
     """
     if dense_layout:
         return "reference"
-    return "gather"
+    return "flex" if q_len * kv_len >= AUTO_FLEX_MIN_PAIRS else "reference"
 
 
 def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int, *, dense_layout: bool = False,
