@@ -178,8 +178,10 @@ def block_sparse_attention(
             ``layout=`` still works and warns: it is deprecated.)
         scale: softmax scale; ``None`` means ``1 / sqrt(D)``.
         backend: ``"triton"`` (our kernel; CUDA, or CPU under ``TRITON_INTERPRET=1``), ``"flex"``
-            (compiled FlexAttention with the same layout), ``"reference"`` (dense masked attention;
-            tests and tiny sizes), or ``"auto"`` (see :func:`resolve_backend`).
+            (compiled FlexAttention with the same layout), ``"gather"`` (CPU only: PyTorch's CPU
+            flash-attention kernel on the gathered blocks, see :mod:`accel.kernels.gather`),
+            ``"reference"`` (dense masked attention; tests and tiny sizes), or ``"auto"`` (see
+            :func:`resolve_backend`).
         return_lse: also return the natural-log log-sum-exp of the scaled scores of each query row.
         prior: optional ``(out_p [B, Sq, H, D], lse_p [B, Sq, H])``: the attention of the same queries
             over another, *disjoint* key set (e.g. the text keys) and its LSE. The result is then the

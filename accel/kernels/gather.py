@@ -122,27 +122,47 @@ def _expanded(t: torch.Tensor, batch: int) -> torch.Tensor:
 
 def _row_blocks(layout, batch: int):
     """Per row (sequence-major): block count ``[R]``, visited key blocks sorted ``[R, C]`` (unused slots
-    hold NKV) and their tile (``-1`` for a full block) ``[R, C]``."""
+    hold NKV), their kind ``[R, C]`` (1 full, 2 partial, 0 unused) and whether the row needs a mask
+    (a partial block, or a block holding key padding of the row's batch element)."""
     nkv = layout.num_kv_blocks
     f_idx, p_idx = _expanded(layout.full_idx, batch).long(), _expanded(layout.part_idx, batch).long()
     f_cnt, p_cnt = _expanded(layout.full_cnt, batch).long(), _expanded(layout.part_cnt, batch).long()
     f_used = torch.arange(f_idx.shape[1]) < f_cnt[:, None]
     p_used = torch.arange(p_idx.shape[1]) < p_cnt[:, None]
     idx = torch.cat([torch.where(f_used, f_idx, nkv), torch.where(p_used, p_idx, nkv)], 1)
-    tile = torch.cat([torch.full_like(f_idx, -1), _expanded(layout.part_tile, batch).long()], 1)
+    kind = torch.cat([f_used.to(torch.int8), 2 * p_used.to(torch.int8)], 1)
     srt, order = torch.sort(idx, dim=1)
-    tile = torch.where(srt < nkv, tile.gather(1, order), -1)
-    return f_cnt + p_cnt, srt, tile, p_cnt > 0
+    kind = kind.gather(1, order)
+    masked = p_cnt > 0
+    padded = _padded_blocks(layout)
+    if padded is not None:  # [P, NKV + 1]: key blocks holding padding keys (+ the unused-slot column)
+        rows_per_batch = srt.shape[0] // batch
+        b = (torch.arange(srt.shape[0]) // rows_per_batch).clamp(max=padded.shape[0] - 1)
+        masked = masked | padded[b[:, None], srt].any(1)
+    return f_cnt + p_cnt, srt, kind, masked
 
 
-def _units(cnt, srt, tile, nq: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _padded_blocks(layout) -> torch.Tensor | None:
+    """bool ``[P, NKV + 1]``: key blocks holding a padding key of batch element p (layouts with key
+    padding, ``layout.valid_keys()``), the last column False; None without key padding."""
+    valid = layout.valid_keys() if hasattr(layout, "valid_keys") else None
+    if valid is None:
+        return None
+    nkv, kb = layout.num_kv_blocks, layout.kv_block
+    full = torch.ones(valid.shape[0], (nkv + 1) * kb, dtype=torch.bool)
+    full[:, : layout.kv_len] = valid.cpu()
+    return ~full.view(valid.shape[0], nkv + 1, kb).all(-1)
+
+
+def _units(cnt, srt, kind, masked, nq: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split the rows into units: maximal runs of consecutive query blocks of one sequence with the same
-    key blocks and tiles, cut every ``_MAX_UNIT`` rows. Returns (first row ``[U]``, rows ``[U]``)."""
+    key blocks (and kinds), cut every ``_MAX_UNIT`` rows. Returns (first row ``[U]``, rows ``[U]``). The
+    masks of a masked unit are built per row, so its rows may have different tiles."""
     n_rows = cnt.numel()
     r = torch.arange(n_rows)
     same = torch.zeros(n_rows, dtype=torch.bool)
     same[1:] = ((r[1:] % nq != 0) & (cnt[1:] == cnt[:-1]) & (srt[1:] == srt[:-1]).all(1)
-                & (tile[1:] == tile[:-1]).all(1))
+                & (kind[1:] == kind[:-1]).all(1) & (masked[1:] == masked[:-1]))
     run_start = torch.cummax(torch.where(same, 0, r), 0).values
     first = torch.nonzero((r - run_start) % _MAX_UNIT == 0).flatten()
     return first, torch.diff(first, append=torch.tensor([n_rows]))
@@ -167,19 +187,35 @@ def _runs(first: torch.Tensor, m: int, nq: int, start: torch.Tensor, min_rows: i
             if (z - a) * m >= min_rows]
 
 
-def _group_mask(layout, tiles_of: torch.Tensor, length: int, m: int) -> tuple[torch.Tensor, bool]:
-    """Token mask ``[n, 1, m * qb | 1, length]`` of units whose sorted blocks have tiles ``tiles_of [n, c]``
-    (``-1`` = full block; the same for the unit's ``m`` rows), and whether some query allows no key."""
-    tiles = layout.tiles
-    tiles = torch.cat([tiles, torch.ones_like(tiles[:1])])  # the last tile: a full block
-    t = torch.where(tiles_of < 0, tiles.shape[0] - 1, tiles_of)
-    n, c = t.shape
-    kb = layout.kv_block
-    used = tiles[t.unique()]
-    if bool((used == used[:, :1, :]).all()):  # every tile constant along queries: broadcast
-        mask = tiles[:, 0, :][t].reshape(n, 1, 1, c * kb)[..., :length]
-    else:
-        mask = tiles[t].permute(0, 2, 1, 3).reshape(n, 1, layout.q_block, c * kb)[..., :length].repeat(1, 1, m, 1)
+def _token_masks(layout, b: torch.Tensor, h: torch.Tensor, qi: torch.Tensor, ki: torch.Tensor) -> torch.Tensor:
+    """bool ``[n, q_block, kv_block]``: the token mask inside block pairs ``(b, h, qi, ki)`` (full blocks:
+    all True). Any partial kind and key padding through ``layout.block_masks`` when the layout has it;
+    from ``tiles`` otherwise."""
+    if hasattr(layout, "block_masks"):
+        return layout.block_masks(b, h, qi, ki)
+    lb, lh = layout.full_cnt.shape[:2]
+    bi, hi = b.clamp(max=lb - 1), h.clamp(max=lh - 1)
+    kinds = layout.block_kinds()[bi, hi, qi, ki]
+    tiles = layout.tiles[layout.tile_map()[bi, hi, qi, ki].long().clamp_min(0)]
+    return (kinds == 1)[:, None, None] | ((kinds == 2)[:, None, None] & tiles)
+
+
+def _unit_masks(layout, first_rows: torch.Tensor, m: int, blocks: torch.Tensor, length: int, per_head: bool
+                ) -> tuple[torch.Tensor, bool]:
+    """Mask ``[n, 1, m * qb | 1, length]`` (True = allowed) of units (first rows ``first_rows [n]``, ``m``
+    rows each, sorted key blocks ``blocks [n, c]``), and whether some query allows no key. Broadcast over
+    the queries (``| 1``) when constant along them (key padding, row-constant tiles)."""
+    nq, qb, kb = layout.num_q_blocks, layout.q_block, layout.kv_block
+    n, c = blocks.shape
+    rows = first_rows[:, None] + torch.arange(m)  # [n, m]
+    seq, qi = rows // nq, rows % nq
+    lh = layout.full_cnt.shape[1]
+    b, h = (seq // lh, seq % lh) if per_head else (seq, torch.zeros_like(seq))
+    pairs = [t[:, :, None].expand(n, m, c).reshape(-1) for t in (b, h, qi)] + [blocks[:, None, :].expand(n, m, c).reshape(-1)]
+    tok = _token_masks(layout, *pairs).view(n, m, c, qb, kb).permute(0, 1, 3, 2, 4).reshape(n, 1, m * qb, c * kb)
+    mask = tok[..., :length]
+    if bool((mask == mask[:, :, :1]).all()):
+        mask = mask[:, :, :1]
     return mask.contiguous(), not bool(mask.any(-1).all())
 
 
@@ -187,10 +223,10 @@ def _plan(layout, batch: int) -> _Plan:
     per_head = layout.batch_heads[1] > 1
     nq, nkv, qb, kb = layout.num_q_blocks, layout.num_kv_blocks, layout.q_block, layout.kv_block
     tail = nkv * kb - layout.kv_len  # padding keys of the ragged last key block
-    cnt, srt, tile, masked = _row_blocks(layout, batch)
+    cnt, srt, kind, masked = _row_blocks(layout, batch)
     n_rows = cnt.numel()
-    u_first, u_rows = _units(cnt, srt, tile, nq)
-    cnt, srt, tile, masked = cnt[u_first], srt[u_first], tile[u_first], masked[u_first]
+    u_first, u_rows = _units(cnt, srt, kind, masked, nq)
+    cnt, srt, masked = cnt[u_first], srt[u_first], masked[u_first]
     last = srt.gather(1, (cnt - 1).clamp_min(0)[:, None]).squeeze(1)
     ragged = (cnt > 0) & (last == nkv - 1) & (tail > 0)
     start = srt[:, 0]
@@ -218,7 +254,8 @@ def _plan(layout, batch: int) -> _Plan:
         if sel.numel() == 0:
             continue
         blocks = srt[sel, :c] + (u_first[sel, None] // nq) * nkv
-        mask, empty_queries = _group_mask(layout, tile[sel, :c], length, m) if mk else (None, False)
+        mask, empty_queries = (_unit_masks(layout, u_first[sel], m, srt[sel, :c], length, per_head) if mk
+                               else (None, False))
         rows = take(sel, m)
         in_order = bool(torch.equal(rows, rows[0] + torch.arange(rows.numel())))
         entries.append(_Gathered(len(sel), m, c, _tokens(blocks, kb), None if in_order else _tokens(rows, qb),
