@@ -240,3 +240,28 @@ def test_units_of_identical_query_blocks(tiles, same_count, chunked, monkeypatch
     q, k, v = make_qkv(1, q_len, kv_len, 2, 16, torch.float32, g)
     _run(q, k, v, lay, mask)
     assert any(getattr(e, "m", 1) == per_frame for e in _plan(lay, 1).entries)
+
+
+def test_analytic_partial_kinds_and_key_padding():
+    """Window / ellipsoid predicates and key padding (layouts that have them) through the gather backend."""
+    import accel.kernels as kernels
+
+    if not hasattr(kernels, "WindowPredicate"):
+        pytest.skip("this BlockLayout has no analytic partial kinds")
+    g = torch.Generator().manual_seed(12)
+    x = torch.arange(300, dtype=torch.int32)[:, None]
+    window = BlockLayout.from_predicate(kernels.WindowPredicate(x - 40, x + 40, x), 32, 32, 330, 330)
+    c = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(8), torch.arange(8), indexing="ij"), -1)
+    c = c.reshape(-1, 3).int()
+    weights, limit = kernels.ellipsoid_form([None, 3, 3])
+    ellipsoid = BlockLayout.from_predicate(kernels.EllipsoidPredicate(c, c, weights, limit), 32, 32, 256, 256)
+    valid = torch.ones(2, 256, dtype=torch.bool)
+    valid[0, 200:] = False
+    valid[1, 250:] = False
+    dense_padded = BlockLayout.from_block_mask(torch.ones(1, 1, 8, 8, dtype=torch.bool), 32, 32, 256, 256,
+                                               key_padding_mask=valid)
+    cases = [(window, 1), (window.with_key_padding(torch.tensor([310, 330])), 2), (ellipsoid, 1),
+             (ellipsoid.with_key_padding(torch.tensor([200, 256])), 2), (dense_padded, 2)]
+    for lay, bsz in cases:
+        q, k, v = make_qkv(bsz, lay.q_len, lay.kv_len, 2, 16, torch.float32, g)
+        _run(q, k, v, lay, lay.to_dense_mask())
