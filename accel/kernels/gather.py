@@ -6,23 +6,26 @@ compiled FlexAttention's C++ template (``benchmarks/results/kernels_cpu.json``).
 one query block is plain attention over the keys of the blocks it visits, so once the query blocks
 are grouped by their number of key blocks the work is regular:
 
-* query blocks (rows) are grouped by (number of visited key blocks, whether the ragged last key
-  block is among them, whether any block is partial); each group is one SDPA call (or a few, see
-  below) whose batch axis is the group's query blocks;
-* rows of full blocks only read their keys through a **strided view** when consecutive query blocks
-  visit contiguous key-block ranges whose start advances by a constant step (a band: no copy at all;
-  step 0, e.g. rows that see every key, become one long query sequence); other rows' keys are
-  **gathered** with ``index_select`` on a block view of k / v, in chunks of about
+* consecutive query blocks that visit the same key blocks (per-frame video patterns, q_block <
+  kv_block) form one *unit*, a longer query sequence (bigger kernel tiles, keys gathered once);
+* units are grouped by (number of visited key blocks, whether the ragged last key block is among
+  them, whether they need a mask, unit length); each group is one SDPA call (or a few, see below)
+  whose batch axis is the group's units;
+* units of full blocks read their keys through a **strided view** when consecutive units visit
+  contiguous key-block ranges whose start advances by a constant step (a band: no copy at all;
+  step 0, e.g. rows that see every key, becomes one long query sequence); other units' keys are
+  **gathered** with ``index_select`` on token rows of k / v, in chunks of about
   ``_GATHER_CHUNK_BYTES`` written into one reused buffer (no per-row Python loop; memory bounded);
-* rows with partial blocks gather all their blocks, full and partial, and run SDPA with an additive
-  mask built from the layout's tiles (all-allowed columns for full blocks; ``[.., 1, L]`` broadcast
-  over queries when every tile is constant along its query axis, e.g. key padding). No merge is
-  needed; a row costs what its blocks cost, so layouts made mostly of partial blocks lose the
-  kernel's advantage (the mask is read for every pair): see the ``auto`` rule in
+* units with partial blocks (or blocks holding key padding) gather all their blocks, full and
+  partial, and run SDPA with an additive mask (all-allowed columns for full blocks; the token masks
+  of partial blocks from ``layout.block_masks`` when the layout has it, i.e. any partial kind, else
+  from its tiles; ``[.., 1, L]`` broadcast over queries when constant along them, e.g. key padding).
+  No merge is needed; such a unit costs what its blocks cost plus reading the mask, so layouts made
+  mostly of partial blocks keep less of the kernel's advantage: see the ``auto`` rule in
   :mod:`accel.kernels.attention`.
 
 Results come out group after group and are put back in query order by one ``index_select``
-(scattering bf16 rows with ``index_copy_`` is ~40x slower on CPU).
+(scattering rows with ``index_copy_`` takes a slow element-wise path on CPU).
 
 Ragged lengths are exact: a ragged last query block runs on zero-padded queries whose rows are
 dropped; the ragged last key block is always last in its row (indices are sorted), so its row simply
@@ -55,17 +58,19 @@ _OP = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", Non
 HAVE_CPU_FLASH = _OP is not None
 
 # Gathered rows are processed in chunks whose gathered k + v take about this many bytes, in one reused
-# buffer. Smaller chunks stay in cache but each adds parallel regions (thread wake-ups), which cost a
-# lot on a shared, oversubscribed machine; 64 MiB was the best of 2..512 MiB measured at S = 16,384.
+# buffer: memory stays bounded for long videos. Smaller chunks would stay in cache, but each chunk adds
+# parallel regions (thread wake-ups), which cost a scheduling slice each on a shared, oversubscribed
+# machine; at S = 16,384 a band's whole gathered set is one or two chunks.
 _GATHER_CHUNK_BYTES = 64 << 20
 # Additive masks of partial groups up to this many elements are kept on the (cached) plan per dtype.
 _CACHED_MASK_ELEMENTS = 1 << 24
 # Runs of fewer query blocks than this are gathered instead of read through a strided view.
 _MIN_STRIDED_RUN = 4
-# Consecutive query blocks with the same key blocks (and tiles) form one query sequence of up to this
-# many blocks: the kernel's query tiles grow from 32 rows (a 128-token query) to 64 (>= 192 tokens) or
-# 256 (>= 768 tokens), and their keys are gathered once. Per-frame video patterns (Radial: a frame of
-# 2 blocks) and q_block < kv_block layouts have such runs.
+# Consecutive query blocks with the same key blocks form one query sequence of up to this many blocks:
+# the kernel's query tiles grow from 32 rows (a 128-token query) to 64 (>= 192 tokens) or 256 (>= 768
+# tokens; aten/src/ATen/native/cpu/FlashAttentionKernel.cpp picks them by query length), and their keys
+# are gathered once. Per-frame video patterns (Radial: a frame of 2 blocks) and q_block < kv_block
+# layouts have such runs.
 _MAX_UNIT = 8
 
 
