@@ -24,7 +24,7 @@ are grouped by their number of key blocks the work is regular:
   mostly of partial blocks keep less of the kernel's advantage: see the ``auto`` rule in
   :mod:`accel.kernels.attention`.
 
-Results come out group after group and are put back in query order by one ``index_select``
+Results come out group after group; the output is one concatenation of views of them in query order
 (scattering rows with ``index_copy_`` takes a slow element-wise path on CPU).
 
 Ragged lengths are exact: a ragged last query block runs on zero-padded queries whose rows are
@@ -48,6 +48,7 @@ over the rows plus one Python step per group, is paid each time.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 
 import torch
@@ -116,8 +117,9 @@ class _Gathered:
 class _Plan:
     per_head: bool  # the layout has per-head indices: sequences are (batch, head) pairs
     entries: list  # _Strided / _Gathered; their rows' results come out in this order
-    final_tokens: torch.Tensor  # int32 [Nseq * NQ * qb]: each query token's result row (after all: the empty row)
-    identity: bool  # final == arange (every row has a result, in order): no reordering, no empty row
+    # how the results (in slot order) make the output (in row order): runs of rows that are runs of
+    # slots, (first slot, rows), or runs of rows with no key, (None, rows)
+    assembly: list
 
 
 def _expanded(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -265,10 +267,18 @@ def _plan(layout, batch: int) -> _Plan:
         in_order = bool(torch.equal(rows, rows[0] + torch.arange(rows.numel())))
         entries.append(_Gathered(len(sel), m, c, _tokens(blocks, kb), None if in_order else _tokens(rows, qb),
                                  int(rows[0]), length, mask, empty_queries))
-    final = torch.where(slot_of_row >= 0, slot_of_row, slot)
-    # identity: every row has a result and the results come out in row order (no empty row, no reorder)
-    identity = slot == n_rows and bool(torch.equal(final, torch.arange(n_rows)))
-    return _Plan(per_head, entries, _tokens(final, qb), identity)
+    return _Plan(per_head, entries, _assembly(slot_of_row))
+
+
+def _assembly(slot_of_row: torch.Tensor) -> list:
+    """Runs of rows whose results are consecutive slots, ``(first slot, rows)``, and runs of rows
+    without a result, ``(None, rows)``, in row order."""
+    empty = slot_of_row < 0
+    cont = torch.zeros_like(empty)
+    cont[1:] = (empty[1:] & empty[:-1]) | (~empty[1:] & ~empty[:-1] & (slot_of_row[1:] == slot_of_row[:-1] + 1))
+    starts = torch.nonzero(~cont).flatten()
+    lengths = torch.diff(starts, append=torch.tensor([slot_of_row.numel()])).tolist()
+    return [(None if bool(empty[a]) else int(slot_of_row[a]), n) for a, n in zip(starts.tolist(), lengths, strict=True)]
 
 
 def _tokens(blocks: torch.Tensor, size: int) -> torch.Tensor:
@@ -346,11 +356,24 @@ def _run_gathered(e: _Gathered, q_tok, k_tok, v_tok, scale, qb, kb, buf):
         yield o.reshape(n * e.m, qb, heads, d), l_.reshape(n * e.m, qb, heads)
 
 
-def _joined(pieces: list, empty_row: torch.Tensor, identity: bool) -> torch.Tensor:
-    """The results in slot order followed by the empty row (not needed when every row has a result)."""
-    if identity:
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-    return torch.cat(pieces + [empty_row])
+def _assemble(pieces: list, assembly: list, empty_row: torch.Tensor) -> torch.Tensor:
+    """The rows' results in row order: views of ``pieces`` (results in slot order, rows first) and of
+    ``empty_row`` (rows with no key) concatenated once (no copy when one piece is already the output)."""
+    bounds = [0]
+    for p in pieces:
+        bounds.append(bounds[-1] + p.shape[0])
+    views = []
+    for first, n in assembly:
+        if first is None:
+            views.append(empty_row.expand(n, *empty_row.shape[1:]))
+            continue
+        i = bisect.bisect_right(bounds, first) - 1
+        while n:
+            a = first - bounds[i]
+            take = min(n, pieces[i].shape[0] - a)
+            views.append(pieces[i][a:a + take])
+            first, n, i = first + take, n - take, i + 1
+    return views[0] if len(views) == 1 else torch.cat(views)
 
 
 def _sequences(x: torch.Tensor, length: int, per_head: bool) -> torch.Tensor:
@@ -406,18 +429,14 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
             parts.append(_run_strided(e, qs, ks, vs, scale, qb, kb))
         else:
             parts.extend(_run_gathered(e, q_tok, k_tok, v_tok, scale, qb, kb, buf))
-    out = _joined([o for o, _ in parts], q.new_zeros(1, qb, heads_g, d), plan.identity)
-    if not plan.identity:
-        out = out.view(-1, heads_g, d).index_select(0, plan.final_tokens)
+    out = _assemble([o for o, _ in parts], plan.assembly, q.new_zeros(1, qb, heads_g, d))
     out = out.reshape(n_seq, nq * qb, heads_g, d)
     if plan.per_head:
         out = out.view(bsz, heads, nq * qb, d).permute(0, 2, 1, 3)
     out = out[:, :q_len]
     if not return_lse:
         return out
-    lse = _joined([l_ for _, l_ in parts], torch.full((1, qb, heads_g), float("-inf")), plan.identity)
-    if not plan.identity:
-        lse = lse.reshape(-1, heads_g).index_select(0, plan.final_tokens)
+    lse = _assemble([l_ for _, l_ in parts], plan.assembly, torch.full((1, qb, heads_g), float("-inf")))
     lse = lse.reshape(n_seq, nq * qb, heads_g)
     if plan.per_head:
         lse = lse.view(bsz, heads, nq * qb).permute(0, 2, 1)
