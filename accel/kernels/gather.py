@@ -356,16 +356,17 @@ def _run_gathered(e: _Gathered, q_tok, k_tok, v_tok, scale, qb, kb, buf):
         yield o.reshape(n * e.m, qb, heads, d), l_.reshape(n * e.m, qb, heads)
 
 
-def _assemble(pieces: list, assembly: list, empty_row: torch.Tensor) -> torch.Tensor:
-    """The rows' results in row order: views of ``pieces`` (results in slot order, rows first) and of
-    ``empty_row`` (rows with no key) concatenated once (no copy when one piece is already the output)."""
+def _assemble(pieces: list, assembly: list, empty: torch.Tensor) -> torch.Tensor:
+    """The rows' results in row order: views of ``pieces`` (results in slot order, rows first) and, for rows
+    with no key, of ``empty`` (one row's result, usually an expanded scalar) concatenated once (no copy
+    when one piece is already the output)."""
     bounds = [0]
     for p in pieces:
         bounds.append(bounds[-1] + p.shape[0])
     views = []
     for first, n in assembly:
         if first is None:
-            views.append(empty_row.expand(n, *empty_row.shape[1:]))
+            views.append(empty.expand(n, *empty.shape[1:]))
             continue
         i = bisect.bisect_right(bounds, first) - 1
         while n:
@@ -373,7 +374,9 @@ def _assemble(pieces: list, assembly: list, empty_row: torch.Tensor) -> torch.Te
             take = min(n, pieces[i].shape[0] - a)
             views.append(pieces[i][a:a + take])
             first, n, i = first + take, n - take, i + 1
-    return views[0] if len(views) == 1 else torch.cat(views)
+    if len(views) == 1:
+        return views[0] if assembly[0][0] is not None else views[0].contiguous()
+    return torch.cat(views)
 
 
 def _sequences(x: torch.Tensor, length: int, per_head: bool) -> torch.Tensor:
@@ -429,14 +432,15 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
             parts.append(_run_strided(e, qs, ks, vs, scale, qb, kb))
         else:
             parts.extend(_run_gathered(e, q_tok, k_tok, v_tok, scale, qb, kb, buf))
-    out = _assemble([o for o, _ in parts], plan.assembly, q.new_zeros(1, qb, heads_g, d))
+    out = _assemble([o for o, _ in parts], plan.assembly, q.new_zeros(()).expand(1, qb, heads_g, d))
     out = out.reshape(n_seq, nq * qb, heads_g, d)
     if plan.per_head:
         out = out.view(bsz, heads, nq * qb, d).permute(0, 2, 1, 3)
     out = out[:, :q_len]
     if not return_lse:
         return out
-    lse = _assemble([l_ for _, l_ in parts], plan.assembly, torch.full((1, qb, heads_g), float("-inf")))
+    lse = _assemble([l_ for _, l_ in parts], plan.assembly,
+                    torch.full((), float("-inf")).expand(1, qb, heads_g))
     lse = lse.reshape(n_seq, nq * qb, heads_g)
     if plan.per_head:
         lse = lse.view(bsz, heads, nq * qb).permute(0, 2, 1)

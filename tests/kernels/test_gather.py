@@ -43,6 +43,7 @@ def _run(q, k, v, lay, mask, scale=None):
     assert (out.double()[~finite] == 0).all()
     plain = block_sparse_attention(q, k, v, lay, backend="gather", scale=scale)
     torch.testing.assert_close(plain.double(), want, atol=tol, rtol=tol)
+    plain.mul_(1)  # the output owns its memory (not a broadcast view of one row): in-place use works
 
 
 def _plan(lay, batch):
@@ -129,12 +130,14 @@ def test_partial_tiles_with_empty_query_rows():
     _run(q, k, v, lay, mask)
 
 
-@pytest.mark.parametrize("empty", [slice(2, 4), slice(5, 6)])
-def test_query_blocks_with_no_key_block(empty):
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("empty", [slice(2, 4), slice(5, 6), slice(0, 6)])
+def test_query_blocks_with_no_key_block(empty, heads):
     """Empty query blocks in the middle, or the last one (the other rows' results then come out in row
-    order, and the empty row must still be added)."""
+    order, and the empty row must still be added), or every query block (no SDPA call at all; the output
+    must still be a tensor of its own, not a broadcast zero). Layouts shared by the heads, or per head."""
     g = torch.Generator().manual_seed(5)
-    bm = torch.ones(1, 1, 6, 6, dtype=torch.bool)
+    bm = torch.ones(1, heads, 6, 6, dtype=torch.bool)
     bm[..., empty, :] = False
     lay = BlockLayout.from_block_mask(bm, 32, 32, 180, 180, allow_empty_rows=True)
     q, k, v = make_qkv(1, 180, 180, 2, 16, torch.bfloat16, g)
