@@ -9,8 +9,9 @@ from .attention import (
     block_sparse_attention,
     resolve_backend,
 )
-from .block_layout import BlockLayout, validate_block_size
+from .block_layout import PARTIAL_KINDS, BlockLayout, validate_block_size
 from .flex import to_flex_block_mask
+from .mask_kinds import EllipsoidPredicate, WindowPredicate, ellipsoid_form
 from .merge import merge_attention
 
 __all__ = [
@@ -18,8 +19,12 @@ __all__ = [
     "BACKENDS",
     "MAX_HEAD_DIM",
     "BlockLayout",
+    "EllipsoidPredicate",
+    "PARTIAL_KINDS",
+    "WindowPredicate",
     "apply_block_affine",
     "block_sparse_attention",
+    "ellipsoid_form",
     "merge_attention",
     "resolve_backend",
     "to_flex_block_mask",

@@ -7,10 +7,20 @@ key blocks to visit, split in two kinds:
 
 * **full** blocks: every (query, key) pair in the block is allowed; the kernel runs no per-token
   test on them;
-* **partial** blocks: a token-level predicate decides each pair. The predicate is a boolean *tile*
-  of shape ``[q_block, kv_block]`` (row = query offset in its block, column = key offset in its
-  block); each partial block names its tile by index into ``tiles``. Tiles are deduplicated, so
-  regular patterns (windows on a grid, text padding) need only a handful of them.
+* **partial** blocks: a token-level predicate decides each pair. The layout holds one kind of
+  predicate (:attr:`BlockLayout.partial_kind`):
+
+  - ``"tiles"``: a boolean *tile* of shape ``[q_block, kv_block]`` per partial block (row = query
+    offset in its block, column = key offset in its block), named by index into ``tiles``; tiles are
+    deduplicated, and the kernel reads them bit-packed (32 pairs per int32 word);
+  - ``"window"`` / ``"ellipsoid"``: an analytic rule evaluated from token coordinates in the kernel's
+    registers (:class:`~accel.kernels.WindowPredicate`, :class:`~accel.kernels.EllipsoidPredicate`,
+    given as ``predicate``); nothing per block is stored or loaded;
+  - ``"none"``: the layout has no partial block.
+
+Independently of the kind, a layout may carry **key padding** (``key_pad``): per batch element, one
+interval of key positions that are never attended, in any block (padded text tokens). The kernel
+tests it only in the blocks that overlap the interval, so blocks around padding can stay *full*.
 
 Batch and head dimensions of the index tensors are either the real size or 1 (broadcast).
 Keys at positions ``>= kv_len`` are never attended, whatever the layout says.
@@ -22,7 +32,15 @@ import dataclasses
 
 import torch
 
-__all__ = ["BlockLayout", "validate_block_size"]
+from .mask_kinds import EllipsoidPredicate, WindowPredicate
+from .schedule import BlockSchedule, build_schedule, padding_overlap
+
+__all__ = ["BlockLayout", "validate_block_size", "PARTIAL_KINDS"]
+
+#: values of :attr:`BlockLayout.partial_kind`
+PARTIAL_KINDS = ("none", "tiles", "window", "ellipsoid")
+# token pairs evaluated at once when counting or materialising analytic partial blocks
+_PAIRS_PER_CHUNK = 1 << 22
 
 
 def validate_block_size(name: str, value: int) -> int:
@@ -74,16 +92,27 @@ class BlockLayout:
         full_cnt: int32 ``[B|1, H|1, NQ]``, number of full key blocks per query block.
         part_idx: int32 ``[B|1, H|1, NQ, Cp]``: key-block indices of the partial blocks.
         part_cnt: int32 ``[B|1, H|1, NQ]``, number of partial key blocks per query block.
-        part_tile: int32 ``[B|1, H|1, NQ, Cp]``: for each partial block, the index of its tile in ``tiles``.
+        part_tile: int32 ``[B|1, H|1, NQ, Cp]``: for each partial block, the index of its tile in
+            ``tiles`` (``"tiles"`` layouts). ``None`` is accepted when ``predicate`` is given or no row
+            has a partial block (filled with zeros).
         tiles: bool ``[n_tiles, q_block, kv_block]``: token-level predicates of partial blocks
             (``tiles[t, i, j]`` is True when query ``qb * q_block + i`` may attend key ``kb * kv_block + j``).
-        allow_empty_rows: if False (default) every query block must visit at least one key block;
-            if True, query blocks with no key block are allowed and produce output 0 and LSE -inf.
+            ``None`` is accepted like ``part_tile`` (filled with one all-True tile).
+        allow_empty_rows: if False (default) every query block must visit at least one key block
+            holding a non-padding key; if True, query blocks with no key block are allowed and
+            produce output 0 and LSE -inf.
+        predicate: ``None`` (partial blocks use ``tiles``) or an analytic rule that decides every pair
+            of every partial block: a :class:`~accel.kernels.WindowPredicate` or
+            :class:`~accel.kernels.EllipsoidPredicate` (then ``tiles`` / ``part_tile`` are ignored).
+        key_pad: ``None`` or int32 ``[B|1, 2]``: per batch element ``b``, the key positions
+            ``key_pad[b, 0] <= j < key_pad[b, 1]`` are padding, never attended in any block (an empty
+            interval means no padding). Build it with :meth:`with_key_padding`.
 
     All index tensors live on one device and share their broadcast shape ``[B|1, H|1, NQ]``.
     Construction validates everything (indices in range, counts within capacity, no key block listed
-    twice in a row, tile indices in range) and raises ``ValueError`` naming the offending field.
-    Prefer the constructors :meth:`full`, :meth:`from_block_mask` and :meth:`from_token_mask`.
+    twice in a row, tile indices in range, predicate and padding ranges) and raises ``ValueError``
+    naming the offending field. Prefer the constructors :meth:`full`, :meth:`from_block_mask`,
+    :meth:`from_token_mask` and :meth:`from_predicate`.
     """
 
     q_len: int
@@ -94,9 +123,11 @@ class BlockLayout:
     full_cnt: torch.Tensor
     part_idx: torch.Tensor
     part_cnt: torch.Tensor
-    part_tile: torch.Tensor
-    tiles: torch.Tensor
+    part_tile: torch.Tensor | None
+    tiles: torch.Tensor | None
     allow_empty_rows: bool = False
+    predicate: WindowPredicate | EllipsoidPredicate | None = None
+    key_pad: torch.Tensor | None = None
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def cached(self, key, build):
@@ -113,8 +144,28 @@ class BlockLayout:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         validate_block_size("q_block", self.q_block)
         validate_block_size("kv_block", self.kv_block)
-        nq, nkv = self.num_q_blocks, self.num_kv_blocks
+        if not isinstance(self.full_idx, torch.Tensor):
+            raise TypeError(f"full_idx must be a torch.Tensor, got {type(self.full_idx).__name__}")
         device = self.full_idx.device
+        if self.predicate is not None and not isinstance(self.predicate, (WindowPredicate, EllipsoidPredicate)):
+            raise TypeError(f"predicate must be a WindowPredicate, an EllipsoidPredicate or None, got "
+                            f"{type(self.predicate).__name__}")
+        if self.part_tile is None and isinstance(self.part_idx, torch.Tensor):
+            object.__setattr__(self, "part_tile", torch.zeros_like(self.part_idx))
+        if self.tiles is None:
+            object.__setattr__(self, "tiles", torch.ones(1, self.q_block, self.kv_block, dtype=torch.bool,
+                                                         device=device))
+        self._validate_lists(device)
+        self._validate_extras(device)
+        if not self.allow_empty_rows and bool(self._empty_rows().any()):
+            raise ValueError(
+                "some query block visits no key block (or only padding keys); pass allow_empty_rows=True if "
+                "empty rows are intended"
+            )
+        object.__setattr__(self, "_schedule", build_schedule(self))
+
+    def _validate_lists(self, device) -> None:
+        nq, nkv = self.num_q_blocks, self.num_kv_blocks
         for name in ("full_idx", "full_cnt", "part_idx", "part_cnt", "part_tile", "tiles"):
             t = getattr(self, name)
             if not isinstance(t, torch.Tensor):
@@ -152,16 +203,74 @@ class BlockLayout:
             used = torch.arange(idx.shape[3], device=device) < cnt.unsqueeze(-1)
             if bool(((idx < 0) | (idx >= nkv))[used].any()):
                 raise ValueError(f"{idx_name} holds key-block indices outside [0, {nkv}) (NKV = ceil(kv_len/kv_block))")
-        used_tiles = torch.arange(self.part_tile.shape[3], device=device) < self.part_cnt.unsqueeze(-1)
-        if bool(((self.part_tile < 0) | (self.part_tile >= self.tiles.shape[0]))[used_tiles].any()):
-            raise ValueError(f"part_tile holds tile indices outside [0, {self.tiles.shape[0]})")
+        if self.predicate is None:
+            used_tiles = torch.arange(self.part_tile.shape[3], device=device) < self.part_cnt.unsqueeze(-1)
+            if bool(((self.part_tile < 0) | (self.part_tile >= self.tiles.shape[0]))[used_tiles].any()):
+                raise ValueError(f"part_tile holds tile indices outside [0, {self.tiles.shape[0]})")
         visits = self._visit_counts()
         if bool((visits > 1).any()):
             raise ValueError("a key block is listed more than once for one query block (in full_idx and/or part_idx)")
-        if not self.allow_empty_rows and bool(((self.full_cnt + self.part_cnt) == 0).any()):
-            raise ValueError(
-                "some query block visits no key block; pass allow_empty_rows=True if empty rows are intended"
-            )
+
+    def _validate_extras(self, device) -> None:
+        if self.predicate is not None:
+            if self.predicate.device != device:
+                raise ValueError(f"predicate is on {self.predicate.device} but the index tensors on {device}")
+            self.predicate.check_lengths(self.q_len, self.kv_len)
+        pad = self.key_pad
+        if pad is None:
+            return
+        if not isinstance(pad, torch.Tensor) or pad.dtype != torch.int32 or pad.dim() != 2 or pad.shape[1] != 2:
+            raise ValueError(f"key_pad must be an int32 tensor [B|1, 2] (start, end of the padding), got "
+                             f"{getattr(pad, 'dtype', type(pad).__name__)} {tuple(getattr(pad, 'shape', ()))}")
+        if pad.device != device:
+            raise ValueError(f"key_pad is on {pad.device} but the index tensors on {device}")
+        lb = self.full_cnt.shape[0]
+        if lb not in (1, pad.shape[0]):
+            raise ValueError(f"key_pad has batch {pad.shape[0]} but the index tensors have batch {lb}; "
+                             "they must be equal or one of them 1")
+        if bool(((pad[:, 0] < 0) | (pad[:, 0] > pad[:, 1]) | (pad[:, 1] > self.kv_len)).any()):
+            raise ValueError(f"key_pad intervals must satisfy 0 <= start <= end <= kv_len={self.kv_len}, got "
+                             f"{pad.tolist()}")
+
+    @property
+    def partial_kind(self) -> str:
+        """How partial blocks are decided: ``"none"`` (there is no partial block), ``"tiles"``
+        (bit-packed boolean tiles), ``"window"`` or ``"ellipsoid"`` (the analytic ``predicate``)."""
+        if not self._schedule.has_partial:
+            return "none"
+        return "tiles" if self.predicate is None else self.predicate.kind
+
+    @property
+    def schedule(self) -> BlockSchedule:
+        """The kernel-ready lists of this layout (clean blocks first, rows by work, packed tiles;
+        see :mod:`accel.kernels.schedule`)."""
+        return self._schedule
+
+    @property
+    def tile_bits(self) -> torch.Tensor:
+        """int32 ``[n_tiles, q_block, ceil(kv_block / 32)]``: ``tiles`` bit-packed as the kernel reads them."""
+        return self._schedule.tile_bits
+
+    def _empty_rows(self) -> torch.Tensor:
+        """bool ``[B', H', NQ]``: query blocks that visit no block holding a non-padding key."""
+        counts = self.full_cnt + self.part_cnt
+        if self.key_pad is None:
+            return counts == 0
+        live = (self.block_kinds() > 0) & ~self._dead_blocks()[:, None, None, :]
+        return ~live.any(-1)
+
+    def _dead_blocks(self) -> torch.Tensor:
+        """bool ``[P, NKV]``: key blocks made only of padding keys, per padding batch (P = 1 without padding)."""
+        if self.key_pad is None:
+            return torch.zeros(1, self.num_kv_blocks, dtype=torch.bool, device=self.device)
+        return padding_overlap(self.key_pad, self.kv_len, self.kv_block)[1]
+
+    def valid_keys(self) -> torch.Tensor | None:
+        """bool ``[B|1, kv_len]`` (True = not padding), or ``None`` without key padding."""
+        if self.key_pad is None:
+            return None
+        j = torch.arange(self.kv_len, device=self.device)
+        return ~((self.key_pad[:, :1] <= j) & (j < self.key_pad[:, 1:]))
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -176,8 +285,9 @@ class BlockLayout:
 
     @property
     def batch_heads(self) -> tuple[int, int]:
-        """The (B|1, H|1) broadcast shape of the index tensors."""
-        return int(self.full_cnt.shape[0]), int(self.full_cnt.shape[1])
+        """The (B|1, H|1) broadcast shape of the layout (index tensors and key padding)."""
+        pb = 1 if self.key_pad is None else int(self.key_pad.shape[0])
+        return max(int(self.full_cnt.shape[0]), pb), int(self.full_cnt.shape[1])
 
     @property
     def device(self) -> torch.device:
@@ -186,9 +296,11 @@ class BlockLayout:
 
     @property
     def is_dense(self) -> bool:
-        """True when every query block visits every key block as a full block (plain dense attention)."""
+        """True when every query block visits every key block as a full block and no key is padding
+        (plain dense attention)."""
         return self.cached(
             "is_dense", lambda: bool((self.full_cnt == self.num_kv_blocks).all()) and not bool(self.part_cnt.any())
+            and (self.key_pad is None or bool((self.key_pad[:, 0] == self.key_pad[:, 1]).all()))
         )
 
     def to(self, device: torch.device | str) -> BlockLayout:
@@ -201,6 +313,8 @@ class BlockLayout:
             for f in dataclasses.fields(self)
             if f.init and isinstance(getattr(self, f.name), torch.Tensor)
         }
+        if self.predicate is not None:
+            moved["predicate"] = self.predicate.to(device)
         return dataclasses.replace(self, **moved)
 
     # ------------------------------------------------------------------ dense views
@@ -236,13 +350,58 @@ class BlockLayout:
     def to_dense_mask(self) -> torch.Tensor:
         """Materialise the token-level mask ``bool [B|1, H|1, q_len, kv_len]`` (tests and tiny sizes only)."""
         kinds = self.block_kinds()
-        tmap = self.tile_map().long()
         qb, kb = self.q_block, self.kv_block
+        nq, nkv = kinds.shape[2], kinds.shape[3]
         full = (kinds == 1).repeat_interleave(qb, 2).repeat_interleave(kb, 3)
-        tiles = self.tiles[tmap.clamp_min(0)]  # [B, H, NQ, NKV, qb, kb]
-        part = tiles & (kinds == 2)[..., None, None]
-        part = part.permute(0, 1, 2, 4, 3, 5).reshape(*kinds.shape[:2], kinds.shape[2] * qb, kinds.shape[3] * kb)
-        return (full | part)[..., : self.q_len, : self.kv_len].contiguous()
+        if self.predicate is None:
+            tmap = self.tile_map().long()
+            tiles = self.tiles[tmap.clamp_min(0)]  # [B, H, NQ, NKV, qb, kb]
+            part = tiles & (kinds == 2)[..., None, None]
+            part = part.permute(0, 1, 2, 4, 3, 5).reshape(*kinds.shape[:2], nq * qb, nkv * kb)
+        else:
+            rows = torch.arange(nq * qb, device=self.device)[:, None]
+            cols = torch.arange(nkv * kb, device=self.device)[None, :]
+            part = (kinds == 2).repeat_interleave(qb, 2).repeat_interleave(kb, 3) & self.predicate.evaluate(rows, cols)
+        mask = (full | part)[..., : self.q_len, : self.kv_len]
+        valid = self.valid_keys()
+        if valid is not None:
+            mask = mask & valid[:, None, None, :]
+        return mask.contiguous()
+
+    def block_masks(self, batch: torch.Tensor, head: torch.Tensor, q_blocks: torch.Tensor,
+                    kv_blocks: torch.Tensor) -> torch.Tensor:
+        """The token mask inside given block pairs, for any partial kind and key padding.
+
+        Args:
+            batch, head, q_blocks, kv_blocks: int tensors ``[n]`` (same device as the layout): block pair
+                ``i`` is query block ``q_blocks[i]`` and key block ``kv_blocks[i]`` of batch element
+                ``batch[i]`` and head ``head[i]`` (indices into the broadcast dims are clamped, so a
+                layout broadcast over heads accepts any head).
+
+        Returns:
+            bool ``[n, q_block, kv_block]``: ``[i, r, c]`` is True when query ``q_blocks[i] * q_block + r``
+            may attend key ``kv_blocks[i] * kv_block + c`` (False for skipped blocks and positions past
+            ``q_len`` / ``kv_len``). Costs ``n * q_block * kv_block`` booleans: chunk large requests.
+        """
+        lb, lh = self.full_cnt.shape[:2]
+        bi = batch.long().clamp(max=lb - 1)
+        hi = head.long().clamp(max=lh - 1)
+        qi, ki = q_blocks.long(), kv_blocks.long()
+        kinds = self.block_kinds()[bi, hi, qi, ki]
+        rows = qi[:, None] * self.q_block + torch.arange(self.q_block, device=self.device)  # [n, qb]
+        cols = ki[:, None] * self.kv_block + torch.arange(self.kv_block, device=self.device)  # [n, kb]
+        if self.predicate is None:
+            tiles = self.tiles[self.tile_map()[bi, hi, qi, ki].long().clamp_min(0)]
+        else:
+            tiles = self.predicate.evaluate(rows[:, :, None], cols[:, None, :])
+        mask = (kinds == 1)[:, None, None] | ((kinds == 2)[:, None, None] & tiles)
+        mask = mask & (rows < self.q_len)[:, :, None] & (cols < self.kv_len)[:, None, :]
+        valid = self.valid_keys()
+        if valid is not None:
+            pb = valid.shape[0]
+            colv = valid[batch.long().clamp(max=pb - 1)[:, None], cols.clamp(max=self.kv_len - 1)]
+            mask = mask & colv[:, None, :]
+        return mask
 
     # ------------------------------------------------------------------ figures
     def _block_extent(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,11 +427,36 @@ class BlockLayout:
         return float((visited * area).sum(dim=(-1, -2)).mean() / (self.q_len * self.kv_len))
 
     def mask_density(self) -> float:
-        """Fraction of (query, key) pairs that are *allowed* (full-block pairs plus True tile entries)."""
+        """Fraction of (query, key) pairs that are *allowed* (full-block pairs plus the pairs the partial
+        blocks' predicate allows, padding keys excluded), averaged over the broadcast batch and head dims.
+
+        Tiles without key padding are counted per tile; analytic predicates and padded layouts evaluate
+        every partial block (chunked: seconds for ~10^5 partial blocks of 128 x 128).
+        """
+        return self.cached("mask_density", self._compute_mask_density)
+
+    def _compute_mask_density(self) -> float:
         rows, cols = self._block_extent()
-        area = rows[:, None].double() * cols[None, :].double()
         kinds = self.block_kinds()
-        full = ((kinds == 1).double() * area).sum(dim=(-1, -2))
+        b, h = self.batch_heads
+        valid = self.valid_keys()
+        if valid is None:
+            col_valid = cols.double()[None, :]  # [1, NKV]
+        else:
+            pad_cols = torch.zeros(valid.shape[0], self.num_kv_blocks * self.kv_block, dtype=torch.bool,
+                                   device=self.device)
+            pad_cols[:, : self.kv_len] = valid
+            col_valid = pad_cols.view(valid.shape[0], -1, self.kv_block).sum(-1).double()  # [P, NKV]
+        area = rows.double()[None, None, :, None] * col_valid[:, None, None, :]  # [P, 1, NQ, NKV]
+        full = ((kinds == 1).double() * area).sum(dim=(-1, -2)).expand(b, h)
+        if self.predicate is None and valid is None:
+            part = self._tile_pairs(rows, cols, kinds)
+        else:
+            part = self._evaluated_partial_pairs(kinds, b, h)
+        return float((full + part).mean() / (self.q_len * self.kv_len))
+
+    def _tile_pairs(self, rows, cols, kinds) -> torch.Tensor:
+        """Allowed pairs of the partial blocks, counted per tile (``"tiles"``, no padding): ``[B|1, H|1]``."""
         tmap = self.tile_map().long()
         # True entries per tile inside the bounds: only the last query-block row and the last key-block
         # column can be ragged, so four count vectors [n_tiles] cover every block position.
@@ -289,8 +473,18 @@ class BlockLayout:
         last_col = torch.zeros(self.num_kv_blocks, dtype=torch.long, device=self.device)
         last_col[-1] = 2
         position = last_row[:, None] + last_col[None, :]  # 0 inner, 1 last row, 2 last column, 3 corner
-        part = torch.where(tmap >= 0, counts[position, tmap.clamp_min(0)], 0.0).sum(dim=(-1, -2))
-        return float((full + part).mean() / (self.q_len * self.kv_len))
+        return torch.where(tmap >= 0, counts[position, tmap.clamp_min(0)], 0.0).sum(dim=(-1, -2))
+
+    def _evaluated_partial_pairs(self, kinds, b, h) -> torch.Tensor:
+        """Allowed pairs of the partial blocks by evaluating each one: ``[B', H']``."""
+        out = torch.zeros(b, h, dtype=torch.float64, device=self.device)
+        bi, hi, qi, ki = (kinds.expand(b, h, -1, -1) == 2).nonzero(as_tuple=True)
+        step = max(1, _PAIRS_PER_CHUNK // (self.q_block * self.kv_block))
+        for s in range(0, bi.shape[0], step):
+            sl = slice(s, s + step)
+            n = self.block_masks(bi[sl], hi[sl], qi[sl], ki[sl]).sum(dim=(1, 2)).double()
+            out.index_put_((bi[sl], hi[sl]), n, accumulate=True)
+        return out
 
     def block_counts(self, batch: int = 0, head: int = 0) -> dict[str, int]:
         """Numbers of (query block, key block) pairs of each kind for one batch entry and head.
@@ -385,9 +579,12 @@ class BlockLayout:
             kv_block: key block size (power of two >= 16).
             q_len: number of query tokens.
             kv_len: number of key tokens.
-            key_padding_mask: optional bool ``[B, kv_len]``, True = valid key. Kept blocks that contain
-                an invalid key become *partial* blocks whose tile masks those keys out (the batch
-                dimension of the layout becomes B). Query rows are not affected.
+            key_padding_mask: optional bool ``[B, kv_len]``, True = valid key (the batch dimension of
+                the layout becomes B; query rows are not affected). When each batch element's invalid
+                keys form one contiguous run (text padding), the layout keeps its blocks full and
+                records the run as ``key_pad`` (tested only in the blocks it overlaps); otherwise kept
+                blocks that contain an invalid key become *partial* blocks whose tile masks those keys
+                out. Either way, key blocks holding only invalid keys are dropped.
             allow_empty_rows: allow query blocks that visit no key block (output 0, LSE -inf).
         """
         validate_block_size("q_block", q_block)
@@ -420,6 +617,12 @@ class BlockLayout:
         b = key_padding_mask.shape[0]
         if block_mask.shape[0] not in (1, b):
             raise ValueError(f"block_mask batch {block_mask.shape[0]} does not match key_padding_mask batch {b}")
+        run = _single_invalid_run(key_padding_mask)
+        if run is not None:
+            dead = padding_overlap(run, kv_len, kv_block)[1]
+            keep = block_mask.expand(b, -1, -1, -1) & ~dead[:, None, None, :]
+            return cls.from_block_mask(keep, q_block, kv_block, q_len, kv_len,
+                                       allow_empty_rows=allow_empty_rows).with_key_padding(run[:, 0], run[:, 1])
         pad = torch.ones(b, nkv * kv_block, dtype=torch.bool, device=device)
         pad[:, :kv_len] = key_padding_mask
         pad = pad.view(b, nkv, kv_block)  # [B, NKV, kb]; out-of-range tail counts as valid (kernel bounds it)
@@ -441,6 +644,72 @@ class BlockLayout:
         ).to(torch.int32)
         return cls(q_len, kv_len, q_block, kv_block, full_idx, full_cnt, part_idx, part_cnt, part_tile.contiguous(),
                    tiles, allow_empty_rows=allow_empty_rows)
+
+    def with_key_padding(self, start, end=None) -> BlockLayout:
+        """The same layout with key padding: keys ``start[b] <= j < end[b]`` of batch element ``b`` are
+        never attended (in any block).
+
+        Args:
+            start: int or int tensor ``[B]``: first padding key per batch element (e.g. the number of
+                valid text tokens when the padded text comes first, or ``video_len + count`` when it
+                comes last). ``start == end`` means no padding for that element.
+            end: int or int tensor ``[B]`` (default ``kv_len``): one past the last padding key.
+
+        Blocks stay as they are (full blocks that overlap the padding are tested for it in the
+        kernel; blocks made only of padding are skipped by the kernel). Replaces any earlier padding.
+        Raises ``ValueError`` for intervals outside ``[0, kv_len]`` or a batch that does not fit the
+        layout's.
+        """
+        start_t = torch.as_tensor(start, device=self.device).reshape(-1)
+        end_t = torch.as_tensor(self.kv_len if end is None else end, device=self.device).reshape(-1)
+        if start_t.is_floating_point() or end_t.is_floating_point():
+            raise ValueError("with_key_padding: start and end must be ints or integer tensors")
+        n = max(start_t.shape[0], end_t.shape[0])
+        if start_t.shape[0] not in (1, n) or end_t.shape[0] not in (1, n):
+            raise ValueError(f"with_key_padding: start {tuple(start_t.shape)} and end {tuple(end_t.shape)} "
+                             "must have one value or one per batch element")
+        pad = torch.stack([start_t.expand(n), end_t.expand(n)], dim=1).to(torch.int32).contiguous()
+        return dataclasses.replace(self, key_pad=pad)
+
+    @classmethod
+    def from_predicate(
+        cls,
+        predicate: WindowPredicate | EllipsoidPredicate,
+        q_block: int,
+        kv_block: int,
+        q_len: int,
+        kv_len: int,
+        *,
+        allow_empty_rows: bool = False,
+    ) -> BlockLayout:
+        """Layout of an analytic predicate, its blocks classified from coordinate bounding boxes.
+
+        A block pair is *full* when the predicate's box test proves every pair allowed, *skipped* when
+        it proves none allowed, *partial* otherwise (decided in the kernel by the predicate). The
+        token mask is exact; only the split between full and partial blocks is conservative (tiled
+        token orders make boxes tight). The batch and head dims are 1 (predicates are shared).
+
+        Args:
+            predicate: a :class:`~accel.kernels.WindowPredicate` or :class:`~accel.kernels.EllipsoidPredicate`.
+            q_block, kv_block: block sizes (powers of two >= 16).
+            q_len, kv_len: sequence lengths (the predicate's ranges must lie inside them).
+            allow_empty_rows: allow query blocks that visit no key block.
+        """
+        validate_block_size("q_block", q_block)
+        validate_block_size("kv_block", kv_block)
+        if not isinstance(predicate, (WindowPredicate, EllipsoidPredicate)):
+            raise TypeError(f"predicate must be a WindowPredicate or an EllipsoidPredicate, got {type(predicate).__name__}")
+        predicate.check_lengths(q_len, kv_len)
+        dev = predicate.device
+        nq, nkv = _ceil_div(q_len, q_block), _ceil_div(kv_len, kv_block)
+        q_rows = torch.arange(nq * q_block, device=dev).view(nq, q_block)
+        k_cols = torch.arange(nkv * kv_block, device=dev).view(nkv, kv_block)
+        any_, all_ = predicate.box_relation(torch.where(q_rows < q_len, q_rows, -1),
+                                            torch.where(k_cols < kv_len, k_cols, -1))
+        full_idx, full_cnt = _pack_rows((any_ & all_)[None, None])
+        part_idx, part_cnt = _pack_rows((any_ & ~all_)[None, None])
+        return cls(q_len, kv_len, q_block, kv_block, full_idx, full_cnt, part_idx, part_cnt, None, None,
+                   allow_empty_rows=allow_empty_rows, predicate=predicate)
 
     @classmethod
     def from_token_mask(
@@ -497,6 +766,24 @@ class BlockLayout:
         return (
             f"BlockLayout(q_len={self.q_len}, kv_len={self.kv_len}, q_block={self.q_block}, kv_block={self.kv_block}, "
             f"batch_heads=({b}, {h}), full_cap={self.full_idx.shape[3]}, part_cap={self.part_idx.shape[3]}, "
-            f"n_tiles={self.tiles.shape[0]}, device={self.device})"
+            f"partial_kind={self.partial_kind!r}, n_tiles={self.tiles.shape[0]}, "
+            f"key_pad={self.key_pad is not None}, device={self.device})"
         )
+
+
+def _single_invalid_run(key_padding_mask: torch.Tensor) -> torch.Tensor | None:
+    """int32 ``[B, 2]`` (start, end) of each row's invalid keys when they form one contiguous run per
+    row (or none: start = end = kv_len), else None."""
+    invalid = ~key_padding_mask
+    n = invalid.shape[1]
+    pos = torch.arange(n, device=invalid.device)
+    count = invalid.sum(1)
+    first = torch.where(invalid, pos, n).amin(1)
+    last = torch.where(invalid, pos, -1).amax(1)
+    contiguous = (count == 0) | (last - first + 1 == count)
+    if not bool(contiguous.all()):
+        return None
+    start = torch.where(count == 0, n, first)
+    end = torch.where(count == 0, n, last + 1)
+    return torch.stack([start, end], 1).to(torch.int32)
 

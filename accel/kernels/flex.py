@@ -1,9 +1,10 @@
 """FlexAttention backend: the same :class:`BlockLayout` executed by ``torch.nn.attention.flex_attention``.
 
-The layout maps one-to-one onto a FlexAttention ``BlockMask`` built with ``BlockMask.from_kv_blocks``:
-our full blocks are its ``full_kv_indices`` (no ``mask_mod`` call), our partial blocks its
-``kv_indices`` with a ``mask_mod`` that looks the pair up in the layout's tiles. It is the CPU speed
-path (compiled by inductor's C++ template) and the GPU baseline.
+The layout maps onto a FlexAttention ``BlockMask`` built with ``BlockMask.from_kv_blocks``: our
+full blocks are its ``full_kv_indices`` (no ``mask_mod`` call), our partial blocks its ``kv_indices``
+with a ``mask_mod`` that evaluates the layout's partial kind (a tile lookup, or the window /
+ellipsoid rule from coordinates) and its key padding. It is the CPU speed path (compiled by
+inductor's C++ template) and the GPU baseline.
 
 CPU limits handled here (torch 2.13, checked on this project's machines):
 * eager ``flex_attention`` ignores the block structure and materialises the full score matrix; we
@@ -22,6 +23,7 @@ import logging
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention, noop_mask
 
+from .schedule import padding_overlap
 from .triton_fwd import kernel_head_dim
 
 __all__ = ["flex_block_sparse_attention", "to_flex_block_mask"]
@@ -52,16 +54,66 @@ def _run_flex(qt, kt, vt, block_mask, scale, return_lse):
                                 kernel_options=options)
 
 
-def _padded_rows(idx: torch.Tensor, cnt: torch.Tensor, width: int) -> torch.Tensor:
-    """Widen ``[B,H,NQ,C]`` index rows to ``width`` columns (FlexAttention wants ``NKV`` columns)."""
-    out = torch.zeros(*idx.shape[:3], width, dtype=torch.int32, device=idx.device)
-    c = min(idx.shape[3], width)
-    out[..., :c] = idx[..., :c]
-    return out
+def _rows(mask: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """bool ``[B, H, NQ, NKV]`` -> (kept key blocks ``[B, H, NQ, width]`` ascending, counts ``[B, H, NQ]``)."""
+    counts = mask.sum(-1, dtype=torch.int32)
+    order = torch.sort((~mask).to(torch.int8), dim=-1, stable=True).indices[..., :width].to(torch.int32)
+    order = torch.where(torch.arange(width, device=mask.device) < counts.unsqueeze(-1), order, 0)
+    return order.contiguous(), counts.contiguous()
+
+
+def _predicate_mod(layout):
+    """``f(b, h, q_idx, kv_idx) -> bool`` of the layout's partial-block predicate (tile lookup or the
+    analytic rule), in ops FlexAttention can trace; positions are absolute."""
+    qb, kb = layout.q_block, layout.kv_block
+    pred = layout.predicate
+    if pred is None:
+        tmap = layout.tile_map().contiguous()
+        tiles = layout.tiles
+        lb, lh = tmap.shape[:2]
+
+        def tile_mod(b, h, q_idx, kv_idx):
+            t = tmap[b if lb > 1 else b * 0, h if lh > 1 else h * 0, q_idx // qb, kv_idx // kb]
+            return tiles[t.clamp(min=0), q_idx % qb, kv_idx % kb]
+
+        return tile_mod
+    qs, nq, ks, nk, axes = pred.q_start, pred.n_q, pred.k_start, pred.n_k, pred.n_axes
+
+    def ranges(q_idx, kv_idx):
+        free = (q_idx < qs) | (q_idx >= qs + nq) | (kv_idx < ks) | (kv_idx >= ks + nk)
+        return free, (q_idx - qs).clamp(0, nq - 1), (kv_idx - ks).clamp(0, nk - 1)
+
+    if pred.kind == "window":
+        q_lo, q_hi, k_c = pred.q_lo, pred.q_hi, pred.k_coord
+
+        def window_mod(b, h, q_idx, kv_idx):
+            free, ql, kl = ranges(q_idx, kv_idx)
+            ok = free | ~free  # all True, shaped like the indices
+            for a in range(axes):
+                c = k_c[kl, a]
+                ok = ok & (q_lo[ql, a] <= c) & (c <= q_hi[ql, a])
+            return ok | free
+
+        return window_mod
+    q_c, k_c, limit, weights = pred.q_coord, pred.k_coord, pred.limit, pred.weights
+
+    def ellipsoid_mod(b, h, q_idx, kv_idx):
+        free, ql, kl = ranges(q_idx, kv_idx)
+        dist = (q_idx * 0).long()
+        for a in range(axes):
+            d = (q_c[ql, a] - k_c[kl, a]).long()
+            dist = dist + weights[a] * d * d
+        return (dist <= limit[ql].long()) | free
+
+    return ellipsoid_mod
 
 
 def to_flex_block_mask(layout, batch: int, heads: int) -> BlockMask:
     """Translate a :class:`BlockLayout` into an equivalent FlexAttention ``BlockMask``.
+
+    Full blocks that overlap the layout's key padding become partial blocks for FlexAttention (it
+    runs no ``mask_mod`` on full blocks); blocks made only of padding are dropped. The ``mask_mod``
+    evaluates the layout's partial kind (tile lookup, window or ellipsoid rule) and the padding.
 
     Args:
         layout: the block layout (its device is the BlockMask's device).
@@ -69,53 +121,55 @@ def to_flex_block_mask(layout, batch: int, heads: int) -> BlockMask:
         heads: the number of heads of the attention call (the layout may broadcast over it).
     """
     nkv = layout.num_kv_blocks
-    full_idx, full_cnt = layout.full_idx, layout.full_cnt
-    part_idx, part_cnt, part_tile = layout.part_idx, layout.part_cnt, layout.part_tile
-    tiles = layout.tiles
+    kinds = layout.block_kinds().expand(batch, heads, -1, -1)
+    full = kinds == 1
+    pred_blocks = kinds == 2
+    part = pred_blocks
+    valid = layout.valid_keys()
+    if layout.key_pad is not None:
+        overlap, dead = padding_overlap(layout.key_pad, layout.kv_len, layout.kv_block)
+        overlap, dead = overlap.expand(batch, -1)[:, None, None], dead.expand(batch, -1)[:, None, None]
+        part = (part | (full & overlap)) & ~dead
+        full = full & ~overlap
     if layout.device.type == "cpu":
-        needs = (part_cnt == 0) & (full_cnt > 0)
+        # rows with full blocks but no partial block break the C++ template: demote the last full block
+        needs = full.any(-1) & ~part.any(-1)
         if bool(needs.any()):
-            # demote the last full block of such rows to a partial block with an all-True tile
-            tiles = torch.cat([tiles, torch.ones_like(tiles[:1])])
-            all_true = tiles.shape[0] - 1
-            last = (full_cnt - 1).clamp_min(0).long().unsqueeze(-1)
-            moved = torch.gather(full_idx, -1, last).squeeze(-1)
-            full_cnt = torch.where(needs, full_cnt - 1, full_cnt)
-            part_cnt = torch.where(needs, 1, part_cnt).to(torch.int32)
-            part_idx = part_idx.clone()
-            part_tile = part_tile.clone()
-            part_idx[..., 0] = torch.where(needs, moved, part_idx[..., 0])
-            part_tile[..., 0] = torch.where(needs, all_true, part_tile[..., 0])
-    lb, lh = full_cnt.shape[:2]
-    # tile index per (query block, key block), -1 where the block is not partial
-    used = torch.arange(part_idx.shape[3], device=part_idx.device) < part_cnt.unsqueeze(-1)
-    tile_map = torch.full((*part_cnt.shape, nkv + 1), -1, dtype=torch.int32, device=part_idx.device)
-    tile_map.scatter_(-1, torch.where(used, part_idx.long(), nkv), torch.where(used, part_tile, -1))
-    tile_map = tile_map[..., :nkv].contiguous()
+            last = nkv - 1 - torch.flip(full, dims=(-1,)).to(torch.int8).argmax(-1, keepdim=True)
+            demote = torch.zeros_like(full).scatter_(-1, last, True) & needs.unsqueeze(-1)
+            full = full & ~demote
+            part = part | demote
+    full_idx, full_cnt = _rows(full, nkv)
+    part_idx, part_cnt = _rows(part, nkv)
     qb, kb = layout.q_block, layout.kv_block
-    b_sel = (lambda b: b) if lb > 1 else (lambda b: b * 0)
-    h_sel = (lambda h: h) if lh > 1 else (lambda h: h * 0)
+    needs_pred = bool(pred_blocks.any()) and not (layout.predicate is None and _all_true_tiles(layout))
+    mask_mod = None
+    if needs_pred or valid is not None:
+        pred = _predicate_mod(layout) if needs_pred else None
+        pmap = pred_blocks.contiguous()
+        pb = 1 if valid is None else valid.shape[0]
 
-    def mask_mod(b, h, q_idx, kv_idx):
-        t = tile_map[b_sel(b), h_sel(h), q_idx // qb, kv_idx // kb]
-        return tiles[t.clamp(min=0), q_idx % qb, kv_idx % kb]
-
-    used_tiles = torch.where(used, part_tile, 0)[used]
-    if used_tiles.numel() == 0 or bool(tiles[used_tiles.unique().long()].all()):
-        mask_mod = None  # every partial block allows all pairs: skip the per-pair table lookups
-
-    def widen(x, cnt):
-        return _padded_rows(x, cnt, nkv).expand(batch, heads, -1, -1).contiguous()
+        def mask_mod(b, h, q_idx, kv_idx):
+            ok = (q_idx >= 0) & (kv_idx >= 0)
+            if pred is not None:
+                ok = ~pmap[b, h, q_idx // qb, kv_idx // kb] | pred(b, h, q_idx, kv_idx)
+            if valid is not None:
+                ok = ok & valid[b if pb > 1 else b * 0, kv_idx]
+            return ok
 
     return BlockMask.from_kv_blocks(
-        part_cnt.expand(batch, heads, -1).contiguous(),
-        widen(part_idx, part_cnt),
-        full_cnt.expand(batch, heads, -1).contiguous(),
-        widen(full_idx, full_cnt),
+        part_cnt, part_idx, full_cnt, full_idx,
         BLOCK_SIZE=(qb, kb),
         mask_mod=mask_mod,
         seq_lengths=(layout.q_len, layout.kv_len),
     )
+
+
+def _all_true_tiles(layout) -> bool:
+    """Every tile used by a partial block allows all of its pairs (then no per-pair test is needed)."""
+    used = torch.arange(layout.part_idx.shape[3], device=layout.device) < layout.part_cnt.unsqueeze(-1)
+    used_tiles = layout.part_tile[used]
+    return used_tiles.numel() == 0 or bool(layout.tiles[used_tiles.unique().long()].all())
 
 
 def flex_block_sparse_attention(q, k, v, layout, scale: float, return_lse: bool, block_mask=None):
