@@ -19,10 +19,13 @@ def _layout_and_inputs():
 
 
 def test_opcheck():
+    from accel.kernels.triton_fwd import op_arguments
+
     q, k, v, _, lay = _layout_and_inputs()
-    args = (q, k, v, lay.full_idx, lay.full_cnt, lay.part_idx, lay.part_cnt, lay.part_tile, lay.tiles, 0.25, 16, 16)
-    torch.library.opcheck(torch.ops.accel.block_sparse_attn.default, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    padded = lay.with_key_padding(torch.tensor([40, 45, 50])[:1], 50)
+    for layout in (lay, padded):
+        torch.library.opcheck(torch.ops.accel.block_sparse_attn.default, op_arguments(q, k, v, layout, 0.25),
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
 
 
 @pytest.mark.slow

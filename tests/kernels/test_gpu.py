@@ -1,13 +1,26 @@
-"""CUDA-only kernel checks (skipped without a GPU; run by benchmarks/gpu_check.sh on a GPU machine)."""
+"""CUDA-only kernel checks (skipped without a GPU). benchmarks/gpu_check.py is the prepared GPU run; these
+tests are the pytest view of the same kernel. Each runs with one forced configuration (no tuning, one
+compile per kernel variant: well within the per-test timeout) except the tuning test, whose budget and
+candidate list are small."""
 
 import pytest
 import torch
 
-from accel.kernels import BlockLayout, block_sparse_attention
+from accel.kernels import BlockLayout, EllipsoidPredicate, WindowPredicate, block_sparse_attention
+from accel.kernels import triton_tuning as tuning
 
 from .helpers import block_mask_to_token_mask, dense_masked_attention
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300)]
+
+FAST = "block_m=128,block_n=64,num_warps=4,num_stages=3"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tuning(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCEL_TUNING_CACHE", str(tmp_path / "tuning.json"))
+    monkeypatch.setenv("ACCEL_TRITON_CONFIG", FAST)
+    tuning.clear_tuning_cache()
 
 
 def _band(nb, width, heads=1):
@@ -29,6 +42,50 @@ def test_triton_gpu_matches_reference(dtype, d):
     out, lse = block_sparse_attention(q, k, v, lay, backend="triton", return_lse=True)
     torch.testing.assert_close(out.double(), want, atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(lse.double(), want_lse, atol=2e-2, rtol=2e-2)
+
+
+def _grid(t, h, w):
+    tt, yy, xx = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([tt, yy, xx], -1).reshape(-1, 3).to(torch.int32)
+
+
+def _analytic_case(kind):
+    c = _grid(4, 12, 20)  # 960 grid tokens + 80 text tokens at the end (ragged: 1040 = 8 * 128 + 16)
+    n, text = c.shape[0], 80
+    s = n + text
+    mask = torch.ones(2, 1, s, s, dtype=torch.bool)
+    if kind == "window":
+        r = torch.tensor([1, 3, 3], dtype=torch.int32)
+        lay = BlockLayout.from_predicate(WindowPredicate(c - r, c + r, c), 128, 128, s, s)
+        mask[:, 0, :n, :n] = ((c[:, None] - c[None]).abs() <= r).all(-1)
+    else:
+        lim = 20
+        lay = BlockLayout.from_predicate(EllipsoidPredicate(c, c, (4, 1, 1), lim), 128, 128, s, s)
+        d = c[:, None].long() - c[None].long()
+        mask[:, 0, :n, :n] = 4 * d[..., 0] ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2 <= lim
+    pad = torch.tensor([n + 30, s])
+    mask &= (torch.arange(s)[None, :] < pad[:, None])[:, None, None, :]
+    return lay.with_key_padding(pad).to("cuda"), mask.cuda(), s
+
+
+PATHS = [FAST, "block_m=64,block_n=32,num_warps=4,num_stages=2,persistent=1",
+         "block_m=128,block_n=128,num_warps=8,num_stages=3,tma=1",
+         "block_m=128,block_n=128,num_warps=8,num_stages=2,tma=1,warp_spec=1"]
+
+
+@pytest.mark.parametrize("config", PATHS)
+@pytest.mark.parametrize("kind", ["window", "ellipsoid"])
+def test_triton_gpu_analytic_kinds_and_paths(kind, config, monkeypatch):
+    feats = tuning.hopper_features(torch.cuda.current_device())
+    if ("tma=1" in config and not feats["tma"]) or ("warp_spec=1" in config and not feats["warp_spec"]):
+        pytest.skip(f"the installed Triton / GPU offers no {config}")
+    monkeypatch.setenv("ACCEL_TRITON_CONFIG", config)
+    lay, mask, s = _analytic_case(kind)
+    g = torch.Generator(device="cuda").manual_seed(5)
+    q, k, v = (torch.randn(2, s, 2, 128, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3))
+    want, _ = dense_masked_attention(q, k, v, mask, 128**-0.5)
+    out = block_sparse_attention(q, k, v, lay, backend="triton")
+    torch.testing.assert_close(out.double(), want, atol=2e-2, rtol=2e-2)
 
 
 def test_triton_gpu_fp32_and_empty_rows():
@@ -74,3 +131,20 @@ def test_triton_gpu_fused_prior_and_affine(dtype):
     want = a_scale.double()[:, :, rows].permute(0, 2, 1)[..., None] * want + a_shift.double()[:, :, rows].permute(0, 2, 1, 3)
     torch.testing.assert_close(out.double(), want, atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(lse.double(), want_lse, atol=2e-2, rtol=2e-2)
+
+
+def test_triton_gpu_tuning_persists_and_is_reused(monkeypatch, tmp_path):
+    """Tuning on a small problem within a small budget: the cache file holds the choice, a second call
+    with the memory forgotten reads it instead of tuning again."""
+    monkeypatch.delenv("ACCEL_TRITON_CONFIG")
+    monkeypatch.setenv("ACCEL_TRITON_TUNE_BUDGET_S", "60")
+    g = torch.Generator(device="cuda").manual_seed(3)
+    q, k, v = (torch.randn(1, 2048, 4, 128, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3))
+    lay = BlockLayout.from_block_mask(_band(16, 2), 128, 128, 2048, 2048).to("cuda")
+    out = block_sparse_attention(q, k, v, lay, backend="triton")
+    (key, entry), = tuning.chosen_configs().items()
+    assert entry["how"] == "tuned" and (tmp_path / "tuning.json").exists()
+    tuning._TUNER.memory.clear()
+    again = block_sparse_attention(q, k, v, lay, backend="triton")
+    assert tuning.chosen_configs()[key]["how"] == "cached"
+    torch.testing.assert_close(again, out)
