@@ -402,6 +402,25 @@ def sparse_section(report, sizes, device, dtype, measure, dense_ms: float | None
         run("grid", name, lay)
 
 
+def extra_paths(sizes: Sizes, feats: dict, default: tuning.KernelConfig, tiny: bool) -> list:
+    """(label, config) of the kernel paths besides the default: persistent, TMA, TMA + warp specialisation
+    (the first such tuning candidate; sub-block program tiles in tiny mode)."""
+    if tiny:
+        bm, bn = sizes.variant_blocks
+        cands = [tuning.KernelConfig(bm, bn, 4, 2, tma=True), tuning.KernelConfig(bm, bn, 4, 2, tma=True, warp_spec=True)]
+    else:
+        cands = tuning.candidates(sizes.head_dim, sizes.block, sizes.block, tma=feats["tma"],
+                                  warp_spec=feats["warp_spec"])
+    out = [("persistent", dataclasses.replace(default, persistent=True))]
+    tma = [c for c in cands if c.tma and not c.warp_spec]
+    ws = [c for c in cands if c.warp_spec]
+    if feats["tma"] and tma:
+        out.append(("tma", tma[0]))
+    if feats["warp_spec"] and ws:
+        out.append(("tma+warp_spec", ws[0]))
+    return out
+
+
 def tuned_dense_config() -> tuning.KernelConfig | None:
     """The configuration the tuner resolved for the dense (full-only) calls of this run."""
     for key, entry in tuning.chosen_configs().items():
@@ -458,13 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             default = tuning.KernelConfig(*sizes.variant_blocks, 4, 2)
         for name in cases:
             verify(report, sizes, device, dtype, cases, name, default, "portable default")
-        bm, bn = sizes.variant_blocks
-        variants = [("persistent", tuning.KernelConfig(bm, bn, 4, 2, persistent=True))]
-        if feats["tma"]:
-            variants.append(("tma", tuning.KernelConfig(bm, bn, 4, 3, tma=True)))
-        if feats["warp_spec"]:
-            variants.append(("tma+warp_spec", tuning.KernelConfig(bm, sizes.block, 8 if not tiny else 4, 2,
-                                                                  tma=True, warp_spec=True)))
+        variants = extra_paths(sizes, feats, default, tiny)
         for label, cfg in variants:
             for name in ("full", "window"):
                 verify(report, sizes, device, dtype, cases, name, cfg, label)

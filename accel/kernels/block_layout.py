@@ -337,15 +337,22 @@ class BlockLayout:
         return full.expand(b, h, -1, -1) + part.expand(b, h, -1, -1)
 
     def block_kinds(self) -> torch.Tensor:
-        """Block map ``int8 [B|1, H|1, NQ, NKV]``: 0 = skipped, 1 = full, 2 = partial."""
-        full = self._scatter_rows(self.full_idx, self.full_cnt, torch.ones_like(self.full_idx))
-        part = self._scatter_rows(self.part_idx, self.part_cnt, torch.ones_like(self.part_idx))
-        return (full + 2 * part).to(torch.int8)
+        """Block map ``int8 [B|1, H|1, NQ, NKV]``: 0 = skipped, 1 = full, 2 = partial (computed once)."""
+        def build():
+            full = self._scatter_rows(self.full_idx, self.full_cnt, torch.ones_like(self.full_idx))
+            part = self._scatter_rows(self.part_idx, self.part_cnt, torch.ones_like(self.part_idx))
+            return (full + 2 * part).to(torch.int8)
+
+        return self.cached("block_kinds", build)
 
     def tile_map(self) -> torch.Tensor:
-        """``int32 [B|1, H|1, NQ, NKV]``: the tile index of each partial block, -1 elsewhere."""
-        plus_one = self._scatter_rows(self.part_idx, self.part_cnt, self.part_tile + 1)
-        return (plus_one - 1).to(torch.int32)
+        """``int32 [B|1, H|1, NQ, NKV]``: the tile index of each partial block, -1 elsewhere (``"tiles"``
+        layouts; computed once)."""
+        def build():
+            plus_one = self._scatter_rows(self.part_idx, self.part_cnt, self.part_tile + 1)
+            return (plus_one - 1).to(torch.int32)
+
+        return self.cached("tile_map", build)
 
     def to_dense_mask(self) -> torch.Tensor:
         """Materialise the token-level mask ``bool [B|1, H|1, q_len, kv_len]`` (tests and tiny sizes only)."""

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 _INT32_MAX = 2**31 - 1
+_WINDOW_LIMIT = 2**30
 MAX_AXES = 3
 
 
@@ -49,13 +50,17 @@ def pack_tile_bits(tiles: torch.Tensor) -> torch.Tensor:
     """
     n, rows, cols = tiles.shape
     words = -(-cols // 32)
-    padded = torch.zeros(n, rows, words * 32, dtype=torch.int64, device=tiles.device)
-    padded[..., :cols] = tiles.to(torch.int64)
     weights = torch.bitwise_left_shift(torch.ones(32, dtype=torch.int64, device=tiles.device),
                                        torch.arange(32, device=tiles.device))
-    packed = (padded.view(n, rows, words, 32) * weights).sum(-1)
-    packed = torch.where(packed > _INT32_MAX, packed - 2**32, packed)
-    return packed.to(torch.int32).contiguous()
+    out = torch.empty(n, rows, words, dtype=torch.int32, device=tiles.device)
+    step = max(1, (1 << 22) // max(1, rows * words * 32))  # bounded int64 temporaries
+    for s in range(0, n, step):
+        chunk = tiles[s:s + step]
+        padded = torch.zeros(chunk.shape[0], rows, words * 32, dtype=torch.int64, device=tiles.device)
+        padded[..., :cols] = chunk.to(torch.int64)
+        packed = (padded.view(-1, rows, words, 32) * weights).sum(-1)
+        out[s:s + step] = torch.where(packed > _INT32_MAX, packed - 2**32, packed).to(torch.int32)
+    return out
 
 
 def unpack_tile_bits(bits: torch.Tensor, kv_block: int) -> torch.Tensor:
@@ -158,8 +163,11 @@ class WindowPredicate(_Predicate):
 
     Args:
         q_lo: int32 ``[n_q, A]`` (``1 <= A <= 3``): the lowest allowed key coordinate per query and axis.
-        q_hi: int32 ``[n_q, A]``: the highest allowed key coordinate (inclusive).
+        q_hi: int32 ``[n_q, A]``: the highest allowed key coordinate (inclusive; ``q_hi < q_lo`` on
+            some axis means the query attends no covered key).
         k_coord: int32 ``[n_k, A]``: the coordinate of each key.
+
+    All values must lie in ``(-2**30, 2**30)`` (the kernel compares differences in 32 bits).
         q_start: sequence position of the first covered query (default 0).
         k_start: sequence position of the first covered key (default 0).
 
@@ -191,6 +199,11 @@ class WindowPredicate(_Predicate):
             raise ValueError(f"q_lo {tuple(self.q_lo.shape)} and q_hi {tuple(self.q_hi.shape)} must have the same shape")
         if not (self.q_lo.device == self.q_hi.device == k.device):
             raise ValueError("q_lo, q_hi and k_coord must share a device")
+        for name in ("q_lo", "q_hi", "k_coord"):  # the kernel compares differences in 32 bits
+            t = getattr(self, name)
+            if bool((t.abs() >= _WINDOW_LIMIT).any()):
+                raise ValueError(f"{name} values must lie in (-2**30, 2**30), got a value of magnitude "
+                                 f"{int(t.abs().max())}")
         _check_start("q_start", self.q_start)
         _check_start("k_start", self.k_start)
 

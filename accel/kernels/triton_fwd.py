@@ -79,16 +79,29 @@ def kernel_head_dim(d: int) -> int:
 if HAVE_TRITON:
 
     @triton.jit
-    def _window_allowed(lo0, hi0, lo1, hi1, lo2, hi2, KC, kl, k_axis_stride, N_AXES: tl.constexpr):
-        c = tl.load(KC + kl)
-        ok = (lo0[:, None] <= c[None, :]) & (c[None, :] <= hi0[:, None])
+    def _window_allowed(lo0, wd0, lo1, wd1, lo2, wd2, KC, kl, k_axis_stride, N_AXES: tl.constexpr):
+        # lo <= c <= lo + width as one unsigned compare per axis: (c - lo) mod 2^32 <= width
+        # (coordinates lie in (-2^30, 2^30), so c < lo wraps above every width)
+        c = tl.load(KC + kl).to(tl.uint32, bitcast=True)
+        ok = (c[None, :] - lo0[:, None]) <= wd0[:, None]
         if N_AXES > 1:
-            c = tl.load(KC + k_axis_stride + kl)
-            ok = ok & (lo1[:, None] <= c[None, :]) & (c[None, :] <= hi1[:, None])
+            c = tl.load(KC + k_axis_stride + kl).to(tl.uint32, bitcast=True)
+            ok = ok & ((c[None, :] - lo1[:, None]) <= wd1[:, None])
         if N_AXES > 2:
-            c = tl.load(KC + 2 * k_axis_stride + kl)
-            ok = ok & (lo2[:, None] <= c[None, :]) & (c[None, :] <= hi2[:, None])
+            c = tl.load(KC + 2 * k_axis_stride + kl).to(tl.uint32, bitcast=True)
+            ok = ok & ((c[None, :] - lo2[:, None]) <= wd2[:, None])
         return ok
+
+    @triton.jit
+    def _window_row(LO, HI, ql, q_in):
+        """One axis of the query side of a window: (lo, width) as uint32; rows outside the covered
+        range get the whole int32 line, empty windows (hi < lo) a width-0 window at -2^31."""
+        lo = tl.where(q_in, tl.load(LO + ql), -2147483648)
+        hi = tl.where(q_in, tl.load(HI + ql), 2147483647)
+        nonempty = hi >= lo
+        lo = tl.where(nonempty, lo, -2147483648).to(tl.uint32, bitcast=True)
+        width = tl.where(nonempty, hi.to(tl.uint32, bitcast=True) - lo, 0)
+        return lo, width
 
     @triton.jit
     def _ellipsoid_allowed(c0, c1, c2, lim, KC, kl, k_axis_stride, w0, w1, w2, N_AXES: tl.constexpr):
@@ -119,7 +132,8 @@ if HAVE_TRITON:
         if USE_TMA:
             k = k_src.load([start_n, 0]).T
         else:
-            k_ptrs = k_src + start_n.to(tl.int64) * stride_ks + offs_n[None, :] * stride_ks + offs_d[:, None] * stride_kd
+            # the tile offsets are loop-invariant (hoisted); each step adds one scalar
+            k_ptrs = k_src + start_n.to(tl.int64) * stride_ks + (offs_n[None, :] * stride_ks + offs_d[:, None] * stride_kd)
             if MODE == 0:
                 if HEAD_DIM == BLOCK_D:
                     k = tl.load(k_ptrs)
@@ -163,7 +177,7 @@ if HAVE_TRITON:
         if USE_TMA:
             v = v_src.load([start_n, 0])
         else:
-            v_ptrs = v_src + start_n.to(tl.int64) * stride_vs + offs_n[:, None] * stride_vs + offs_d[None, :] * stride_vd
+            v_ptrs = v_src + start_n.to(tl.int64) * stride_vs + (offs_n[:, None] * stride_vs + offs_d[None, :] * stride_vd)
             if MODE == 0:
                 if HEAD_DIM == BLOCK_D:
                     v = tl.load(v_ptrs)
@@ -199,7 +213,7 @@ if HAVE_TRITON:
             )
         return acc, l_i, m_i
 
-    @triton.jit(do_not_specialize=["num_heads", "q_len", "kv_len", "n_mtiles", "total_tiles",
+    @triton.jit(do_not_specialize=["num_heads", "q_len", "kv_len", "n_mtiles", "total_tiles", "num_programs",
                                    "mq_start", "mq_n", "mk_start", "mk_n", "w0", "w1", "w2"])
     def _bsa_fwd_kernel(
         Q, K, V, O, LSE,  # noqa: E741
@@ -219,7 +233,7 @@ if HAVE_TRITON:
         stride_plb, stride_pls, stride_plh,
         stride_asb, stride_ash, stride_asq,
         stride_afb, stride_afh, stride_afq, stride_afd,
-        num_heads, q_len, kv_len, qk_scale, n_mtiles, total_tiles,
+        num_heads, q_len, kv_len, qk_scale, n_mtiles, total_tiles, num_programs,
         mq_start, mq_n, mk_start, mk_n, w0, w1, w2,
         HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         Q_BLOCK: tl.constexpr, KV_BLOCK: tl.constexpr,
@@ -229,7 +243,7 @@ if HAVE_TRITON:
         PART_KIND: tl.constexpr, N_AXES: tl.constexpr, K_FREE: tl.constexpr,
         HAS_EDGE: tl.constexpr, HAS_KEYPAD: tl.constexpr,
         USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
-        PERSISTENT: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+        PERSISTENT: tl.constexpr,
     ):
         SUB_M: tl.constexpr = Q_BLOCK // BLOCK_M
         SUB_N: tl.constexpr = KV_BLOCK // BLOCK_N
@@ -239,7 +253,7 @@ if HAVE_TRITON:
         pid = tl.program_id(0)
         if PERSISTENT:
             tile_end = total_tiles
-            tile_step = NUM_PROGRAMS
+            tile_step = num_programs
         else:
             tile_end = pid + 1
             tile_step = 1
@@ -308,14 +322,11 @@ if HAVE_TRITON:
                     q_in = (offs_m >= mq_start) & (offs_m < mq_start + mq_n)
                     ql = tl.minimum(tl.maximum(offs_m - mq_start, 0), mq_n - 1)
                     if PART_KIND == 2:
-                        qa0 = tl.where(q_in, tl.load(MASK_A + ql), -2147483648)
-                        qb0 = tl.where(q_in, tl.load(MASK_B + ql), 2147483647)
+                        qa0, qb0 = _window_row(MASK_A, MASK_B, ql, q_in)
                         if N_AXES > 1:
-                            qa1 = tl.where(q_in, tl.load(MASK_A + mq_n + ql), -2147483648)
-                            qb1 = tl.where(q_in, tl.load(MASK_B + mq_n + ql), 2147483647)
+                            qa1, qb1 = _window_row(MASK_A + mq_n, MASK_B + mq_n, ql, q_in)
                         if N_AXES > 2:
-                            qa2 = tl.where(q_in, tl.load(MASK_A + 2 * mq_n + ql), -2147483648)
-                            qb2 = tl.where(q_in, tl.load(MASK_B + 2 * mq_n + ql), 2147483647)
+                            qa2, qb2 = _window_row(MASK_A + 2 * mq_n, MASK_B + 2 * mq_n, ql, q_in)
                     else:
                         qa0 = tl.load(MASK_A + ql)
                         if N_AXES > 1:
@@ -452,7 +463,7 @@ def _launch(q, k, v, full_idx, full_cnt, clean_cnt, part_idx, part_cnt, part_til
     a_f = affine_shift.expand(bsz, heads, nq, d) if has_affine else q
     n_mtiles_of = lambda bm: nq * (q_block // bm)  # noqa: E731
 
-    def args_for(cfg: KernelConfig):
+    def args_for(cfg: KernelConfig, programs: int):
         return (
             q, k, v, out, lse, fi, fc, cc, pi, pc, pt, ro, mask_a, mask_b, mask_k, kp if kp is not None else fc,
             po, pl, a_s, a_f,
@@ -461,7 +472,7 @@ def _launch(q, k, v, full_idx, full_cnt, clean_cnt, part_idx, part_cnt, part_til
             *(po.stride() if has_prior else (0, 0, 0, 0)), *(pl.stride() if has_prior else (0, 0, 0)),
             *(a_s.stride() if has_affine else (0, 0, 0)), *(a_f.stride() if has_affine else (0, 0, 0, 0)),
             heads, q_len, kv_len, scale * _LOG2E, n_mtiles_of(cfg.block_m), bsz * heads * n_mtiles_of(cfg.block_m),
-            mq_start, mq_n, mk_start, mk_n, w0, w1, w2,
+            programs, mq_start, mq_n, mk_start, mk_n, w0, w1, w2,
         )
 
     tma_ok = _tma_usable(k, v)
@@ -474,12 +485,12 @@ def _launch(q, k, v, full_idx, full_cnt, clean_cnt, part_idx, part_cnt, part_til
         if cfg.tma:
             tuning.ensure_tma_allocator(q.device)
         _bsa_fwd_kernel[(max(programs, 1),)](
-            *args_for(cfg),
+            *args_for(cfg, max(programs, 1)),
             HEAD_DIM=d, BLOCK_D=block_d, Q_BLOCK=q_block, KV_BLOCK=kv_block,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, UPCAST=upcast, DOT_PRECISION=precision,
             HAS_PRIOR=has_prior, HAS_AFFINE=has_affine, PART_KIND=part_kind, N_AXES=n_axes, K_FREE=bool(k_free),
             HAS_EDGE=bool(has_edge), HAS_KEYPAD=key_pad is not None, USE_TMA=cfg.tma, WARP_SPEC=cfg.warp_spec,
-            PERSISTENT=cfg.persistent, NUM_PROGRAMS=max(programs, 1),
+            PERSISTENT=cfg.persistent,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
         return out, lse

@@ -37,14 +37,15 @@ def _case(kind, seed=0, dtype=torch.float32):
         mask[..., 0] = True
         lay = BlockLayout.from_token_mask(mask, Q_BLOCK, KV_BLOCK)
     elif kind in ("window", "window+pad"):
-        c = _grid(2, 4, 8)  # 64 grid tokens, then 20 text tokens (uncovered: unconstrained)
+        c = _grid(2, 4, 8) - 3  # 64 grid tokens (negative coordinates too), then 20 text tokens (unconstrained)
         n, text = c.shape[0], 20
         q_len = kv_len = n + text
         r = torch.tensor([1, 2, 3], dtype=torch.int32)
-        pred = WindowPredicate(c - r, c + r, c)
+        lo, hi = c - r, c + r
+        hi[::7, 1] = lo[::7, 1] - 1  # every 7th query has an empty window (it still sees the text)
+        pred = WindowPredicate(lo, hi, c)
         mask = torch.ones(1, 1, q_len, kv_len, dtype=torch.bool)
-        inside = ((c[:, None, :] - c[None, :, :]).abs() <= r).all(-1)  # symmetric windows: |dq| <= r
-        mask[0, 0, :n, :n] = inside
+        mask[0, 0, :n, :n] = ((lo[:, None, :] <= c[None, :, :]) & (c[None, :, :] <= hi[:, None, :])).all(-1)
         lay = BlockLayout.from_predicate(pred, Q_BLOCK, KV_BLOCK, q_len, kv_len)
         if kind == "window+pad":
             valid = torch.ones(bsz, kv_len, dtype=torch.bool)

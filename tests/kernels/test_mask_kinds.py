@@ -207,6 +207,7 @@ def test_schedule_orders_clean_blocks_first_and_rows_by_work():
         (lambda c: WindowPredicate(c, c[:, :2], c), "q_hi has 2 axes"),
         (lambda c: WindowPredicate(c[:5], c, c), "q_lo .* and q_hi .* must have the same shape"),
         (lambda c: WindowPredicate(c, c, c, q_start=-1), "q_start must be an int >= 0"),
+        (lambda c: WindowPredicate(c - 2**30, c, c), "q_lo values must lie in"),
         (lambda c: EllipsoidPredicate(c, c, (1, 1), 3), "weights must be 3 ints"),
         (lambda c: EllipsoidPredicate(c, c, (1, 1, -1), 3), "weights must be 3 ints"),
         (lambda c: EllipsoidPredicate(c, c, (1, 1, 1), torch.zeros(3, dtype=torch.int32)), "limit must be"),
