@@ -1,15 +1,17 @@
 """Compile the Triton kernel for Hopper (sm_90a) on a machine without a GPU, and report what came out.
 
-    python benchmarks/kernel_compile_sm90.py [--matrix] [--out FILE.json] [NAME ...]
+    python benchmarks/kernel_compile_sm90.py [--matrix] [--probe] [--out FILE.json] [NAME ...]
 
 Run with ``TRITON_INTERPRET`` unset (the interpreter compiles nothing). For each variant (partial kind,
 fusions, head dim, launch configuration) it records whether Triton compiled it, the shared memory it
 needs, the wgmma (Hopper matrix) instruction count, whether K/V go through the TMA engine
 (``cp.async.bulk.tensor``), and ptxas's registers per thread and spill bytes (``ptxas -v``, the assembler
 Triton ships). ``--matrix`` compiles every tuning candidate of head dim 128 for every partial kind (what
-the tuner may pick on an H100/H200). Used by tests/kernels/test_compile_sm90.py, and to judge a kernel
-change before a GPU is available: spills and a missing wgmma/TMA cost speed; a compile failure there
-would be dropped by the tuner on the GPU.
+the tuner may pick on an H100/H200); ``--probe`` adds whether the compiler warp-specialises the kernel's
+loop on sm_90 and sm_100 (the probe the tuner runs before offering the warp-specialised candidates).
+Used by tests/kernels/test_compile_sm90.py, and to judge a kernel change before a GPU is available:
+spills and a missing wgmma/TMA cost speed; a compile failure there would be dropped by the tuner on the
+GPU.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from accel.kernels import triton_tuning as tuning  # noqa: E402
-from accel.kernels.triton_fwd import _bsa_fwd_kernel, kernel_head_dim  # noqa: E402
+from accel.kernels.triton_fwd import _bsa_fwd_kernel, kernel_head_dim, kernel_signature  # noqa: E402
 
 KINDS = {"full-only": 0, "tiles": 1, "window": 2, "ellipsoid": 3}
 # (name, partial kind, key padding, prior+affine fusions, head dim, dtype, config)
@@ -44,28 +46,6 @@ VARIANTS = [
      tuning.KernelConfig(128, 128, 8, 2, tma=True, warp_spec=True)),
     ("full-d96-fp16", "full-only", False, True, 96, "fp16", tuning.KernelConfig(128, 64, 8, 3)),
 ]
-
-_FLOAT_POINTERS = {"LSE", "PRIOR_LSE", "AFF_SCALE", "AFF_SHIFT"}
-_INT_POINTERS = {"FULL_IDX", "FULL_CNT", "CLEAN_CNT", "PART_IDX", "PART_CNT", "PART_TILE", "ROW_ORDER", "MASK_A",
-                 "MASK_B", "MASK_K", "KEY_PAD"}
-
-
-def signature(dtype: str) -> dict:
-    """The kernel's argument types for ``triton.compile``."""
-    sig = {}
-    for i, name in enumerate(_bsa_fwd_kernel.arg_names):
-        if _bsa_fwd_kernel.params[i].is_constexpr:
-            sig[name] = "constexpr"
-        elif name in ("Q", "K", "V", "O", "PRIOR_O"):
-            sig[name] = f"*{dtype}"
-        elif name in _FLOAT_POINTERS:
-            sig[name] = "*fp32"
-        elif name in _INT_POINTERS:
-            sig[name] = "*i32"
-        else:
-            sig[name] = "fp32" if name == "qk_scale" else "i32"
-    return sig
-
 
 def ptxas_report(ptx: str, capability: int) -> dict:
     """Registers per thread and spill bytes, from ``ptxas -v``."""
@@ -101,7 +81,7 @@ def compile_variant(name: str, kind: str, pad: bool, fused: bool, d: int, dtype:
               "config": str(cfg)}
     t = time.monotonic()
     try:
-        src = ASTSource(fn=_bsa_fwd_kernel, signature=signature(dtype), constexprs=constexprs)
+        src = ASTSource(fn=_bsa_fwd_kernel, signature=kernel_signature(dtype), constexprs=constexprs)
         compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32),
                                   options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
     except Exception as exc:  # noqa: BLE001 - reported
@@ -109,6 +89,7 @@ def compile_variant(name: str, kind: str, pad: bool, fused: bool, d: int, dtype:
     ptx = compiled.asm["ptx"]
     return {**record, "ok": True, "seconds": round(time.monotonic() - t, 1), "shared": compiled.metadata.shared,
             "wgmma": ptx.count("wgmma.mma_async"), "tma": "cp.async.bulk.tensor" in ptx,
+            "warp_specialized": "ttg.warp_specialize" in compiled.asm.get("ttgir", ""),
             **ptxas_report(ptx, capability)}
 
 
@@ -126,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="variants to compile (default: all of the chosen set)")
     parser.add_argument("--matrix", action="store_true", help="every tuning candidate x every partial kind")
     parser.add_argument("--out", help="also write the records to this JSON file")
+    parser.add_argument("--probe", action="store_true",
+                        help="also print whether Triton warp-specialises the kernel on sm_90 and sm_100")
     args = parser.parse_args(argv)
     variants = matrix() if args.matrix else VARIANTS
     records = []
@@ -133,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.names or v[0] in args.names:
             records.append(compile_variant(*v))
             print(json.dumps(records[-1]), flush=True)
+    probes = {}
+    if args.probe:
+        probes = {f"sm_{cap}": tuning.compile_probe(cap) for cap in (90, 100)}
+        print(json.dumps({"warp_spec_applies": probes}), flush=True)
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"triton": triton.__version__, "target": "sm_90a",
-                                                      "records": records}, indent=1))
+                                                      "warp_spec_applies": probes, "records": records}, indent=1))
     return 0
 
 

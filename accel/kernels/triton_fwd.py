@@ -61,6 +61,7 @@ __all__ = [
     "INTERPRET",
     "KERNEL_HASH",
     "kernel_head_dim",
+    "kernel_signature",
     "op_arguments",
     "triton_block_sparse_attention",
 ]
@@ -396,6 +397,28 @@ if HAVE_TRITON:
                 lse = tl.where(empty, float("-inf"),
                                (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
                 tl.store(LSE + b * stride_lb + h * stride_lh + offs_m * stride_ls, lse, mask=m_ok)
+
+
+_FLOAT_POINTERS = ("LSE", "PRIOR_LSE", "AFF_SCALE", "AFF_SHIFT")
+_INPUT_POINTERS = ("Q", "K", "V", "O", "PRIOR_O")
+
+
+def kernel_signature(dtype: str) -> dict:
+    """The kernel's argument types for ``triton.compile`` (compile-only probes and reports): ``dtype`` is
+    the q/k/v element type in Triton's spelling (``"bf16"``, ``"fp16"``, ``"fp32"``)."""
+    sig = {}
+    for i, name in enumerate(_bsa_fwd_kernel.arg_names):
+        if _bsa_fwd_kernel.params[i].is_constexpr:
+            sig[name] = "constexpr"
+        elif name in _INPUT_POINTERS:
+            sig[name] = f"*{dtype}"
+        elif name in _FLOAT_POINTERS:
+            sig[name] = "*fp32"
+        elif name.isupper():
+            sig[name] = "*i32"  # index lists, predicate data, key padding
+        else:
+            sig[name] = "fp32" if name == "qk_scale" else "i32"
+    return sig
 
 
 def op_arguments(q, k, v, layout, scale: float, prior=None, affine=None) -> tuple:

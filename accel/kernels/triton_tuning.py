@@ -21,7 +21,9 @@ How a call gets its configuration (:func:`choose_config`):
    tuning happens either.
 
 ``ACCEL_TRITON_PORTABLE=1`` removes the Hopper paths (TMA, warp specialisation) from the candidates
-and from forced configurations.
+and from forced configurations. Warp-specialised candidates are offered only where the installed Triton
+actually partitions the kernel's loop (:func:`hopper_features` compiles a probe once; with Triton 3.9 that
+is sm_100 but not sm_90, where the flag would compile the same code as plain TMA).
 
 The cache file is JSON at ``ACCEL_TUNING_CACHE`` (default ``~/.cache/accel/triton_tuning.json``,
 under ``XDG_CACHE_HOME`` when set). Its keys hold the GPU name and compute capability, the Triton
@@ -62,6 +64,7 @@ __all__ = [
     "cache_path",
     "candidates",
     "choose_config",
+    "compile_probe",
     "chosen_configs",
     "clear_tuning_cache",
     "hopper_features",
@@ -163,18 +166,66 @@ def layout_class(part_kind_code: int, key_pad: bool, edge: bool) -> str:
 def hopper_features(device_index: int) -> dict:
     """Which Hopper paths the installed Triton offers on this CUDA device: ``{"tma": bool, "warp_spec": bool}``.
 
-    TMA needs compute capability >= 9.0, ``tl.make_tensor_descriptor`` and ``triton.set_allocator``;
-    warp specialisation needs TMA and the ``warp_specialize`` argument of ``tl.range``. Whether the
-    compiled code is right is checked when the path is tuned (outputs compared with the portable path).
+    TMA needs compute capability >= 9.0, ``tl.make_tensor_descriptor`` and ``triton.set_allocator``.
+    Warp specialisation needs TMA, the ``warp_specialize`` argument of ``tl.range``, and a compiler that
+    actually partitions this kernel's loop: that is probed once by compiling the kernel for the
+    device's capability (no launch) and looking for warp-specialised partitions in its IR; the verdict
+    is kept in the tuning cache file. (Triton 3.9 on sm_90 leaves the loop unpartitioned: it
+    specialises simple matmul loops on Hopper, attention-like loops on Blackwell.) Whether compiled
+    code is right is checked when a path is tuned (outputs compared with the portable path).
     """
     if triton is None or not torch.cuda.is_available():
         return {"tma": False, "warp_spec": False}
-    major, _ = torch.cuda.get_device_capability(device_index)
+    major, minor = torch.cuda.get_device_capability(device_index)
     tma = major >= 9 and hasattr(tl, "make_tensor_descriptor") and hasattr(triton, "set_allocator")
     import inspect
 
     ws = tma and "warp_specialize" in inspect.signature(tl.range.__init__).parameters
+    if ws:
+        ws = _warp_spec_applies(torch.device("cuda", device_index), 10 * major + minor)
     return {"tma": bool(tma), "warp_spec": bool(ws)}
+
+
+def _warp_spec_applies(device: torch.device, capability: int) -> bool:
+    """Does the installed Triton warp-specialise the kernel's main loop for ``capability``? (cached on disk)"""
+    key = f"{_device_tag(device)}|triton {triton.__version__}|kernel {_kernel_hash()}|warp_spec_applies"
+    known = _TUNER.read_probes().get(key)
+    if isinstance(known, bool):
+        return known
+    verdict = compile_probe(capability)
+    if verdict is not None:
+        _TUNER.write_probe(key, verdict)
+    logger.info("accel: warp specialisation of the kernel on sm_%d with Triton %s: %s", capability,
+                triton.__version__, {True: "applied", False: "not applied (skipped)", None: "probe failed"}[verdict])
+    return bool(verdict)
+
+
+def compile_probe(capability: int) -> bool | None:
+    """Compile the kernel with ``warp_spec`` for ``sm_<capability>`` (no GPU needed); True when the compiler
+    produced warp-specialised partitions, False when it did not, None when it could not compile."""
+    from .triton_fwd import _bsa_fwd_kernel, kernel_signature
+
+    constexprs = dict(
+        HEAD_DIM=128, BLOCK_D=128, Q_BLOCK=128, KV_BLOCK=128, BLOCK_M=128, BLOCK_N=128, UPCAST=False,
+        DOT_PRECISION="tf32", HAS_PRIOR=False, HAS_AFFINE=False, PART_KIND=0, N_AXES=1, K_FREE=False,
+        HAS_EDGE=False, HAS_KEYPAD=False, USE_TMA=True, WARP_SPEC=True, PERSISTENT=False,
+    )
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+
+        src = ASTSource(fn=_bsa_fwd_kernel, signature=kernel_signature("bf16"), constexprs=constexprs)
+        compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": 8, "num_stages": 2})
+    except Exception as err:  # noqa: BLE001 - an unsupported path is not offered
+        logger.info("accel: the warp-specialisation probe did not compile (%s)", type(err).__name__)
+        return None
+    return "ttg.warp_specialize" in compiled.asm.get("ttgir", "")
+
+
+def _kernel_hash() -> str:
+    from .triton_fwd import KERNEL_HASH
+
+    return KERNEL_HASH
 
 
 def _portable_forced() -> bool:
@@ -227,7 +278,7 @@ class _Tuner:
         self.memory: dict[str, dict] = {}
         self.logged: set[str] = set()
 
-    def read_file(self) -> dict:
+    def _read(self) -> dict:
         path = cache_path()
         try:
             data = json.loads(path.read_text())
@@ -236,19 +287,34 @@ class _Tuner:
         except (OSError, ValueError) as err:
             logger.warning("accel: ignoring unreadable tuning cache %s (%s)", path, err)
             return {}
-        return data.get("entries", {}) if isinstance(data, dict) else {}
+        return data if isinstance(data, dict) else {}
 
-    def write_entry(self, key: str, entry: dict) -> None:
+    def read_file(self) -> dict:
+        """The tuned entries of the cache file."""
+        return self._read().get("entries", {})
+
+    def read_probes(self) -> dict:
+        """The feature-probe verdicts of the cache file."""
+        return self._read().get("probes", {})
+
+    def _write(self, section: str, key: str, value) -> None:
         path = cache_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            entries = self.read_file()
-            entries[key] = entry
+            data = self._read()
+            data = {"version": 1, "entries": data.get("entries", {}), "probes": data.get("probes", {})}
+            data[section][key] = value
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": 1, "entries": entries}, indent=1, sort_keys=True))
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
             os.replace(tmp, path)
         except OSError as err:
             logger.warning("accel: could not write the tuning cache %s (%s); the result is kept in memory", path, err)
+
+    def write_entry(self, key: str, entry: dict) -> None:
+        self._write("entries", key, entry)
+
+    def write_probe(self, key: str, verdict: bool) -> None:
+        self._write("probes", key, verdict)
 
     def log_once(self, key: str, config: KernelConfig, how: str) -> None:
         if key not in self.logged:
@@ -268,10 +334,8 @@ def _device_tag(device: torch.device) -> str:
 
 def full_key(key: TuningKey, device: torch.device) -> str:
     """The cache-file key: GPU, Triton version, kernel digest and ``key``."""
-    from .triton_fwd import KERNEL_HASH
-
     version = getattr(triton, "__version__", "none")
-    return f"{_device_tag(device)}|triton {version}|kernel {KERNEL_HASH}|{key}"
+    return f"{_device_tag(device)}|triton {version}|kernel {_kernel_hash()}|{key}"
 
 
 def chosen_configs() -> dict[str, dict]:
@@ -348,6 +412,9 @@ def choose_config(key: TuningKey, device: torch.device, run: Callable[[KernelCon
         if cfg.block_m > key.q_block or cfg.block_n > key.kv_block:
             raise ValueError(f"ACCEL_TRITON_CONFIG={forced!r}: block_m/block_n must not exceed the layout's "
                              f"q_block={key.q_block} / kv_block={key.kv_block}")
+        if cfg.tma and device.type == "cuda" and not hopper_features(device.index or 0)["tma"]:
+            raise ValueError(f"ACCEL_TRITON_CONFIG={forced!r} asks for tma=1, which this GPU / Triton does not offer "
+                             "(compute capability >= 9.0 and tl.make_tensor_descriptor are needed)")
         _remember(fkey + " [forced]", cfg, "forced")
         return cfg
     if INTERPRET and timer is None:
@@ -441,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         print(cache_path())
     elif args.action == "show":
         entries = _TUNER.read_file()
-        print(f"{cache_path()}: {len(entries)} entries")
+        print(f"{cache_path()}: {len(entries)} entries, {len(_TUNER.read_probes())} feature probes")
         for k in sorted(entries):
             e = entries[k]
             print(f"{k}\n    {e.get('config')}  {e.get('ms', float('nan')):.3f} ms  (tuned {e.get('tuned_at', '?')})")

@@ -33,10 +33,13 @@ def test_kernel_compiles_for_hopper(tmp_path):
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_compile_sm90.py")], env=env,
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_compile_sm90.py"), "--probe"], env=env,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    probe = lines.pop()["warp_spec_applies"]
+    assert set(probe) == {"sm_90", "sm_100"} and all(isinstance(v, bool) for v in probe.values())
+    results = {r["name"]: r for r in lines}
     assert len(results) == 5
     for name, r in results.items():
         assert r["ok"], (name, r.get("error"))
