@@ -155,3 +155,17 @@ def test_kernel_call_records_its_configuration(cache, monkeypatch):
     block_sparse_attention(q, q, q, lay, backend="triton")
     (key, entry), = tuning.chosen_configs().items()
     assert "full-only+pad+edge" in key and entry["how"] == "interpreter"
+
+
+def test_warp_spec_probe_verdict_is_persisted(cache, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tuning, "compile_probe", lambda cap: calls.append(cap) or False)
+    assert tuning._warp_spec_applies(CPU, 90) is False
+    assert tuning._warp_spec_applies(CPU, 90) is False  # read back from the file, not probed again
+    assert calls == [90]
+    (key, verdict), = json.loads(cache.read_text())["probes"].items()
+    assert key.endswith("warp_spec_applies") and "triton " in key and verdict is False
+    monkeypatch.setattr(tuning, "compile_probe", lambda cap: None)  # a failed probe is not remembered
+    tuning.clear_tuning_cache()
+    assert tuning._warp_spec_applies(CPU, 90) is False
+    assert not cache.exists() or "probes" not in json.loads(cache.read_text()) or not json.loads(cache.read_text())["probes"]
