@@ -23,7 +23,7 @@ import torch
 
 from .logic import MAX_PROMPT_CHARS, MAX_SEED, AppInputError, Progress, _int_field, _write_png, _write_result, check_size
 from .models import ModelCache
-from .outputs import OutputFolder
+from .outputs import OutputFolder, is_inside
 from .uploads import fit_media, read_media
 
 __all__ = ["SOURCES", "EditSettings", "EditOutcome", "run_edit", "mask_picture"]
@@ -51,9 +51,9 @@ class EditSettings:
         height, width, frames: the output size; inputs are resized and cut to it (same rules as
             :class:`~accel.app.logic.GenerateSettings`).
         upload: path of the uploaded image/video (``source="upload"``); must lie inside the app's
-            output folder (the server keeps its uploads there).
+            upload folder (``upload_root`` of :func:`run_edit`).
         mask_file: path of an uploaded mask image (white or opaque = edit), or ``None``; inside the
-            output folder too.
+            upload folder too.
         drawn_mask: a drawn mask, ``[H, W]`` or ``[H, W, C]`` array (any nonzero = edit), or ``None``.
     """
 
@@ -186,16 +186,17 @@ def _validate(s: EditSettings, models: ModelCache):
     return s, entry, words
 
 
-def _inside(outputs: OutputFolder, path: str, what: str) -> str:
-    """``path`` if it lies inside the output folder (where the server also keeps uploads), else refuse."""
-    if not outputs.contains(path):
-        raise AppInputError(f"{what} is not inside the app's output folder; only files uploaded through the page "
+def _inside(root: Path, path: str, what: str, folder: str) -> str:
+    """``path`` if it lies inside ``root`` (the app's ``folder``), else refuse."""
+    if not is_inside(path, root):
+        raise AppInputError(f"{what} is not inside the app's {folder}; only files uploaded through the page "
                             "or written by the app are read")
     return path
 
 
 def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, *, last_output: str | None = None,
-             max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, progress: Progress | None = None) -> EditOutcome:
+             upload_root: str | Path | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+             progress: Progress | None = None) -> EditOutcome:
     """Validate and run one Edit request; write its files into a new folder of ``outputs``.
 
     Args:
@@ -204,6 +205,8 @@ def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, 
         outputs: the app's output folder.
         last_output: path of the Generate tab's last result (``source="last"``); must lie inside
             ``outputs``.
+        upload_root: the folder the server keeps uploads in; ``settings.upload`` and
+            ``settings.mask_file`` must lie inside it (default: the output folder's root).
         max_upload_bytes: size limit of uploaded files (media and mask).
         progress: called as ``progress(fraction, text)`` at the start and end of the work.
 
@@ -214,16 +217,19 @@ def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, 
     from accel.editing import edit, edit_generated
 
     s, entry, words = _validate(settings, models)
+    uploads = outputs.root if upload_root is None else Path(upload_root).expanduser().resolve()
+    folder_name = "output folder" if upload_root is None else "upload folder"
     media = None
     if s.source == "upload":
         if not s.upload:
             raise AppInputError("source is 'upload' but no file was uploaded")
-        media = read_media(_inside(outputs, s.upload, "the uploaded file"), max_bytes=max_upload_bytes,
+        media = read_media(_inside(uploads, s.upload, "the uploaded file", folder_name), max_bytes=max_upload_bytes,
                            max_frames=s.frames)
     elif s.source == "last":
         if not last_output:
             raise AppInputError("source is 'last' but nothing was generated yet in this session (use the Generate tab)")
-        media = read_media(_inside(outputs, last_output, "the last result"), max_bytes=max_upload_bytes, max_frames=s.frames)
+        media = read_media(_inside(outputs.root, last_output, "the last result", "output folder"),
+                           max_bytes=max_upload_bytes, max_frames=s.frames)
     if media is not None:
         if entry.kind == "image":
             media = media[:1]
@@ -231,7 +237,7 @@ def run_edit(settings: EditSettings, models: ModelCache, outputs: OutputFolder, 
 
     mask, origin = None, "none"
     if s.mask_file:
-        uploaded = read_media(_inside(outputs, s.mask_file, "the mask image"), max_bytes=max_upload_bytes,
+        uploaded = read_media(_inside(uploads, s.mask_file, "the mask image", folder_name), max_bytes=max_upload_bytes,
                               max_frames=1)[0].mean(-1)
         mask, origin = _resize_mask((uploaded > 0.5).astype(np.float32), s.height, s.width), "uploaded mask"
     drawn = _drawn_to_array(s.drawn_mask)

@@ -10,7 +10,17 @@ import datetime
 import secrets
 from pathlib import Path
 
-__all__ = ["OutputFolder"]
+__all__ = ["OutputFolder", "is_inside"]
+
+
+def is_inside(path: str | Path, root: Path) -> bool:
+    """Whether ``path`` (after resolving links, ``~`` and ``..``) is ``root`` or lies below it.
+
+    ``root`` must already be resolved. The test is on path components, so a sibling folder whose name
+    merely starts with the same letters (``out-evil`` next to ``out``) is outside.
+    """
+    resolved = Path(path).expanduser().resolve()
+    return resolved == root or root in resolved.parents
 
 
 class OutputFolder:
@@ -43,5 +53,4 @@ class OutputFolder:
 
     def contains(self, path: str | Path) -> bool:
         """Whether ``path`` (after resolving links and ``..``) lies inside the output folder."""
-        resolved = Path(path).expanduser().resolve()
-        return resolved == self.root or self.root in resolved.parents
+        return is_inside(path, self.root)

@@ -129,12 +129,15 @@ def _failed(exc: Exception, what: str) -> tuple:
     return (error_text(exc), None, None, None, None, None, "")
 
 
-def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES):
+def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES):
     """The demo's ``gradio.Blocks`` (not launched; :mod:`accel.app.server` queues and launches it).
 
     Args:
         models: the app's model cache (which models are offered, loaded pipelines).
         outputs: the app's output folder (results are written there and served from there).
+        upload_root: the folder the server keeps uploads in (the Edit tab reads uploads only from
+            there); ``None``: the output folder.
         max_upload_bytes: size limit the Edit tab applies to uploaded media and masks (the server
             also refuses larger uploads).
     """
@@ -179,7 +182,8 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, max_upload_bytes: i
                 model=model, source=source, source_prompt=source_prompt, target_prompt=target_prompt,
                 edit_words=words or "", alpha=alpha, steps=steps, seed=seed, height=height, width=width,
                 frames=frames, upload=upload, mask_file=mask_file, drawn_mask=drawn_mask(drawn))
-            r = run_edit(settings, models, outputs, last_output=last, max_upload_bytes=max_upload_bytes,
+            r = run_edit(settings, models, outputs, last_output=last, upload_root=upload_root,
+                         max_upload_bytes=max_upload_bytes,
                          progress=lambda f, text: progress(f, desc=text))
         except Exception as exc:  # shown in the page; the traceback only in the log
             return _failed(exc, "edit")

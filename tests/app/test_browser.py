@@ -4,8 +4,9 @@ Starts the app on a free loopback port with the embedded model, fills the Genera
 result, checks the videos, figures and layout picture appear (and the video is served), then sends
 an invalid size and checks the page shows the readable error; in the Edit tab it edits by edit words,
 by a mask drawn with the mouse and from an uploaded video, and checks an edit word missing from the
-prompt gives a readable error. Screenshots go to
-``tests/app/artifacts/``. Also checks over HTTP that files outside the output folder are refused.
+prompt gives a readable error; uploads a file that is not media and checks the page shows why it was
+refused. Screenshots go to ``tests/app/artifacts/``. Also checks over HTTP that files outside the
+output folder are refused.
 
 Needs ``chromium`` on the PATH (``apt-get install -y chromium``; ``scripts/setup.sh`` installs it
 when run as root). Without it the test is skipped, naming what is missing.
@@ -14,16 +15,12 @@ when run as root). Without it the test is skipped, naming what is missing.
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from .serving import REPO, http_status, running_app
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # flags that work for Debian's chromium in a container (see shared notes): no sandbox, no GPU, no network chatter
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,57 +34,19 @@ def _chromium() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
     out = tmp_path_factory.mktemp("app_browser_out")
-    log_path = ARTIFACTS / "server.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "accel.cli", "app", "--port", str(port), "--out", str(out),
-                                 "--queue", "2"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"accel app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if _status(base + "/") == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"accel app did not answer within 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base, out
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    uploads = tmp_path_factory.mktemp("app_browser_uploads")
+    with running_app(ARTIFACTS / "server.log", "--out", str(out), "--uploads", str(uploads), "--queue", "2") as base:
+        yield base, out, uploads
 
 
 def test_only_the_output_folder_is_served(server):
-    base, _ = server
+    base, _out, _uploads = server
     for path in ("/etc/passwd", str(REPO / "pyproject.toml")):
-        assert _status(f"{base}/gradio_api/file={path}") in (403, 404), path
+        assert http_status(f"{base}/gradio_api/file={path}") in (403, 404), path
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +72,7 @@ def _open(browser, base: str, tab: str, ready: str):
 
 
 def test_generate_tab_in_a_browser(server, browser):
-    base, out = server
+    base, out, uploads = server
     page = _open(browser, base, "Generate", "#generate")
     page.fill("#prompt textarea", "a green circle moving right")
     for field, value in (("height", "64"), ("width", "64"), ("frames", "5"), ("steps", "2")):
@@ -148,7 +107,7 @@ def test_generate_tab_in_a_browser(server, browser):
 
 
 def test_edit_tab_in_a_browser(server, browser, tmp_path_factory):
-    base, out = server
+    base, out, uploads = server
     page = _open(browser, base, "Edit", "#edit")
     for field, value in (("e_height", "32"), ("e_width", "32"), ("e_frames", "5"), ("e_steps", "2")):
         page.fill(f"#{field} input", value)
@@ -192,11 +151,19 @@ def test_edit_tab_in_a_browser(server, browser, tmp_path_factory):
     page.get_by_role("radio", name="upload").check()
     # on a loaded machine the server round trips behind the upload take minutes (seen once at > 90 s in CI)
     page.locator("#e_upload").wait_for(state="visible", timeout=240_000)
+    # a file that is not media (an HTML page named .mp4) is refused on arrival, deleted, and the page says why
+    fake = clip.with_name("page.mp4")
+    fake.write_bytes(b"<html><script>document.title='owned'</script></html>")
+    page.set_input_files("#e_upload input[type=file]", str(fake))
+    page.get_by_text("upload refused: 'page.mp4' is not a readable video; the file was deleted").wait_for(
+        timeout=120_000)
+    assert not list(uploads.rglob("page.mp4")) and not list(out.rglob("page.mp4"))
+    page.screenshot(path=str(ARTIFACTS / "upload_refused.png"), full_page=True)
     page.set_input_files("#e_upload input[type=file]", str(clip))
     page.wait_for_function("() => document.querySelector('#e_upload').innerText.includes('clip.mp4')", timeout=240_000)
     page.click("#edit")
     page.locator("#e_figures").get_by_text("background PSNR vs source").wait_for(timeout=240_000)
     assert page.locator("#e_status").inner_text().startswith("done"), page.locator("#e_status").inner_text()
-    assert list((out / ".gradio").rglob("clip.mp4"))  # the upload lives inside the output folder
+    assert list(uploads.rglob("clip.mp4")) and not list(out.rglob("clip.mp4"))  # uploads live outside --out
     assert len(list(out.glob("edit-*/edited.mp4"))) == 3  # words, drawn mask, upload
     page.close()

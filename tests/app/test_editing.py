@@ -106,6 +106,22 @@ def test_last_result_and_drawn_mask(models, outputs, tmp_path):
         run_edit(s, models, outputs, last_output=None)
 
 
+def test_uploads_are_read_only_from_the_upload_folder(models, outputs, tmp_path):
+    import imageio.v2 as imageio
+
+    uploads = tmp_path / "uploads"
+    for folder in (uploads / "h", outputs.root, tmp_path / "uploads-evil"):
+        folder.mkdir(parents=True, exist_ok=True)
+        imageio.imwrite(folder / "in.png", np.zeros((32, 32, 3), np.uint8))
+    s = EditSettings(model="tiny-flux", source="upload", source_prompt="a cat", target_prompt="a dog", **SMALL)
+    for path in (outputs.root / "in.png", tmp_path / "uploads-evil" / "in.png", uploads / ".." / "uploads-evil" / "in.png"):
+        with pytest.raises(AppInputError, match="the uploaded file is not inside the app's upload folder"):
+            run_edit(dataclasses.replace(s, upload=str(path)), models, outputs, upload_root=uploads)
+        with pytest.raises(AppInputError, match="the mask image is not inside the app's upload folder"):
+            run_edit(dataclasses.replace(s, upload=str(uploads / "h" / "in.png"), mask_file=str(path)), models,
+                     outputs, upload_root=uploads)
+
+
 BAD = EditSettings(model="embedded", source="generate", source_prompt="a red circle", target_prompt="a blue circle",
                    edit_words="red", **SMALL)
 
@@ -114,6 +130,8 @@ BAD = EditSettings(model="embedded", source="generate", source_prompt="a red cir
     (dict(source="camera"), "source must be one of"),
     (dict(source_prompt=" "), "source prompt must have 1 to 400 characters"),
     (dict(alpha=1.5), r"alpha must be a number in \[0, 1\], got 1.5"),
+    (dict(alpha=float("nan")), r"alpha must be a number in \[0, 1\], got nan"),
+    (dict(steps=float("inf")), "steps must be a whole number, got inf"),
     (dict(frames=6), r"frames must be 1 \+ k\*2"),
     (dict(height=20), "height must be a multiple of 16"),
     (dict(source="upload"), "no file was uploaded"),

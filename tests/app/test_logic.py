@@ -153,6 +153,10 @@ def test_image_model_without_compare(models, outputs):
     (dict(method="none", method_params="", dense_steps=2), "needs an attention method"),
     (dict(method="none", method_params="block_size=16", dense_steps=0), "method 'none' .* takes no parameters"),
     (dict(dense_layers=-1), "dense_layers must be between 0 and 1000"),
+    (dict(height=float("inf")), "height must be a whole number, got inf"),
+    (dict(seed=float("nan")), "seed must be a whole number, got nan"),
+    (dict(dense_steps=float("-inf")), "dense_steps must be a whole number, got -inf"),
+    (dict(method_params="window=3,5,5 block_size=inf"), "block_size must be a power of two"),
 ])
 def test_bad_input_is_refused_with_a_clear_message(models, change, message):
     with pytest.raises(AppInputError, match=message):

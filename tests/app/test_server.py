@@ -1,12 +1,15 @@
 """``accel app``'s safe defaults, checked on the built (not launched) demo."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from accel.app.http_guard import HttpGuard
 from accel.app.models import ModelCache
+from accel.app.outputs import is_inside
 from accel.app.server import create
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,6 +22,12 @@ def _restore_gradio_env(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+def _guard(kwargs):
+    (middleware,) = kwargs["app_kwargs"]["middleware"]
+    assert middleware.cls is HttpGuard
+    return middleware.kwargs
+
+
 def test_defaults_are_safe(tmp_path):
     out = tmp_path / "out"
     demo, kwargs = create(["--out", str(out)], models=ModelCache(warm_up=False))
@@ -28,6 +37,13 @@ def test_defaults_are_safe(tmp_path):
     assert kwargs["show_error"] is False
     assert demo._queue.max_size == 8 and demo._queue.default_concurrency_limit == 1
     assert out.is_dir()
+    guard = _guard(kwargs)
+    store = guard["store"]
+    assert guard["loopback_only"] is True
+    # uploads go to their own private folder, outside every served (allowed) path
+    assert os.environ["GRADIO_TEMP_DIR"] == str(store.root) and store.root.is_dir()
+    assert not is_inside(store.root, out.resolve()) and store.root.stat().st_mode & 0o077 == 0
+    assert (store.quota_bytes, store.max_age_s, store.max_file_bytes) == (500 * 2**20, 3600.0, 50 * 2**20)
 
 
 def test_opt_in_exposure_and_limits(tmp_path):
@@ -35,15 +51,29 @@ def test_opt_in_exposure_and_limits(tmp_path):
                            "--queue", "3", "--port", "8000"], models=ModelCache(warm_up=False))
     assert kwargs["server_name"] == "0.0.0.0" and kwargs["share"] is True and kwargs["server_port"] == 8000
     assert kwargs["max_file_size"] == 2 * 1024 * 1024 and demo._queue.max_size == 3
+    assert _guard(kwargs)["loopback_only"] is False
+
+
+def test_upload_folder_option(tmp_path):
+    _demo, kwargs = create(["--out", str(tmp_path / "out"), "--uploads", str(tmp_path / "up"), "--upload-quota-mb",
+                            "3", "--upload-keep-min", "0.5"], models=ModelCache(warm_up=False))
+    store = _guard(kwargs)["store"]
+    assert store.root == (tmp_path / "up").resolve() and os.environ["GRADIO_TEMP_DIR"] == str(store.root)
+    assert (store.quota_bytes, store.max_age_s) == (3 * 2**20, 30.0)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--port", "0"], "--port must be in 1..65535, got 0"),
     (["--queue", "0"], "--queue must be >= 1, got 0"),
-    (["--max-upload-mb", "-1"], "--max-upload-mb must be > 0, got -1.0"),
+    (["--max-upload-mb", "-1"], "--max-upload-mb must be a finite number > 0, got -1.0"),
+    (["--max-upload-mb", "inf"], "--max-upload-mb must be a finite number > 0, got inf"),
+    (["--upload-quota-mb", "nan"], "--upload-quota-mb must be a finite number > 0, got nan"),
+    (["--upload-keep-min", "0"], "--upload-keep-min must be a finite number > 0, got 0.0"),
+    (["--uploads", "__OUT__/up"], "must lie outside the output folder --out"),
     (["--device", "gpu:x"], "--device must look like cpu, cuda or cuda:1, got 'gpu:x'"),
 ])
 def test_bad_arguments(tmp_path, capsys, args, message):
+    args = [a.replace("__OUT__", str(tmp_path)) for a in args]
     with pytest.raises(SystemExit):
         create(["--out", str(tmp_path), *args])
     assert message in capsys.readouterr().err
