@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from accel.render.folder import is_inside
+
 from .logic import MAX_PROMPT_CHARS, MAX_SEED, AppInputError, Progress, _int_field, _write_png, _write_result, check_size
 from .models import ModelCache
-from .outputs import OutputFolder, is_inside
+from .outputs import OutputFolder
 from .uploads import fit_media, read_media
 
 __all__ = ["SOURCES", "EditSettings", "EditOutcome", "run_edit", "mask_picture"]

@@ -18,7 +18,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ModelEntry", "ModelCache", "entry_for_preset", "offered_models", "weights_cached"]
+from accel.pipelines.loading import weights_cached
+
+__all__ = ["ModelEntry", "ModelCache", "entry_for_preset", "offered_models"]
 
 # demo defaults and per-request limits of the offline models (CPU-friendly: seconds per request)
 _OFFLINE = {
@@ -75,15 +77,6 @@ class ModelEntry:
         if self.kind == "video":
             kwargs["num_frames"] = frames
         return kwargs
-
-
-def weights_cached(hub_id: str) -> bool:
-    """Whether the hub checkpoint ``hub_id`` is in the local Hugging Face cache (its ``model_index.json``
-    is; the loader finds out whether the rest is). Never touches the network."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(hub_id, "model_index.json")
-    return isinstance(found, str)
 
 
 def _loader(name: str, device):

@@ -10,17 +10,9 @@ import datetime
 import secrets
 from pathlib import Path
 
-__all__ = ["OutputFolder", "is_inside"]
+from accel.render.folder import is_inside
 
-
-def is_inside(path: str | Path, root: Path) -> bool:
-    """Whether ``path`` (after resolving links, ``~`` and ``..``) is ``root`` or lies below it.
-
-    ``root`` must already be resolved. The test is on path components, so a sibling folder whose name
-    merely starts with the same letters (``out-evil`` next to ``out``) is outside.
-    """
-    resolved = Path(path).expanduser().resolve()
-    return resolved == root or root in resolved.parents
+__all__ = ["OutputFolder"]
 
 
 class OutputFolder:

@@ -83,7 +83,8 @@ def _upload_folder(args: argparse.Namespace, out_root: Path) -> Path:
     Raises:
         ValueError: the folder and the output folder lie one inside the other.
     """
-    from .outputs import is_inside
+    from accel.render.folder import is_inside
+
 
     if args.uploads is None:
         root = Path(tempfile.mkdtemp(prefix="accel-app-uploads-")).resolve()
@@ -138,12 +139,12 @@ def create(argv: list[str] | None = None, *, models=None):
     from .ui import build_demo
 
     if models is None:
-        import torch
+        from accel.pipelines.loading import parse_device
 
-        try:
-            device = None if args.device is None else torch.device(args.device)
-        except (RuntimeError, TypeError):
-            p.error(f"--device must look like cpu, cuda or cuda:1, got {args.device!r}")
+        try:  # before anything is loaded: a device this machine cannot use is refused here
+            device = None if args.device is None else parse_device(args.device)
+        except ValueError as exc:
+            p.error(f"--{exc}")
         models = ModelCache(offered_models(device=device), warm_up=not args.no_warm_up)
     demo = build_demo(models, outputs, upload_root=store.root, max_upload_bytes=kwargs["max_file_size"])
     demo.queue(max_size=args.queue, default_concurrency_limit=1)

@@ -21,8 +21,9 @@ import stat
 import time
 from pathlib import Path
 
+from accel.render.folder import is_inside
+
 from .logic import AppInputError
-from .outputs import is_inside
 from .uploads import read_media
 
 __all__ = ["UploadStore"]

@@ -12,13 +12,16 @@ png`` writes a video as a folder of PNG frames) and one record in ``--out/manife
 are written under a temporary name and renamed when complete. Rerunning the same command skips
 items whose record says ``ok`` for the same settings and whose file exists, and redoes the others.
 A failing item is recorded with its error and the batch goes on; the exit status is 1 if any item
-failed, 2 for bad arguments (checked before any work), 130 after Ctrl-C (finished items are kept;
-rerun to continue).
+failed, 2 for bad arguments (checked before any work: numbers must be finite and in range, the device
+usable on this machine, a hub model cached when HF_HUB_OFFLINE is set) or an output folder in use by
+another run (one run per folder, see :mod:`accel.render.folder`), 130 after Ctrl-C and 143 after SIGTERM
+(finished items are kept and recorded; rerun to continue).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -117,17 +120,20 @@ def parser(prog: str = "accel render", prompt_file: bool = True) -> argparse.Arg
     return p
 
 
-def _check_positive(p, args) -> None:
+def _check_numbers(p, args) -> None:
+    """Every number flag finite and in range (``p.error`` names the flag otherwise); flags that do not combine."""
+    from accel.render.prompts import MAX_BASE_SEED, MAX_COUNT
+
     for name in ("height", "width", "frames", "steps", "fps", "cp_degree"):
         value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.seed < 0:
-        p.error(f"--seed must be >= 0, got {args.seed}")
+        if value is not None and not 1 <= value <= MAX_COUNT:
+            p.error(f"--{name.replace('_', '-')} must be in [1, {MAX_COUNT}], got {value}")
+    if not 0 <= args.seed <= MAX_BASE_SEED:
+        p.error(f"--seed must be in [0, {MAX_BASE_SEED}], got {args.seed}")
     if args.cp_degree > 1 and args.offload:
         p.error("--offload cannot be combined with --cp-degree (every GPU of a group holds the whole transformer)")
-    if args.guidance is not None and not args.guidance >= 0:
-        p.error(f"--guidance must be >= 0, got {args.guidance}")
+    if args.guidance is not None and not (math.isfinite(args.guidance) and args.guidance >= 0):
+        p.error(f"--guidance must be a finite number >= 0, got {args.guidance}")
 
 
 def main(argv=None) -> int:
@@ -140,10 +146,10 @@ def render_parsed(p: argparse.ArgumentParser, args) -> int:
     """Check the parsed command line ``args`` of parser ``p`` (:func:`parser`; ``args.prompts`` the prompt file)
     and render; returns the exit status (bad arguments: ``p.error``, which exits with status 2)."""
     current_names(p, args)
-    _check_positive(p, args)
+    _check_numbers(p, args)
 
     from accel.methods.registry import method_for_model, parse_method_args
-    from accel.pipelines.loading import parse_dtype, resolve_model
+    from accel.pipelines.loading import check_weights_available, parse_device, parse_dtype, resolve_model
     from accel.render.batch import run, static_problem
     from accel.render.prompts import read_prompt_file
 
@@ -154,8 +160,13 @@ def render_parsed(p: argparse.ArgumentParser, args) -> int:
         method_for_model(args.method, method_args, None)
         schedule = parse_schedule(args.schedule) if args.schedule is not None else None
         parse_dtype(args.dtype)
+        if args.device is not None:
+            parse_device(args.device)
+        check_weights_available(args.model)
         items = read_prompt_file(args.prompts, base_seed=args.seed)
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
+        p.error(str(exc).replace("device ", "--device ", 1) if str(exc).startswith("device ") else str(exc))
+    except OSError as exc:  # a missing prompt file; a hub model that is not cached while offline
         p.error(str(exc))
     if preset is not None:
         problem = static_problem(args, preset, preset.size_multiple, preset.frame_step)

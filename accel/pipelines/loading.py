@@ -11,13 +11,16 @@
 Checkpoints are read with diffusers' own ``DiffusionPipeline.from_pretrained`` with
 ``use_safetensors=True`` (pickled ``.bin`` weights are refused) and ``trust_remote_code=False`` (a
 ``model_index.json`` naming custom code is refused); ``HF_HUB_OFFLINE=1`` is honoured (then only the
-local cache is used).
+local cache is used). The device and, while offline, the presence of a hub checkpoint in the local
+cache are checked before anything is loaded (:func:`parse_device`, :func:`check_weights_available`),
+with one-line errors that say what to do.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import os
 import re
 from pathlib import Path
 
@@ -25,7 +28,8 @@ import torch
 
 from .presets import ModelPreset, get_preset, preset_for_hub_id
 
-__all__ = ["load", "resolve_model", "pipeline_size_rules", "parse_dtype", "FAMILY_OF_PIPELINE"]
+__all__ = ["load", "resolve_model", "pipeline_size_rules", "parse_dtype", "parse_device", "weights_cached",
+           "check_weights_available", "FAMILY_OF_PIPELINE"]
 
 #: diffusers pipeline class name -> preset family.
 FAMILY_OF_PIPELINE = {
@@ -56,13 +60,72 @@ def parse_dtype(dtype) -> torch.dtype | None:
                      f"got {dtype!r}")
 
 
-def _parse_device(device) -> torch.device:
+def parse_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` this machine can use; ``None`` means CUDA when available, else CPU.
+
+    Raises:
+        ValueError: not a device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``), or one this machine
+            cannot use: CUDA on a PyTorch build without CUDA, no visible CUDA device, an index past the last
+            device, another accelerator type that is not available. The message says what to use instead.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be a torch.device or a string like 'cpu', 'cuda' or 'cuda:1', got {device!r}") from exc
+    if parsed.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise ValueError(f"device {str(device)!r}: this PyTorch build ({torch.__version__}) has no CUDA support; "
+                             "use device cpu, or install a CUDA build of PyTorch")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"device {str(device)!r}: no CUDA device is visible (CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}")
+    elif parsed.type not in ("cpu", "meta"):
+        backend = getattr(torch.backends, parsed.type, None) or getattr(torch, parsed.type, None)
+        if not getattr(backend, "is_available", lambda: False)():
+            raise ValueError(f"device {str(device)!r}: {parsed.type} is not available on this machine; use device "
+                             "cpu" + (" or cuda" if torch.cuda.is_available() else ""))
+    return parsed
+
+
+def weights_cached(hub_id: str) -> bool:
+    """Whether the hub checkpoint ``hub_id`` is in the local Hugging Face cache (its ``model_index.json``
+    is; the loader finds out whether the rest is). Never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(hub_id, "model_index.json")
+    return isinstance(found, str)
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return bool(constants.HF_HUB_OFFLINE) or value in ("1", "ON", "YES", "TRUE")
+
+
+def check_weights_available(preset_or_path) -> None:
+    """Refuse a hub checkpoint that cannot be loaded without downloading while downloads are off.
+
+    Nothing to check for built-in presets (embedded, tiny), local folders, or when downloads are allowed
+    (``HF_HUB_OFFLINE`` unset: diffusers downloads what is missing).
+
+    Raises:
+        ValueError: ``preset_or_path`` names nothing (see :func:`resolve_model`).
+        OSError: a hub checkpoint missing from the local Hugging Face cache while ``HF_HUB_OFFLINE`` is set;
+            the one-line message says how to download it.
+    """
+    _preset, location = resolve_model(preset_or_path)
+    if location is None or Path(location).expanduser().exists() or not _hub_offline() or weights_cached(location):
+        return
+    raise OSError(f"model {location!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so it "
+                  f"cannot be downloaded: download it first with `hf download {location}` (after `hf auth login` "
+                  "for gated models such as FLUX.1-dev), or unset HF_HUB_OFFLINE")
 
 
 def resolve_model(preset_or_path: str) -> tuple[ModelPreset | None, str | None]:
@@ -103,10 +166,11 @@ def _from_pretrained(location: str, dtype: torch.dtype):
         return DiffusionPipeline.from_pretrained(location, dtype=dtype, use_safetensors=True,
                                                  trust_remote_code=False)
     except OSError as exc:
-        raise OSError(f"could not load {location!r} with diffusers' from_pretrained (safetensors only): {exc}. "
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise OSError(f"could not load {location!r} with diffusers' from_pretrained (safetensors only): {first}. "
                       "If it is a hub id: it must be in diffusers format, downloadable (logged in with "
                       "`hf auth login` for gated models such as FLUX.1-dev) or already in the local cache when "
-                      "HF_HUB_OFFLINE=1.") from exc
+                      "HF_HUB_OFFLINE=1.") from None
 
 
 def pipeline_size_rules(pipe) -> tuple[int, int | None]:
@@ -219,11 +283,11 @@ def load(
         ``pipe.accel_parallel`` (the ``ContextParallelConfig`` in use, or ``None``).
 
     Raises:
-        ValueError: unknown preset/path, bad dtype/device/method/parallel, offload without an
-            accelerator or with ``parallel``, a VAE without tiling/slicing support; ring attention
-            with a method (refused by :func:`accel.apply`).
-        OSError: the checkpoint cannot be loaded (not cached while offline, not diffusers format,
-            no safetensors weights).
+        ValueError: unknown preset/path, bad dtype/method/parallel, a device this machine cannot use
+            (checked before loading), offload without an accelerator or with ``parallel``, a VAE without
+            tiling/slicing support; ring attention with a method (refused by :func:`accel.apply`).
+        OSError: the checkpoint cannot be loaded (not cached while offline: checked before loading; not
+            diffusers format, no safetensors weights); the message is one line.
         RuntimeError: ``parallel`` without an initialised ``torch.distributed`` process group.
         TypeError: a pipeline class accel does not support.
         ImportError: a package the model's pipeline needs is missing (ftfy for Wan image-to-video).
@@ -234,7 +298,7 @@ def load(
     from accel.schedule import Schedule
 
     dtype = parse_dtype(dtype)
-    device = _parse_device(device)
+    device = parse_device(device)
     if offload and device.type == "cpu":
         raise ValueError("offload=True moves components between the CPU and an accelerator; device is cpu "
                          "(no CUDA device here) - drop offload")
@@ -263,6 +327,7 @@ def load(
 
         pipe = tiny_pipeline(preset.family).to(dtype=dtype)
     else:
+        check_weights_available(location)
         pipe = _from_pretrained(location, dtype)
         if preset is None:
             preset = _derived_preset(pipe, location)

@@ -3,23 +3,56 @@
 :func:`run` renders a list of prompt items with a loaded pipeline, one file and one manifest record per
 item, sharded over the processes of a ``torch.distributed`` job (over groups of ``--cp-degree``
 processes that split each video between them, the first of each group writing); :func:`static_problem`
-checks the requested size against a model before any work. Files are written under a temporary name and renamed
-when complete. Items whose record says ``ok`` for the same settings and whose file exists are skipped, the
-others redone. A failing item is recorded with its error and the batch goes on.
+checks the requested size against a model before any work. Files are written under a temporary name and
+renamed when complete. Items whose record says ``ok`` for the same settings and whose file exists inside
+the output folder are skipped, the others redone. A failing item is recorded with its error and the batch
+goes on.
+
+One run at a time per output folder: rank 0 holds the folder's lock (:class:`~accel.render.folder.FolderLock`)
+from before the model is loaded until the manifest is merged; a second run is refused with the first
+one's process id, host and start time. SIGTERM is handled like Ctrl-C (SIGINT): the item in flight is
+dropped, finished items are kept and, in a single-process run, the part file is merged into the manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-__all__ = ["run", "static_problem"]
+__all__ = ["run", "static_problem", "Terminated"]
 
 _STATUS_OK, _STATUS_FAILED = "ok", "failed"
+#: exit status after Ctrl-C (SIGINT) and after SIGTERM (128 + the signal number, as shells report them)
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM during the batch (handled like Ctrl-C)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While inside: SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) in the main thread; the
+    previous handler is restored on exit. Nothing changes outside the main thread (signals go there only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(_signum, _frame):
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _size_problem(height, width, frames, multiple: int, frame_step: int | None, is_video: bool,
@@ -71,10 +104,16 @@ def _key(model: str, item, settings: dict, method: str, schedule: str, fmt: str)
 
 
 def _is_complete(record: dict | None, key: str, out_dir: Path) -> bool:
+    """Whether ``record`` says the item is done with these settings (``key``) and its file is still there,
+    inside ``out_dir`` (a record naming a file elsewhere, e.g. ``../out-old/x.mp4``, does not count)."""
+    from accel.render.folder import is_inside
+
     if record is None or record.get("status") != _STATUS_OK or record.get("settings_key") != key:
         return False
-    path = out_dir / str(record.get("file") or "")
-    return bool(record.get("file")) and path.exists()
+    if not isinstance(record.get("file"), str) or not record["file"]:
+        return False
+    path = out_dir / record["file"]
+    return is_inside(path, out_dir.resolve()) and path.resolve() != out_dir.resolve() and path.exists()
 
 
 def _call_kwargs(preset, item, settings) -> dict:
@@ -158,7 +197,8 @@ def static_problem(args, preset, multiple: int, frame_step: int | None) -> str |
 
 
 def run(args, items, method_args, schedule, ctx, error) -> int:
-    """Load the model of ``args.model`` and render ``items``; returns the exit status (0, 1 or 130).
+    """Lock ``args.out``, load the model of ``args.model`` and render ``items``; returns the exit status: 0 all
+    ok, 1 an item failed, 2 the folder is in use by another run, 130 after Ctrl-C, 143 after SIGTERM.
 
     Args:
         args: the parsed ``accel render`` command line (:func:`accel.cli.render.main`).
@@ -168,13 +208,36 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
         error: called with a message for bad arguments found after loading; must not return
             (``argparse.ArgumentParser.error``).
     """
+    from accel.render.distributed import main_says
+    from accel.render.folder import FolderBusyError, FolderLock
+
+    lock, busy = (FolderLock(args.out), None) if ctx.is_main else (None, None)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except FolderBusyError as exc:
+            busy = str(exc)
+    if not main_says(ctx, busy is None):  # every rank stops when rank 0 could not lock the folder
+        if busy is not None:
+            print(f"accel render: error: {busy}", file=sys.stderr)
+        return 2
+    try:
+        if lock is not None and lock.took_over:
+            print(f"note: took over the lock of {args.out} left by {lock.took_over}", file=sys.stderr)
+        return _run_locked(args, items, method_args, schedule, ctx, error)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(args, items, method_args, schedule, ctx, error) -> int:
     from tqdm.auto import tqdm
 
     from accel.methods.registry import method_record
     from accel.pipelines.loading import load, pipeline_size_rules
     from accel.render.density import effective_density
     from accel.render.distributed import barrier, shard
-    from accel.render.manifest import append_record, latest_records, merge_manifest, part_path
+    from accel.render.manifest import MANIFEST_NAME, append_record, latest_records, merge_manifest, part_path
 
     out_dir = args.out
     say = print if ctx.is_main else (lambda *a, **k: None)
@@ -184,6 +247,10 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
               f"{cp_degree} processes (torchrun --nproc_per_node ...)")
     # context parallelism: ranks [gN, (g+1)N) render the same items together; the first of them writes
     leader = ctx.rank % cp_degree == 0
+    manifest = out_dir / MANIFEST_NAME
+    if manifest.exists() and not manifest.is_file():
+        error(f"{manifest} is not a file (an item of an older accel render may have been named so); move it away "
+              "and rerun")
     device = args.device
     if device is None or (ctx.world_size > 1 and str(device) == "cuda"):
         device = ctx.device()
@@ -192,7 +259,7 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
         pipe = load(args.model, method=args.method, method_args=method_args, schedule=schedule, device=device,
                     dtype=args.dtype, offload=args.offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing,
                     parallel=cp_degree if cp_degree > 1 else None)
-    except (ValueError, TypeError, ImportError, RuntimeError) as exc:
+    except (ValueError, TypeError, ImportError, RuntimeError, OSError) as exc:
         error(str(exc))
     preset = pipe.accel_preset
     multiple, frame_step = pipeline_size_rules(pipe)
@@ -227,54 +294,55 @@ def run(args, items, method_args, schedule, ctx, error) -> int:
 
     part = part_path(out_dir, ctx.rank)
     failed = 0
-    interrupted = False
+    interrupted = None
     progress = not args.no_progress
     pipe.set_progress_bar_config(disable=not progress, leave=False, position=1 if ctx.world_size == 1 else ctx.rank)
     bar = tqdm(total=len(mine), desc="items" if ctx.world_size == 1 else f"rank {ctx.rank}", unit="item",
                disable=not progress, position=0 if ctx.world_size == 1 else ctx.rank, file=sys.stderr)
     try:
-        for item, settings, key in mine:
-            record = dict(name=item.name, index=item.index, line=item.line, prompt=item.prompt,
-                          negative_prompt=item.negative_prompt, seed=item.seed, image=item.image,
-                          settings=settings, model=preset.name, method=method_info,
-                          format=fmt, settings_key=key, rank=ctx.rank, file=None, latency_s=None, density=None,
-                          error=None)
-            problem = _item_problem(item, settings, preset, multiple, frame_step)
-            if problem is None:
-                if leader:
-                    _remove_stale(out_dir, item.name)
-                try:
-                    rel, seconds, layout = _render_one(pipe, preset, item, settings, fmt, out_dir, write=leader)
-                    record.update(status=_STATUS_OK, file=rel, latency_s=round(seconds, 4),
-                                  density=effective_density(handle.method if handle else None,
-                                                            handle.schedule if handle else None, layout,
-                                                            settings["steps"], num_layers))
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # one bad item must not stop the batch
-                    if cp_degree > 1:
-                        # the group's other ranks may wait in a collective this rank left: stop the job (the
-                        # launcher ends the others); finished items are kept and a rerun resumes
+        with _sigterm_as_interrupt():
+            for item, settings, key in mine:
+                record = dict(name=item.name, index=item.index, line=item.line, prompt=item.prompt,
+                              negative_prompt=item.negative_prompt, seed=item.seed, image=item.image,
+                              settings=settings, model=preset.name, method=method_info,
+                              format=fmt, settings_key=key, rank=ctx.rank, file=None, latency_s=None, density=None,
+                              error=None)
+                problem = _item_problem(item, settings, preset, multiple, frame_step)
+                if problem is None:
+                    if leader:
+                        _remove_stale(out_dir, item.name)
+                    try:
+                        rel, seconds, layout = _render_one(pipe, preset, item, settings, fmt, out_dir, write=leader)
+                        record.update(status=_STATUS_OK, file=rel, latency_s=round(seconds, 4),
+                                      density=effective_density(handle.method if handle else None,
+                                                                handle.schedule if handle else None, layout,
+                                                                settings["steps"], num_layers))
+                    except KeyboardInterrupt:
                         raise
-                    problem = f"{type(exc).__name__}: {exc}"
-            if problem is not None:
-                failed += 1
-                record.update(status=_STATUS_FAILED, error=problem)
-                tqdm.write(f"failed: {item.name}: {problem}", file=sys.stderr)
-            record["finished_at"] = time.time()
-            if leader:
-                append_record(part, record)
-            bar.update(1)
-    except KeyboardInterrupt:
-        interrupted = True
+                    except Exception as exc:  # one bad item must not stop the batch
+                        if cp_degree > 1:
+                            # the group's other ranks may wait in a collective this rank left: stop the job (the
+                            # launcher ends the others); finished items are kept and a rerun resumes
+                            raise
+                        problem = f"{type(exc).__name__}: {exc}"
+                if problem is not None:
+                    failed += 1
+                    record.update(status=_STATUS_FAILED, error=problem)
+                    tqdm.write(f"failed: {item.name}: {problem}", file=sys.stderr)
+                record["finished_at"] = time.time()
+                if leader:
+                    append_record(part, record)
+                bar.update(1)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        interrupted = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
     finally:
         bar.close()
     if interrupted:
         if ctx.world_size == 1:
             merge_manifest(out_dir)
-        print(f"interrupted (rank {ctx.rank}); finished items are kept - rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+        print(f"interrupted by {interrupted} (rank {ctx.rank}); finished items are kept - rerun the same command "
+              "to resume", file=sys.stderr)
+        return EXIT_TERMINATED if interrupted == "SIGTERM" else EXIT_INTERRUPTED
 
     barrier(ctx)
     if not ctx.is_main:

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-__all__ = ["DistContext", "init_distributed", "barrier", "close", "shard"]
+__all__ = ["DistContext", "init_distributed", "barrier", "main_says", "close", "shard"]
 
 # Ranks that finish their share early wait at the final barrier for the others: allow long batches.
 _TIMEOUT = datetime.timedelta(hours=24)
@@ -93,6 +93,18 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier(device_ids=[ctx.local_rank])
     else:
         dist.barrier()
+
+
+def main_says(ctx: DistContext, flag: bool) -> bool:
+    """Rank 0's ``flag``, on every rank (each rank passes its own; only rank 0's counts). Alone: ``flag``."""
+    if ctx.world_size <= 1:
+        return bool(flag)
+    import torch.distributed as dist
+
+    device = torch.device("cuda", ctx.local_rank) if ctx.backend == "nccl" else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def close(ctx: DistContext) -> None:

@@ -8,29 +8,42 @@ key            type     meaning
 ============== ======== ===============================================================
 prompt         str      the prompt (required, non-empty)
 negative_prompt str     negative prompt (default: none)
-seed           int >= 0 noise seed (default: base seed + the item's index)
-height, width  int > 0  output size in pixels (default: the model preset's)
-frames         int > 0  frames of a video (default: the preset's); ``num_frames`` also accepted
-steps          int > 0  denoising steps (default: the preset's)
-guidance       float    guidance scale (default: the preset's)
-name           str      output file name without suffix (default: ``NNNN-<slug of prompt>``)
+seed           int >= 0 noise seed, below 2**64 (default: base seed + the item's index)
+height, width  int > 0  output size in pixels, below 2**31 (default: the model preset's)
+frames         int > 0  frames of a video, below 2**31 (default: the preset's); ``num_frames`` also accepted
+steps          int > 0  denoising steps, below 2**31 (default: the preset's)
+guidance       float    guidance scale, finite and >= 0 (default: the preset's)
+name           str      output file name without suffix (default: ``NNNN-<slug of prompt>``); not a
+                        name of the renderer's own files (``manifest.jsonl``)
 image          str      input image for image-to-video models, a path relative to the file
 ============== ======== ===============================================================
 
-Parsing never raises for one bad line: the line becomes a :class:`PromptItem` with ``error`` set
-(the renderer records it as failed and goes on). A missing or empty file raises before any work.
+Parsing never raises for one bad line: the line becomes a :class:`PromptItem` with ``error`` set,
+naming the field and the value (the renderer records it as failed and goes on). Non-finite numbers
+(``NaN``, ``Infinity``, which Python's JSON reader accepts) are refused wherever a number is read.
+A missing or empty file raises before any work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
-__all__ = ["PromptItem", "read_prompt_file", "slug"]
+from .folder import reserved_name_problem
 
-_INT_KEYS = {"seed": 0, "height": 1, "width": 1, "frames": 1, "steps": 1}
+__all__ = ["PromptItem", "read_prompt_file", "slug", "MAX_SEED", "MAX_BASE_SEED", "MAX_COUNT"]
+
+#: largest seed ``torch.Generator.manual_seed`` takes
+MAX_SEED = 2**64 - 1
+#: largest base seed (``--seed``): item seeds ``base + index`` stay below :data:`MAX_SEED`
+MAX_BASE_SEED = 2**63 - 1
+#: largest size, frame count or step count (torch's int32 sizes)
+MAX_COUNT = 2**31 - 1
+_INT_KEYS = {"seed": (0, MAX_SEED), "height": (1, MAX_COUNT), "width": (1, MAX_COUNT), "frames": (1, MAX_COUNT),
+             "steps": (1, MAX_COUNT)}
 _KEYS = {"prompt", "negative_prompt", "seed", "height", "width", "frames", "num_frames", "steps", "guidance",
          "name", "image"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -72,9 +85,10 @@ def slug(text: str, limit: int = 48, *, empty: str = "item") -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or empty
 
 
-def _check_int(key, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key} must be an int >= {minimum}, got {value!r}")
+def _check_int(key, value, minimum, maximum):
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        shown = repr(value) if not isinstance(value, int) or value.bit_length() <= 256 else f"{value:.3e}"
+        raise ValueError(f"{key} must be an int in [{minimum}, {maximum}], got {shown}")
     return value
 
 
@@ -93,13 +107,13 @@ def _parse_object(obj, folder: Path) -> dict:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
     out = {"prompt": prompt.strip()}
-    for key, minimum in _INT_KEYS.items():
+    for key, (minimum, maximum) in _INT_KEYS.items():
         if obj.get(key) is not None:
-            out[key] = _check_int(key, obj[key], minimum)
+            out[key] = _check_int(key, obj[key], minimum, maximum)
     if obj.get("guidance") is not None:
         g = obj["guidance"]
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not g >= 0:
-            raise ValueError(f"guidance must be a number >= 0, got {g!r}")
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or not g >= 0:
+            raise ValueError(f"guidance must be a finite number >= 0, got {g!r}")
         out["guidance"] = float(g)
     if obj.get("negative_prompt") is not None:
         if not isinstance(obj["negative_prompt"], str):
@@ -110,6 +124,9 @@ def _parse_object(obj, folder: Path) -> dict:
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name.startswith(".") or "partial" in name:
             raise ValueError(f"name must be 1-128 letters, digits, '.', '_' or '-' (not starting with '.', no "
                              f"'partial'), got {name!r}")
+        problem = reserved_name_problem(name)
+        if problem:
+            raise ValueError(problem)
         out["name"] = name
     if obj.get("image") is not None:
         if not isinstance(obj["image"], str):
@@ -126,14 +143,14 @@ def read_prompt_file(path, *, base_seed: int = 0, jsonl: bool | None = None) -> 
 
     Args:
         path: the file. Its format is JSONL when it ends in ``.jsonl`` (or ``jsonl=True``), else text.
-        base_seed: an item without a seed gets ``base_seed + index`` (int >= 0).
+        base_seed: an item without a seed gets ``base_seed + index`` (int in [0, 2**63 - 1]).
         jsonl: force the format (``None``: by suffix).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file holds no prompt, or ``base_seed`` is not an int >= 0.
+        ValueError: the file holds no prompt, or ``base_seed`` is not an int in [0, 2**63 - 1].
     """
-    _check_int("base_seed", base_seed, 0)
+    _check_int("base_seed", base_seed, 0, MAX_BASE_SEED)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {str(path)!r} not found")

@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from accel.app.http_guard import HttpGuard
 from accel.app.models import ModelCache
-from accel.app.outputs import is_inside
 from accel.app.server import create
+from accel.render.folder import is_inside
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,7 +71,9 @@ def test_upload_folder_option(tmp_path):
     (["--upload-quota-mb", "nan"], "--upload-quota-mb must be a finite number > 0, got nan"),
     (["--upload-keep-min", "0"], "--upload-keep-min must be a finite number > 0, got 0.0"),
     (["--uploads", "__OUT__/up"], "must lie outside the output folder --out"),
-    (["--device", "gpu:x"], "--device must look like cpu, cuda or cuda:1, got 'gpu:x'"),
+    (["--device", "gpu:x"], "--device must be a torch.device or a string like 'cpu', 'cuda' or 'cuda:1', got 'gpu:x'"),
+    pytest.param(["--device", "cuda"], "--device 'cuda': this PyTorch build", marks=pytest.mark.skipif(
+        torch.version.cuda is not None, reason="needs a PyTorch build without CUDA")),
 ])
 def test_bad_arguments(tmp_path, capsys, args, message):
     args = [a.replace("__OUT__", str(tmp_path)) for a in args]

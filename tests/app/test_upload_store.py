@@ -8,8 +8,8 @@ import pytest
 
 from accel.app.http_guard import file_input_refusal, host_refusal, origin_refusal
 from accel.app.logic import AppInputError
-from accel.app.outputs import is_inside
 from accel.app.upload_store import UploadStore
+from accel.render.folder import is_inside
 
 
 @pytest.fixture

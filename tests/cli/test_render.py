@@ -148,6 +148,15 @@ def test_bad_jsonl_line_is_recorded_and_the_batch_goes_on(tmp_path, capsys):
     (["--method", "fast"], "--method must be one of"),
     (["--schedule", "dense=3"], "--schedule must be 'none' or comma-separated"),
     (["--model", "tiny-flux", "--frames", "9"], "--frames given but tiny-flux makes images"),
+    (["--guidance", "inf"], "--guidance must be a finite number >= 0, got inf"),
+    (["--guidance", "nan"], "--guidance must be a finite number >= 0, got nan"),
+    (["--seed", str(2**70)], f"--seed must be in [0, {2**63 - 1}], got {2**70}"),
+    (["--steps", str(2**40)], f"--steps must be in [1, {2**31 - 1}], got {2**40}"),
+    (["--model", "someone/not-cached-model"], "model 'someone/not-cached-model' is not in the local Hugging Face "
+                                              "cache and HF_HUB_OFFLINE is set, so it cannot be downloaded: "
+                                              "download it first with `hf download someone/not-cached-model`"),
+    pytest.param(["--device", "cuda"], "--device 'cuda': this PyTorch build", marks=pytest.mark.skipif(
+        __import__("torch").version.cuda is not None, reason="needs a PyTorch build without CUDA")),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, monkeypatch, args, message):
     prompts = tmp_path / "p.txt"
@@ -155,10 +164,13 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys, monkeypatch, args,
     from accel.pipelines import loading as load_module
     monkeypatch.setattr(load_module, "load", lambda *a, **k: pytest.fail("loaded a model despite bad arguments"))
     argv = ["--model", "tiny-wan", "--prompts", str(prompts), "--out", str(tmp_path / "o")]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit) as exc:
         command.main(argv + args)
+    err = capsys.readouterr().err
     assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("accel render: error: ")  # one line
     assert not (tmp_path / "o").exists()
 
 
@@ -223,13 +235,20 @@ def _env():
     return env
 
 
-def test_resume_after_a_crash_mid_batch(tmp_path):
+def _render_in_a_script(tmp_path, script: str, prompts_text: str):
+    """Run ``accel render`` (tiny-wan, ``tmp_path/o``) through ``script`` in its own process; return
+    ``(argv, out folder, completed process)``."""
     prompts = tmp_path / "p.txt"
-    prompts.write_text("one\ntwo\nthree\nfour\n")
+    prompts.write_text(prompts_text)
     out = tmp_path / "o"
     argv = ["--model", "tiny-wan", "--prompts", str(prompts), "--out", str(out), "--no-progress"]
-    crashed = subprocess.run([sys.executable, "-c", _CRASH, *argv], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                             timeout=300)
+    done = subprocess.run([sys.executable, "-c", script, *argv], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    return argv, out, done
+
+
+def test_resume_after_a_crash_mid_batch(tmp_path):
+    argv, out, crashed = _render_in_a_script(tmp_path, _CRASH, "one\ntwo\nthree\nfour\n")
     assert crashed.returncode == 9, crashed.stderr[-2000:]
     assert (out / ".0002-three.partial.mp4").exists() and not (out / "0002-three.mp4").exists()
     assert not (out / MANIFEST_NAME).exists()  # records so far are in the part file
@@ -267,3 +286,95 @@ def test_two_processes_with_gloo_render_each_prompt_once(tmp_path):
     rerun = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0 and "(5 already complete, skipped)" in rerun.stdout
     assert _manifest(out) == records
+
+
+def test_reserved_item_name_is_refused_and_the_manifest_stays_a_file(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "evil", "name": "manifest.jsonl"}) + "\n"
+                       + json.dumps({"prompt": "fine", "name": "fine"}) + "\n")
+    out = tmp_path / "o"
+    for _ in range(2):  # a rerun is not wedged either
+        assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out, "--format", "png") == 1
+        assert (out / MANIFEST_NAME).is_file()
+        records = {r["index"]: r for r in _manifest(out)}
+        assert records[0]["status"] == "failed" and "name 'manifest.jsonl' is reserved" in records[0]["error"]
+        assert records[1]["status"] == "ok" and (out / "fine").is_dir()
+
+
+_HOLD_LOCK = """
+import sys, time
+from accel.render.folder import FolderLock
+FolderLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_one_run_per_folder_and_a_killed_runs_lock_is_taken_over(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\n")
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out)], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 2
+        err = capsys.readouterr().err
+        assert f"another accel render is writing to {out} (process {holder.pid} on host {socket.gethostname()!r}" in err
+        assert not list(out.glob("*.mp4")) and not (out / MANIFEST_NAME).exists()
+    finally:
+        holder.kill()  # SIGKILL: no clean-up, the lock file stays behind naming a dead process
+        holder.wait()
+    assert (out / ".render.lock").is_file()
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 0
+    err = capsys.readouterr().err
+    assert f"took over the lock of {out} left by process {holder.pid}" in err and "that process is gone" in err
+    assert sorted(p.name for p in out.iterdir()) == ["0000-one.mp4", MANIFEST_NAME]  # lock removed at the end
+
+
+_SIGTERM = """
+import os, signal, sys
+from accel.cli import render as command
+from accel.render import batch
+real = batch._render_one
+count = [0]
+def render_one(*a, **k):
+    count[0] += 1
+    if count[0] == 2:  # SIGTERM (what a scheduler or `kill` sends) while the second item renders
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(*a, **k)
+batch._render_one = render_one
+sys.exit(command.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    argv, out, done = _render_in_a_script(tmp_path, _SIGTERM, "one\ntwo\nthree\n")
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "interrupted by SIGTERM" in done.stderr
+    assert [r["name"] for r in _manifest(out)] == ["0000-one"]  # the part file was merged
+    assert sorted(p.name for p in out.iterdir()) == ["0000-one.mp4", MANIFEST_NAME]  # no part, lock or partial file
+    assert command.main(argv) == 0 and [r["name"] for r in _manifest(out)] == ["0000-one", "0001-two", "0002-three"]
+
+
+def test_resume_redoes_items_whose_file_is_gone_or_outside_the_folder(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\ntwo\nthree\n")
+    out = tmp_path / "o"
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 0
+    first = {r["name"]: r for r in _manifest(out)}
+    (out / first["0000-one"]["file"]).unlink()  # deleted by hand after the run
+    # a record that names a file of a sibling folder (out-evil next to out): not this folder's file
+    evil = tmp_path / "o-evil"
+    evil.mkdir()
+    (out / first["0001-two"]["file"]).rename(evil / first["0001-two"]["file"])
+    lines = [json.dumps(dict(r, file=f"../o-evil/{r['file']}") if r["name"] == "0001-two" else r)
+             for r in first.values()]
+    (out / MANIFEST_NAME).write_text("\n".join(lines) + "\n")
+    assert _run("--model", "tiny-wan", "--prompts", prompts, "--out", out) == 0
+    again = {r["name"]: r for r in _manifest(out)}
+    assert again["0000-one"]["finished_at"] > first["0000-one"]["finished_at"]
+    assert again["0001-two"]["finished_at"] > first["0001-two"]["finished_at"]
+    assert again["0001-two"]["file"] == "0001-two.mp4" and (out / "0001-two.mp4").is_file()
+    assert again["0002-three"]["finished_at"] == first["0002-three"]["finished_at"]  # still complete: skipped

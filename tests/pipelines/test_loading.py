@@ -5,7 +5,7 @@ import torch
 
 import accel
 from accel.methods.preset import MODEL_FAMILIES
-from accel.pipelines import load
+from accel.pipelines import load, loading
 from accel.pipelines.loading import parse_dtype, pipeline_size_rules, resolve_model
 from accel.pipelines.presets import PRESETS, get_preset, preset_for_hub_id
 from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
@@ -94,6 +94,7 @@ def test_hub_preset_uses_safe_from_pretrained(monkeypatch):
         return tiny_pipeline("wan").to(dtype=kwargs["dtype"])
 
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(loading, "weights_cached", lambda hub_id: True)  # the faked hub holds it
     pipe = load("wan2.1-t2v-1.3b", method="radial", dtype="bf16", device="cpu")
     assert calls == [("Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
                       dict(dtype=torch.bfloat16, use_safetensors=True, trust_remote_code=False))]
@@ -105,9 +106,37 @@ def test_hub_preset_uses_safe_from_pretrained(monkeypatch):
 
 
 def test_hub_id_offline_not_cached_is_a_clear_error(monkeypatch):
+    from diffusers import DiffusionPipeline
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match=r"could not load 'nobody/not-a-model'.*HF_HUB_OFFLINE=1"):
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", lambda *a, **k: pytest.fail("tried to load anyway"))
+    with pytest.raises(OSError, match=r"^model 'nobody/not-a-model' is not in the local Hugging Face cache and "
+                                      r"HF_HUB_OFFLINE is set, .* `hf download nobody/not-a-model`") as exc:
         load("nobody/not-a-model", device="cpu")
+    assert "\n" not in str(exc.value) and exc.value.__cause__ is None
+
+
+def test_a_cached_index_without_weights_is_a_one_line_error(monkeypatch):
+    """``model_index.json`` cached but the weights not: diffusers' own error, cut to one line, no chain."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(loading, "weights_cached", lambda hub_id: True)
+    with pytest.raises(OSError, match=r"^could not load 'nobody/not-a-model' with diffusers' from_pretrained") as exc:
+        load("nobody/not-a-model", device="cpu")
+    assert "\n" not in str(exc.value) and exc.value.__cause__ is None and exc.value.__suppress_context__
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "this PyTorch build"), ("cuda:7", "this PyTorch build"), ("mps", "mps is not available"),
+    ("gpu", "device must be a torch.device or a string like"),
+])
+def test_unusable_device_is_refused_before_loading(monkeypatch, device, message):
+    if torch.cuda.is_available():
+        pytest.skip("checks a machine without CUDA")
+    monkeypatch.setattr("accel.pipelines.tiny.tiny_pipeline", lambda *a, **k: pytest.fail("loaded a model anyway"))
+    with pytest.raises(ValueError, match=message):
+        load("tiny-wan", device=device)
+    with pytest.raises(ValueError, match=message):
+        loading.parse_device(device)
 
 
 def test_local_folder_round_trip(tmp_path):

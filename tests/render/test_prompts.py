@@ -40,9 +40,38 @@ def test_jsonl_fields_and_bad_lines(tmp_path):
     assert "unknown key(s) ['colour']" in items[2].error
     assert "prompt must be a non-empty string" in items[3].error
     assert "used by an earlier line" in items[4].error
-    assert "seed must be an int >= 0" in items[5].error
+    assert "seed must be an int in [0, 18446744073709551615], got -1" in items[5].error
     assert items[6].error is None and items[6].frames == 9 and items[6].seed == 106
     assert len({i.name for i in items}) == 7  # names stay unique even for bad lines
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"prompt": "a", "seed": 1180591620717411303424}', "seed must be an int in [0, 18446744073709551615], got "
+                                                         "1180591620717411303424"),  # 2**70
+    ('{"prompt": "a", "seed": 1e400}', "seed must be an int in [0, 18446744073709551615], got inf"),
+    ('{"prompt": "a", "guidance": Infinity}', "guidance must be a finite number >= 0, got inf"),
+    ('{"prompt": "a", "guidance": NaN}', "guidance must be a finite number >= 0, got nan"),
+    ('{"prompt": "a", "guidance": 1e999}', "guidance must be a finite number >= 0, got inf"),
+    ('{"prompt": "a", "steps": NaN}', "steps must be an int in [1, 2147483647], got nan"),
+    ('{"prompt": "a", "height": 4294967296}', "height must be an int in [1, 2147483647], got 4294967296"),
+    ('{"prompt": "a", "name": "manifest.jsonl"}', "name 'manifest.jsonl' is reserved"),
+    ('{"prompt": "a", "name": "MANIFEST.JSONL"}', "name 'MANIFEST.JSONL' is reserved"),
+])
+def test_out_of_range_and_reserved_fields_name_the_field(tmp_path, line, message):
+    f = tmp_path / "p.jsonl"
+    f.write_text(line + "\n" + '{"prompt": "fine"}\n')
+    bad, fine = read_prompt_file(f)
+    assert bad.error == f"line 1: {message}" or bad.error.startswith(f"line 1: {message}"), bad.error
+    assert fine.error is None
+
+
+def test_base_seed_range(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("a\n")
+    with pytest.raises(ValueError, match=r"base_seed must be .* got 1180591620717411303424"):
+        read_prompt_file(f, base_seed=2**70)
+    with pytest.raises(ValueError, match=r"got 1.000e\+300"):
+        read_prompt_file(f, base_seed=10**300)
 
 
 def test_missing_image_is_an_item_error(tmp_path):
@@ -59,7 +88,7 @@ def test_missing_and_empty_files(tmp_path):
     empty.write_text("\n# only a comment\n")
     with pytest.raises(ValueError, match="holds no prompt"):
         read_prompt_file(empty)
-    with pytest.raises(ValueError, match="base_seed must be an int >= 0"):
+    with pytest.raises(ValueError, match=r"base_seed must be an int in \[0, 9223372036854775807\], got -2"):
         read_prompt_file(empty, base_seed=-2)
 
 
