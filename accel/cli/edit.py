@@ -9,12 +9,20 @@
 Writes to ``--out``: ``source`` and ``target`` (MP4 for video, PNG for images), ``mask.png`` (the token
 mask, upsampled to the pixel size; absent for all-edit), and ``scores.json`` (background PSNR/SSIM/MSE
 outside the mask, Canny-edge structure SSIM, CLIP score when a local CLIP model exists).
+
+Every argument is checked before the model is loaded (``--out`` must be a folder or not exist yet,
+``--input``/``--mask`` must decode as an image or video, ``--alpha`` in [0, 1] or a named strength,
+the edit words must occur in ``--source``, numbers in range, the device usable, a hub model cached
+when ``HF_HUB_OFFLINE`` is set): a bad one ends the command with exit status 2 and a one-line message
+naming it. An edit that fails after loading ends with status 1 and a one-line message.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,22 +59,104 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_input(path: Path):
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi")
+
+
+def _read_media(flag: str, path: Path, *, video: bool):
+    """The image (PIL, RGB) or video (uint8 ``[F, H, W, 3]``) at ``path``.
+
+    Raises:
+        ValueError: naming ``flag``: a missing or non-regular file, a suffix that is not an image's (or a
+            video's, when ``video``), or content that does not decode as one.
+    """
     if not path.is_file():
-        raise SystemExit(f"accel edit: --input {path} does not exist")
-    if path.suffix.lower() in (".mp4", ".mov", ".webm", ".gif"):
-        import imageio.v2 as imageio
+        raise ValueError(f"{flag} {str(path)!r} does not exist or is not a regular file")
+    suffix = path.suffix.lower()
+    allowed = IMAGE_SUFFIXES + (VIDEO_SUFFIXES if video else ())
+    if suffix not in allowed:
+        kinds = "an image or a video" if video else "an image"
+        raise ValueError(f"{flag} must be {kinds} ({', '.join(allowed)}), got {str(path)!r}")
+    try:
+        if suffix in VIDEO_SUFFIXES:
+            import imageio.v2 as imageio
 
-        frames = np.stack([np.asarray(f)[..., :3] for f in imageio.mimread(path, memtest=False)])
-        return frames.astype(np.uint8)
-    from PIL import Image
+            frames = np.stack([np.asarray(f)[..., :3] for f in imageio.mimread(path, memtest=False)])
+            return frames.astype(np.uint8)
+        from PIL import Image
 
-    return Image.open(path).convert("RGB")
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # the decoder refuses the content
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{flag} {str(path)!r} does not decode as {'a video' if suffix in VIDEO_SUFFIXES else 'an image'}"
+                         f" ({first})") from None
+
+
+def _check(args) -> dict:
+    """Everything that can be checked before loading the model; returns the decoded ``input`` and ``mask``.
+
+    Raises:
+        ValueError: the first bad argument, named in the message.
+        OSError: a hub model that is not cached while ``HF_HUB_OFFLINE`` is set.
+
+    Creates ``--out`` last, when everything else passed.
+    """
+    from accel.control.mask import find_word_spans
+    from accel.editing.pipeline import ALPHA_DEFAULTS
+    from accel.pipelines.loading import check_weights_available, parse_device
+    from accel.render.prompts import MAX_COUNT, MAX_SEED
+
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {str(args.out)!r} exists and is not a folder; give a folder (it is created if missing)")
+    if isinstance(args.alpha, str) and args.alpha not in ALPHA_DEFAULTS:
+        raise ValueError(f"--alpha must be a number in [0, 1] or one of {sorted(ALPHA_DEFAULTS)}, got {args.alpha!r}")
+    if isinstance(args.alpha, float) and not (math.isfinite(args.alpha) and 0.0 <= args.alpha <= 1.0):
+        raise ValueError(f"--alpha must be a number in [0, 1] or one of {sorted(ALPHA_DEFAULTS)}, got {args.alpha}")
+    if args.steps is not None and not 1 <= args.steps <= MAX_COUNT:
+        raise ValueError(f"--steps must be in [1, {MAX_COUNT}], got {args.steps}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
+    for flag, text in (("--source", args.source), ("--target", args.target)):
+        if not text.strip():
+            raise ValueError(f"{flag} must be a non-empty prompt")
+    if args.edit_words is not None:
+        try:
+            find_word_spans(args.source, args.edit_words)
+        except ValueError as exc:
+            raise ValueError(f"--edit-words: {str(exc).removeprefix('edit_words: ')}") from None
+    if args.device is not None:
+        try:
+            parse_device(args.device)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+    check_weights_available(args.model)
+    given = dict(input=None if args.input is None else _read_media("--input", args.input, video=True),
+                 mask=None if args.mask is None else _read_media("--mask", args.mask, video=False))
+    try:  # last: nothing is created for a command that is refused
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {str(args.out)!r} cannot be created: {exc}") from None
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``accel edit``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Run ``accel edit``; returns the exit status (0 done, 1 the edit failed, 2 a bad argument)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        given = _check(args)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    try:
+        return _edit(args, given)
+    except (ValueError, TypeError, OSError, ImportError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"accel edit: error: {first}", file=sys.stderr)
+        return 1
+
+
+def _edit(args, given: dict) -> int:
     from accel.editing.pipeline import edit, edit_generated
     from accel.eval.edit_metrics import edit_scores, mask_to_pixels
     from accel.pipelines.loading import load
@@ -78,18 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps if args.steps is not None else kwargs.pop("num_inference_steps")
     kwargs.pop("num_inference_steps", None)
     common = dict(edit_words=args.edit_words, steps=steps, seed=args.seed, rule=args.rule, output_type="np")
-    if args.mask is not None:
-        from PIL import Image
-
-        common["mask"] = Image.open(args.mask)
-    if args.input is None:
-        result = edit_generated(pipe, args.source, args.target, alpha=args.alpha or "shape", **common, **kwargs)
+    if given["mask"] is not None:
+        common["mask"] = given["mask"]
+    if given["input"] is None:
+        alpha = "shape" if args.alpha is None else args.alpha
+        result = edit_generated(pipe, args.source, args.target, alpha=alpha, **common, **kwargs)
     else:
         for key in ("height", "width", "num_frames"):
             kwargs.pop(key, None)
-        result = edit(pipe, _read_input(args.input), args.source, args.target, alpha=args.alpha or "real",
+        alpha = "real" if args.alpha is None else args.alpha
+        result = edit(pipe, given["input"], args.source, args.target, alpha=alpha,
                       **common, **kwargs)
-    args.out.mkdir(parents=True, exist_ok=True)
     source, target = np.asarray(result.source), np.asarray(result.target)
     video = source.ndim == 4
     fps = preset.fps or 8
@@ -108,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:   # all-edit mask (no background), or images smaller than the SSIM window
         scores = {"note": f"scores not computed: {exc}"}
     scores.update(source=args.source, target=args.target, edit_words=args.edit_words, steps=steps, seed=args.seed,
-                  rule=args.rule, model=args.model)
+                  rule=args.rule, model=args.model, alpha=alpha)
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
     print(json.dumps(scores, default=str))
     return 0

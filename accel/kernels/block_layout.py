@@ -43,6 +43,13 @@ PARTIAL_KINDS = ("none", "tiles", "window", "ellipsoid")
 _PAIRS_PER_CHUNK = 1 << 22
 
 
+def _validate_length(name: str, value) -> int:
+    """``value`` if it is a positive int (a token count), else ``ValueError`` naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 def validate_block_size(name: str, value: int) -> int:
     """Check that a block size is a power of two >= 16 and return it.
 
@@ -139,9 +146,7 @@ class BlockLayout:
 
     def __post_init__(self) -> None:
         for name in ("q_len", "kv_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            _validate_length(name, getattr(self, name))
         validate_block_size("q_block", self.q_block)
         validate_block_size("kv_block", self.kv_block)
         if not isinstance(self.full_idx, torch.Tensor):
@@ -561,6 +566,8 @@ class BlockLayout:
         """
         validate_block_size("q_block", q_block)
         validate_block_size("kv_block", kv_block)
+        _validate_length("q_len", q_len)
+        _validate_length("kv_len", kv_len)
         nq, nkv = _ceil_div(q_len, q_block), _ceil_div(kv_len, kv_block)
         mask = torch.ones(1, 1, nq, nkv, dtype=torch.bool, device=device)
         return cls.from_block_mask(mask, q_block, kv_block, q_len, kv_len)
@@ -598,6 +605,8 @@ class BlockLayout:
         validate_block_size("kv_block", kv_block)
         if not isinstance(block_mask, torch.Tensor) or block_mask.dtype != torch.bool or block_mask.dim() != 4:
             raise ValueError("block_mask must be a 4-D bool tensor [B|1, H|1, NQ, NKV]")
+        _validate_length("q_len", q_len)
+        _validate_length("kv_len", kv_len)
         nq, nkv = _ceil_div(q_len, q_block), _ceil_div(kv_len, kv_block)
         if block_mask.shape[2:] != (nq, nkv):
             raise ValueError(

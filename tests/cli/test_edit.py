@@ -28,6 +28,53 @@ def test_accel_edit_generated_and_real(tmp_path, capsys):
     assert _run("--input", str(tmp_path / "input.png"), "--source", "a red monkey", "--target", "a blue monkey",
                 "--out", str(out2)) == 0
     assert np.asarray(Image.open(out2 / "target.png")).shape == (8, 8, 3)
-    with pytest.raises(ValueError, match="'green' does not occur"):
-        _run("--source", "a red monkey", "--target", "a blue monkey", "--edit-words", "green", "--out",
-             str(tmp_path / "bad"))
+    assert np.asarray(Image.open(out2 / "source.png")).shape == (8, 8, 3)
+    # alpha 0 is a strength of its own (no structure lock), not "use the default"
+    assert _run("--source", "a red monkey", "--target", "a blue monkey", "--alpha", "0", "--out",
+                str(tmp_path / "zero")) == 0
+    assert json.loads((tmp_path / "zero" / "scores.json").read_text())["alpha"] == 0.0
+    assert scores["alpha"] == "color"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "__FILE__"], "--out '__FILE__' exists and is not a folder"),
+    (["--input", "/etc/passwd"], "--input must be an image or a video (.png, .jpg, .jpeg, .webp, .bmp, .mp4, .mov, "
+                                 ".webm, .gif, .mkv, .avi), got '/etc/passwd'"),
+    (["--input", "__FAKE__"], "does not decode as an image"),
+    (["--input", "__DIR__/none.png"], "does not exist or is not a regular file"),
+    (["--mask", "__FAKE_MP4__"], "--mask must be an image (.png, .jpg, .jpeg, .webp, .bmp), got"),
+    (["--alpha", "7"], "--alpha must be a number in [0, 1] or one of ['color', 'material', 'object', 'real', 'shape'], "
+                       "got 7.0"),
+    (["--alpha", "nan"], "--alpha must be a number in [0, 1] or one of"),
+    (["--alpha=-inf"], "--alpha must be a number in [0, 1] or one of"),
+    (["--alpha", "purple"], "got 'purple'"),
+    (["--edit-words", "green"], "--edit-words: 'green' does not occur (as a whole word) in the source prompt"),
+    (["--seed", str(2**70)], f"--seed must be in [0, {2**64 - 1}], got {2**70}"),
+    (["--steps", "0"], "--steps must be in [1, 2147483647], got 0"),
+    (["--model", "someone/not-cached-model"], "model 'someone/not-cached-model' is not in the local Hugging Face "
+                                              "cache and HF_HUB_OFFLINE is set"),
+    pytest.param(["--device", "cuda"], "--device 'cuda': this PyTorch build", marks=pytest.mark.skipif(
+        __import__("torch").version.cuda is not None, reason="needs a PyTorch build without CUDA")),
+])
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, monkeypatch, args, message):
+    from accel.pipelines import loading
+
+    monkeypatch.setattr(loading, "load", lambda *a, **k: pytest.fail("loaded a model despite a bad argument"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "fake.png").write_bytes(b"<html><script>1</script></html>")
+    (tmp_path / "fake.mp4").write_bytes(b"x")
+    subs = {"__FILE__": str(tmp_path / "file.txt"), "__FAKE__": str(tmp_path / "fake.png"),
+            "__FAKE_MP4__": str(tmp_path / "fake.mp4"), "__DIR__": str(tmp_path)}
+    for key, value in subs.items():
+        args = [a.replace(key, value) for a in args]
+        message = message.replace(key, value)
+    argv = ["--source", "a red monkey", "--target", "a blue monkey", *args]
+    if "--out" not in args:
+        argv += ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        _run(*argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("accel edit: error: ")
+    assert not (tmp_path / "out").exists()

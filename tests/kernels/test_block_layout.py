@@ -127,6 +127,17 @@ def test_block_size_validation(bad):
         BlockLayout.full(32, 32, q_block=bad)
 
 
+@pytest.mark.parametrize(("q_len", "kv_len", "needle"), [
+    (10.5, 64, "q_len must be a positive int, got 10.5"), (64, 0, "kv_len must be a positive int, got 0"),
+    (True, 64, "q_len must be a positive int, got True"), (64, float("nan"), "kv_len must be a positive int, got nan"),
+])
+def test_lengths_are_checked_before_building(q_len, kv_len, needle):
+    with pytest.raises(ValueError, match=needle):
+        BlockLayout.full(q_len, kv_len, q_block=16, kv_block=16)
+    with pytest.raises(ValueError, match=needle):
+        BlockLayout.from_block_mask(torch.ones(1, 1, 4, 4, dtype=torch.bool), 16, 16, q_len, kv_len)
+
+
 def test_from_block_mask_shape_error():
     with pytest.raises(ValueError, match=r"block_mask must have shape \[B\|1, H\|1, 2, 2\]"):
         BlockLayout.from_block_mask(torch.ones(1, 1, 3, 2, dtype=torch.bool), 16, 16, 32, 32)
