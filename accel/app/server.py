@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--out", type=Path, default=Path("accel-app-output"),
-                   help="output folder: results are written and served from here only (default ./accel-app-output)")
+                   help="output folder: results are written and served from here (default ./accel-app-output)")
     p.add_argument("--uploads", type=Path, default=None,
                    help="folder for uploaded files, outside --out (default: a new private temporary folder, "
                         "removed when the app exits)")
