@@ -298,6 +298,7 @@ def load(
     from accel.schedule import Schedule
 
     dtype = parse_dtype(dtype)
+    parallel = _check_parallel(parallel, offload)  # argument combinations first, then what this machine can do
     device = parse_device(device)
     if offload and device.type == "cpu":
         raise ValueError("offload=True moves components between the CPU and an accelerator; device is cpu "
@@ -308,7 +309,6 @@ def load(
         raise ValueError(f"method must be None, a method name or an accel method object, got {type(method).__name__}")
     if schedule is not None and not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be an accel.Schedule or None, got {type(schedule).__name__}")
-    parallel = _check_parallel(parallel, offload)
     preset, location = resolve_model(preset_or_path)
     if isinstance(method, str):  # validate the name before any loading
         method_for_model(method, dict(method_args or {}), None)
