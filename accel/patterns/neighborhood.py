@@ -106,6 +106,14 @@ def neighborhood_axis_bounds(n: int, window: int, stride: int = 1, dilation: int
         ``lo[x] <= k <= hi[x]`` and ``k % d == x % d``.
     """
     _check_axis("axis", n, window, stride, dilation)
+    return axis_bounds_unchecked(n, window, stride, dilation, causal)
+
+
+def axis_bounds_unchecked(n: int, window: int, stride: int = 1, dilation: int = 1, causal: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`neighborhood_axis_bounds` without the parameter check, so that also ``window == 1``
+    (a query sees only its own stride group's single coordinate) is computed by the same formulas;
+    the tile-level rules of :mod:`accel.patterns.tiled` use it with windows counted in tiles."""
     x = torch.arange(n, dtype=torch.int64)
     if n == 1:
         return x.clone(), x.clone()

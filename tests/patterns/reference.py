@@ -120,3 +120,75 @@ def joint_mask(video, grid, text_len, text_side, text_valid):
                 row.append(True)
         out.append(row)
     return out
+
+
+# ---------------------------------------------------------------------- tile-aligned rules
+def tile_of(coord, tile):
+    return tuple(c // t for c, t in zip(coord, tile, strict=True))
+
+
+def tile_counts(grid, tile):
+    """Number of tiles per axis (the grid padded up to whole tiles)."""
+    return tuple(-(-n // t) for n, t in zip(grid, tile, strict=True))
+
+
+def padded_order(grid, tile):
+    """Positions of the padded tile order: row-major grid index of each position, -1 for padding.
+
+    Tiles in row-major tile order; inside a tile its real tokens (row-major) then its padding."""
+    t, h, w = grid
+    m = tile_counts(grid, tile)
+    out = []
+    for a in range(m[0]):
+        for b in range(m[1]):
+            for c in range(m[2]):
+                real, pad = [], []
+                for z in range(a * tile[0], (a + 1) * tile[0]):
+                    for y in range(b * tile[1], (b + 1) * tile[1]):
+                        for x in range(c * tile[2], (c + 1) * tile[2]):
+                            if z < t and y < h and x < w:
+                                real.append((z * h + y) * w + x)
+                            else:
+                                pad.append(-1)
+                out += real + pad
+    return out
+
+
+def tiled_natten_mask(grid, tile, window, stride, causal, order=None):
+    """NATTEN's axis rule on tile coordinates (window, stride in tiles), over the real tokens."""
+    m = tile_counts(grid, tile)
+    axes = [natten_axis(m[a], m[a] if window[a] == -1 else window[a], stride[a], 1, causal[a]) if m[a] > 1
+            else [{0}] for a in range(3)]
+    cs = coords_of(grid, order)
+    ts = [tile_of(c, tile) for c in cs]
+    return [[all(k[a] in axes[a][q[a]] for a in range(3)) for k in ts] for q in ts]
+
+
+def clear_tile_any_mask(grid, tile, radius, radius_t, order=None):
+    """CLEAR's token rule rounded up to whole tiles: a tile pair is allowed iff one real pair is."""
+    cs = coords_of(grid)
+    token = clear_mask(grid, radius, radius_t)
+    keep = set()
+    for i, q in enumerate(cs):
+        for j, k in enumerate(cs):
+            if token[i][j]:
+                keep.add((tile_of(q, tile), tile_of(k, tile)))
+    cs = coords_of(grid, order)
+    return [[(tile_of(q, tile), tile_of(k, tile)) in keep for k in cs] for q in cs]
+
+
+def clear_tile_centre_mask(grid, tile, radius, radius_t, order=None):
+    """CLEAR's inequality between tile centres (offsets = tile index difference x tile size)."""
+    r = Fraction(radius)
+    rt = None if radius_t is None else Fraction(radius_t)
+    cs = coords_of(grid, order)
+
+    def ok(q, k):
+        qt, kt = tile_of(q, tile), tile_of(k, tile)
+        dt, dy, dx = ((qt[a] - kt[a]) * tile[a] for a in range(3))
+        v = Fraction(dy * dy + dx * dx)
+        if rt is not None:
+            v += (Fraction(dt) * r / rt) ** 2
+        return v < r * r
+
+    return [[ok(q, k) for k in cs] for q in cs]
