@@ -34,6 +34,7 @@ import torch
 
 from accel.grid import TokenLayout
 from accel.kernels import BlockLayout, block_sparse_attention, validate_block_size
+from accel.kernels.block_pool import block_pool
 from accel.methods.base import AttentionMethod, _padded_full_layout
 from accel.methods.preset import Published
 from accel.schedule import Schedule
@@ -147,24 +148,9 @@ class RectifiedPlan(NamedTuple):
 
 def _block_pool(x: torch.Tensor, block: int, *, deviation: bool = True):
     """Block means and block-mean absolute deviations of ``x`` ``[B, N, H, D]`` over blocks of ``block``
-    consecutive tokens: (mean ``[B, H, NB, D]``, dev ``[B, H, NB, D]`` or None, counts ``[NB]``), float32."""
-    b, n, h, d = x.shape
-    nb = -(-n // block)
-    pad = nb * block - n
-    counts = torch.full((nb,), block, dtype=torch.int64, device=x.device)
-    counts[-1] = n - (nb - 1) * block
-    xf = x.float()
-    if pad:
-        xf = torch.nn.functional.pad(xf, (0, 0, 0, 0, 0, pad))
-    xb = xf.reshape(b, nb, block, h, d)
-    denom = counts.to(torch.float32)[:, None, None]
-    mean = xb.sum(2) / denom  # [B, NB, H, D]
-    dev = None
-    if deviation:
-        valid = (torch.arange(nb * block, device=x.device) < n).reshape(nb, block)[:, :, None, None]
-        dev = ((xb - mean[:, :, None]).abs() * valid).sum(2) / denom
-        dev = dev.permute(0, 2, 1, 3)
-    return mean.permute(0, 2, 1, 3), dev, counts
+    consecutive tokens: (mean ``[B, H, NB, D]``, dev ``[B, H, NB, D]`` or None, counts ``[NB]``), float32.
+    One pass over ``x`` (a Triton kernel on CUDA): :func:`accel.kernels.block_pool.block_pool`."""
+    return block_pool(x, block, deviation=deviation)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
