@@ -51,10 +51,14 @@ class TokenLayout:
         text_mask: optional bool tensor ``[B, text_len]``, True = the text token is valid (a real
             prompt token), False = padding that no query may attend. ``None`` means every text token
             is valid. Only allowed when ``text_len > 0``.
-        permutation: optional int64 tensor ``[T*H*W]``: the order of the video tokens in the
-            sequence. ``permutation[i]`` is the row-major ``(t, y, x)`` index of the video token at
-            video position ``i`` (so ``None`` = identity = row-major order). Used by tiled patterns
-            that reorder tokens so that grid neighbourhoods fall into contiguous blocks.
+        permutation: optional int64 tensor ``[P]``, ``P >= T*H*W``: the order of the video tokens in
+            the sequence. ``permutation[i]`` is the row-major ``(t, y, x)`` index of the video token at
+            video position ``i``, or ``-1`` when position ``i`` is *padding*: a position that holds no
+            token (tile-aligned patterns pad the grid to whole tiles, :mod:`accel.patterns.tiled`).
+            Every index ``0 .. T*H*W-1`` appears exactly once, so there are ``P - T*H*W`` padding
+            positions. Padding positions are never attended as keys (:meth:`key_padding_mask`) and
+            their outputs are meaningless. ``None`` = identity (row-major order, no padding). Used by
+            tiled patterns that reorder tokens so that grid neighbourhoods fall into contiguous blocks.
 
     Raises:
         ValueError / TypeError: naming the parameter, the value and what is allowed.
@@ -103,18 +107,22 @@ class TokenLayout:
         if p is not None:
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"permutation must be a torch.Tensor or None, got {type(p).__name__}")
-            if p.dtype != torch.int64 or p.dim() != 1 or p.shape[0] != self.num_video_tokens:
+            n = self.num_video_tokens
+            if p.dtype != torch.int64 or p.dim() != 1 or p.shape[0] < n:
                 raise ValueError(
-                    f"permutation must be an int64 tensor [T*H*W = {self.num_video_tokens}], got "
-                    f"dtype={p.dtype}, shape={tuple(p.shape)}"
+                    f"permutation must be an int64 tensor [P >= T*H*W = {n}], got dtype={p.dtype}, "
+                    f"shape={tuple(p.shape)}"
                 )
             if not _compiling():
-                seen = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
-                in_range = bool(((p >= 0) & (p < p.shape[0])).all())
+                real = p >= 0
+                in_range = bool(((p >= -1) & (p < n)).all()) and int(real.sum()) == n
                 if in_range:
-                    seen[p] = True
-                if not in_range or not bool(seen.all()):
-                    raise ValueError("permutation must hold every index 0 .. T*H*W-1 exactly once")
+                    seen = torch.zeros(n, dtype=torch.bool, device=p.device)
+                    seen[p[real]] = True
+                    in_range = bool(seen.all())
+                if not in_range:
+                    raise ValueError("permutation must hold every index 0 .. T*H*W-1 exactly once (and -1 for padding "
+                                     "positions)")
 
     # ------------------------------------------------------------------ sizes and spans
     @property
@@ -124,9 +132,19 @@ class TokenLayout:
         return t * h * w
 
     @property
+    def num_video_positions(self) -> int:
+        """Positions of the video span: ``len(permutation)`` (video tokens plus padding), else ``T * H * W``."""
+        return self.num_video_tokens if self.permutation is None else int(self.permutation.shape[0])
+
+    @property
+    def has_video_padding(self) -> bool:
+        """True when the video span holds padding positions (see ``permutation``)."""
+        return self.num_video_positions > self.num_video_tokens
+
+    @property
     def seq_len(self) -> int:
-        """Length of the joint sequence: video tokens plus text tokens."""
-        return self.num_video_tokens + self.text_len
+        """Length of the joint sequence: video positions (tokens and padding) plus text tokens."""
+        return self.num_video_positions + self.text_len
 
     @property
     def video_start(self) -> int:
@@ -138,12 +156,12 @@ class TokenLayout:
         """Index of the first text token (``seq_len`` when there is no text)."""
         if self.text_side == "first":
             return 0
-        return self.num_video_tokens
+        return self.num_video_positions
 
     @property
     def video_slice(self) -> slice:
         """The video tokens' span of the joint sequence, as a slice."""
-        return slice(self.video_start, self.video_start + self.num_video_tokens)
+        return slice(self.video_start, self.video_start + self.num_video_positions)
 
     @property
     def text_slice(self) -> slice:
@@ -154,6 +172,10 @@ class TokenLayout:
     def has_text_padding(self) -> bool:
         """True when a text mask is given (some text tokens may be padding)."""
         return self.text_mask is not None
+
+    def video_valid(self) -> torch.Tensor | None:
+        """bool ``[num_video_positions]``, False at padding positions; ``None`` without video padding."""
+        return None if not self.has_video_padding else self.permutation >= 0
 
     def check_sequence(self, seq_len: int, *, name: str = "sequence", batch: int | None = None) -> None:
         """Raise ``ValueError`` unless ``seq_len`` equals :attr:`seq_len` (and, with a text mask, ``batch`` fits).
@@ -167,7 +189,9 @@ class TokenLayout:
         if seq_len != self.seq_len:
             raise ValueError(
                 f"{name} has {seq_len} tokens but the token layout describes {self.seq_len} "
-                f"(grid {self.grid} = {self.num_video_tokens} video tokens + text_len {self.text_len}); "
+                f"(grid {self.grid} = {self.num_video_tokens} video tokens"
+                f"{f' in {self.num_video_positions} positions' if self.has_video_padding else ''} + text_len "
+                f"{self.text_len}); "
                 "the sequence does not match the recorded layout"
             )
         if batch is not None and self.text_mask is not None and self.text_mask.shape[0] not in (1, batch):
@@ -178,22 +202,32 @@ class TokenLayout:
     def key_padding_mask(self, batch: int | None = None) -> torch.Tensor | None:
         """Validity of every key of the joint sequence: bool ``[B, seq_len]`` (True = valid), or ``None``.
 
-        ``None`` when there is no ``text_mask`` (every key valid). Video tokens are always valid.
+        ``None`` when there is no ``text_mask`` and no video padding (every key valid). Video tokens
+        are valid, video padding positions and padded text tokens are not.
 
         Args:
-            batch: expand a batch-1 text mask to this batch size (``None``: keep the mask's batch).
+            batch: expand a batch-1 mask to this batch size (``None``: keep the text mask's batch, 1
+                without a text mask).
         """
         m = self.text_mask
-        if m is None:
+        video = self.video_valid()
+        if m is None and video is None:
             return None
+        device = m.device if m is not None else video.device
+        if m is None:
+            m = torch.ones(1, self.text_len, dtype=torch.bool, device=device)
         if batch is not None and m.shape[0] != batch:
             m = m.expand(batch, -1)
-        video = torch.ones(m.shape[0], self.num_video_tokens, dtype=torch.bool, device=m.device)
+        if video is None:
+            video = torch.ones(m.shape[0], self.num_video_tokens, dtype=torch.bool, device=device)
+        else:
+            video = video.to(device)[None].expand(m.shape[0], -1)
         parts = (m, video) if self.text_side == "first" else (video, m)
         return torch.cat(parts, dim=1)
 
     def video_coords(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """int64 ``[T*H*W, 3]``: the ``(t, y, x)`` grid coordinate of the video token at each video position.
+        """int64 ``[num_video_positions, 3]``: the ``(t, y, x)`` grid coordinate of the video token at
+        each video position (``(-1, -1, -1)`` at padding positions).
 
         Follows :attr:`permutation` when given. ``device``: where to build it (default: the
         permutation's device, else CPU).
@@ -204,11 +238,13 @@ class TokenLayout:
         idx = torch.arange(self.num_video_tokens, device=device)
         if self.permutation is not None:
             idx = self.permutation.to(device)
-        return torch.stack((idx // (h * w), (idx // w) % h, idx % w), dim=1)
+        coords = torch.stack((idx // (h * w), (idx // w) % h, idx % w), dim=1)
+        return torch.where(idx[:, None] < 0, -1, coords) if self.has_video_padding else coords
 
     # ------------------------------------------------------------------ caching
     def static_key(self) -> tuple:
-        """A hashable key of everything but tensor contents: grid, text_len, text_side, mask/permutation presence.
+        """A hashable key of everything but tensor contents: grid, text_len, text_side, mask shape, and the
+        number of video positions when a permutation is given (``None`` without one).
 
         Two layouts with the same key and no text mask and no permutation describe the same token
         positions; block layouts built from such a layout can be cached across calls under this key.
@@ -218,7 +254,7 @@ class TokenLayout:
             self.text_len,
             self.text_side,
             None if self.text_mask is None else tuple(self.text_mask.shape),
-            self.permutation is not None,
+            None if self.permutation is None else self.num_video_positions,
         )
 
     @property

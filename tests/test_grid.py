@@ -48,7 +48,7 @@ def test_video_coords_row_major_and_permuted():
         (dict(grid=(1, 2, 2), text_len=3, text_side="last", text_mask=torch.ones(1, 4, dtype=torch.bool)),
          ValueError, r"text_mask must have shape \[B, text_len=3\]"),
         (dict(grid=(1, 2, 2), text_len=3, text_side="last", text_mask=[[True] * 3]), TypeError, "text_mask"),
-        (dict(grid=(1, 2, 2), permutation=torch.arange(5)), ValueError, "permutation must be an int64 tensor"),
+        (dict(grid=(1, 2, 2), permutation=torch.arange(3)), ValueError, "permutation must be an int64 tensor"),
         (dict(grid=(1, 2, 2), permutation=torch.tensor([0, 1, 1, 2])), ValueError, "exactly once"),
         (dict(grid=(1, 2, 2), permutation=torch.tensor([0, 1, 2, 9])), ValueError, "exactly once"),
     ],
@@ -73,3 +73,22 @@ def test_static_key_and_instance_cache():
     assert "x" not in b.cache
     masked = a.with_text_mask(torch.ones(1, 2, dtype=torch.bool))
     assert masked.has_text_padding and masked.grid == a.grid
+
+
+def test_padded_permutation():
+    """A permutation may hold -1 padding positions: sizes, key validity and coordinates follow."""
+    perm = torch.tensor([3, 0, -1, 1, 2, -1])
+    layout = TokenLayout((1, 2, 2), 3, "last", torch.tensor([[True, True, False]]), perm)
+    assert layout.num_video_tokens == 4 and layout.num_video_positions == 6 and layout.has_video_padding
+    assert layout.seq_len == 9 and layout.text_slice == slice(6, 9) and layout.video_slice == slice(0, 6)
+    assert layout.key_padding_mask(2).tolist() == [[True, True, False, True, True, False, True, True, False]] * 2
+    assert layout.video_coords()[:3].tolist() == [[0, 1, 1], [0, 0, 0], [-1, -1, -1]]
+    first = TokenLayout((1, 2, 2), 2, "first", permutation=perm)
+    assert first.key_padding_mask().tolist() == [[True, True, True, True, False, True, True, False]]
+    assert TokenLayout((1, 2, 2), permutation=torch.tensor([3, 0, 1, 2])).key_padding_mask() is None
+    with pytest.raises(ValueError, match="exactly once"):
+        TokenLayout((1, 2, 2), permutation=torch.tensor([3, 0, -1, 1, -2, 2]))
+    with pytest.raises(ValueError, match="exactly once"):
+        TokenLayout((1, 2, 2), permutation=torch.tensor([3, 0, -1, 1, -1, 1]))
+    with pytest.raises(ValueError, match=r"P >= T\*H\*W = 4"):
+        TokenLayout((1, 2, 2), permutation=torch.tensor([3, 0, 1]))

@@ -150,7 +150,14 @@ class PaddedTiles:
 
     def order(self) -> torch.Tensor:
         """int64 ``[num_positions]``: the row-major grid index of the token at each position, -1 for
-        padding positions (the module docstring gives the order)."""
+        padding positions (the module docstring gives the order; a ``TokenLayout.permutation``). Cached."""
+        cached = getattr(self, "_order", None)
+        if cached is None:
+            cached = self._build_order()
+            object.__setattr__(self, "_order", cached)
+        return cached
+
+    def _build_order(self) -> torch.Tensor:
         tp, hp, wp = self.padded_grid
         t, h, w = self.grid
         tt, th, tw = self.tile
@@ -229,10 +236,11 @@ class TiledNeighborhoodRule(TileRule):
     is attended whole: *tile-causal*, not token-causal).
 
     In tokens this is GNA with window ``window * tile`` and stride ``stride * tile`` whose windows
-    start and end on tile borders: without causal axes, when ``window[a]`` is odd (or ``tile[a] == 1``)
-    it equals GNA with those token parameters on the padded grid, keys restricted to real tokens
-    (tests check it);
-    for an even number of tiles GNA's own window would start half a tile off the tile border.
+    start and end on tile borders. Without causal axes it equals GNA with those token parameters on
+    the padded grid, keys restricted to real tokens, whenever GNA's own window starts fall on tile
+    borders (``(s*t)//2 - (w*t)//2 == t*(s//2 - w//2)`` on every axis, e.g. odd ``window`` and
+    ``stride`` or ``tile == 1``; tests check it); otherwise GNA's windows would start half a tile off
+    the borders. ``stride == 1`` tile is GNA's fully block-sparse case (stride equal to the tile).
 
     Args:
         tiles: the padded tiling of the grid.
@@ -340,15 +348,6 @@ class TiledClearLocalRule(TileRule):
 
 
 # ---------------------------------------------------------------------- layouts
-def _index_rows(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """bool ``[NQ, NKV]`` -> (int32 ``[1, 1, NQ, cap]`` kept columns ascending, int32 ``[1, 1, NQ]``)."""
-    counts = mask.sum(-1)
-    cap = max(1, int(counts.max()) if counts.numel() else 1)
-    order = torch.sort((~mask).to(torch.int8), dim=-1, stable=True).indices[:, :cap]
-    order = torch.where(torch.arange(cap) < counts[:, None], order, 0)
-    return order.to(torch.int32)[None, None].contiguous(), counts.to(torch.int32)[None, None].contiguous()
-
-
 def build_tile_layout(rule: TileRule, block_size: int, *, device: torch.device | str | None = None) -> BlockLayout:
     """The block layout of ``rule`` over the padded tile order (one block per tile).
 
@@ -358,31 +357,23 @@ def build_tile_layout(rule: TileRule, block_size: int, *, device: torch.device |
         device: device of the returned layout (default CPU).
 
     Returns:
-        A :class:`~accel.kernels.BlockLayout` with ``q_len == kv_len == rule.tiles.num_positions``:
-        block pair ``(i, j)`` is visited iff the rule allows tiles ``i`` and ``j``. Key tiles that
-        hold ``volume`` real tokens are full blocks; a border tile with ``c`` real tokens attends its
-        first ``c`` keys only (the valid-key count of the module docstring, expressed today as a
-        partial block with a key-prefix tile: one tile per distinct count). Padding query rows get
-        the same keys as their tile (their outputs are meaningless and dropped by the methods).
+        A :class:`~accel.kernels.BlockLayout` with ``q_len == kv_len == rule.tiles.num_positions``
+        and broadcast batch/head dimensions: block pair ``(i, j)`` is visited iff the rule allows
+        tiles ``i`` and ``j``. Key tiles that hold ``volume`` real tokens are full blocks; a border
+        tile with ``c`` real tokens attends its first ``c`` keys only (the valid-key count of the
+        module docstring; :meth:`~accel.kernels.BlockLayout.from_block_mask` with the padding as key
+        padding mask). Padding query rows get the same keys as their tile (their outputs are
+        meaningless and dropped by the methods).
     """
     validate_block_size("block_size", block_size)
     tiles = rule.tiles
     if tiles.volume != block_size:
         raise ValueError(f"the tile {tiles.tile} holds {tiles.volume} positions but block_size is {block_size}; "
                          "a tile must be exactly one block")
-    pairs = rule.tile_pairs()
-    counts = tiles.valid_counts()
-    ragged = counts < block_size
-    full_idx, full_cnt = _index_rows(pairs & ~ragged[None, :])
-    part_idx, part_cnt = _index_rows(pairs & ragged[None, :])
-    distinct, tile_of_count = torch.unique(torch.where(ragged, counts, block_size), return_inverse=True)
-    prefix = torch.arange(block_size)[None, :] < distinct[:, None]  # [n_tiles, kv_block]
-    token_tiles = prefix[:, None, :].expand(-1, block_size, -1).contiguous()
-    part_tile = tile_of_count[part_idx.long()].to(torch.int32)
-    part_tile = torch.where(torch.arange(part_idx.shape[3]) < part_cnt[..., None], part_tile, 0).contiguous()
     n = tiles.num_positions
-    layout = BlockLayout(n, n, block_size, block_size, full_idx, full_cnt, part_idx, part_cnt, part_tile,
-                         token_tiles, allow_empty_rows=True)
+    valid = tiles.order() >= 0
+    layout = BlockLayout.from_block_mask(rule.tile_pairs()[None, None], block_size, block_size, n, n,
+                                         key_padding_mask=valid[None], allow_empty_rows=True)
     return layout if device is None else layout.to(device)
 
 

@@ -105,31 +105,49 @@ def test_tile_layout_is_exact_and_fully_block_sparse(rule):
     assert figures["density"] == pytest.approx(float(want.sum()) / (n * n))
 
 
-@settings(max_examples=40, deadline=None)
-@given(data=st.data())
-def test_odd_tile_windows_equal_gna_on_the_padded_grid(data):
-    """With an odd number of tiles per window (or a tile of 1), the non-causal tile rule is GNA (NATTEN's
-    rule) with window/stride in tokens on the padded grid, keys restricted to real tokens. (Causal
-    tile rules admit the whole diagonal tile, GNA only the keys up to the query.)"""
-    tiles = data.draw(padded_tiles())
-    window, stride, causal = [], [], []
-    for m, t in zip(tiles.tile_grid, tiles.tile, strict=True):
-        odd = [w for w in range(1, m + 1) if w % 2 or t == 1]
-        w = data.draw(st.sampled_from([-1] + odd))
+def gna_starts_on_tile_borders(w: int, s: int, t: int) -> bool:
+    """GNA's non-causal window start (x // S) * S + S // 2 - W // 2 with S = s*t, W = w*t is a tile
+    border for every x exactly when S // 2 - W // 2 == t * (s // 2 - w // 2)."""
+    return (s * t) // 2 - (w * t) // 2 == t * (s // 2 - w // 2)
+
+
+@st.composite
+def border_aligned_rules(draw):
+    """Non-causal tile rules whose windows GNA would also start on tile borders."""
+    tiles = draw(padded_tiles())
+    window, stride = [], []
+    for m, t, p in zip(tiles.tile_grid, tiles.tile, tiles.padded_grid, strict=True):
+        pairs = [(w, s) for w in range(1, m + 1) for s in range(1, w + 1)
+                 if gna_starts_on_tile_borders(w, s, t) and (p == 1 or w * t >= 2)]
+        w, s = draw(st.sampled_from(pairs))
         window.append(w)
-        stride.append(data.draw(st.integers(1, m if w == -1 else w)) if w != 1 else 1)
-        causal.append(False)
-    rule = TiledNeighborhoodRule(tiles, tuple(window), tuple(stride), tuple(causal))
+        stride.append(s)
+    return TiledNeighborhoodRule(tiles, tuple(window), tuple(stride))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rule=border_aligned_rules())
+def test_tile_rule_equals_gna_on_the_padded_grid_when_windows_start_on_tile_borders(rule):
+    """Non-causal, with GNA's window starts on tile borders (e.g. odd window and stride in tiles), the
+    tile rule is GNA (NATTEN's rule) with window/stride in tokens on the padded grid, keys restricted to
+    real tokens. (Causal tile rules admit the whole diagonal tile, GNA only the keys up to the query.)"""
+    tiles = rule.tiles
     padded = tiles.padded_grid
-    tok_w = tuple(-1 if w == -1 else w * t for w, t in zip(window, tiles.tile, strict=True))
-    tok_s = tuple(s * t for s, t in zip(stride, tiles.tile, strict=True))
-    if any(p > 1 and w != -1 and w < 2 for p, w in zip(padded, tok_w, strict=True)):
-        return  # a one-token window is not a NATTEN window
-    gna = ref.natten_mask(padded, tok_w, tok_s, (1, 1, 1), tuple(causal))
+    window = tuple(m if w == -1 else w for w, m in zip(rule.window, tiles.tile_grid, strict=True))
+    tok_w = tuple(w * t for w, t in zip(window, tiles.tile, strict=True))
+    tok_s = tuple(s * t for s, t in zip(rule.stride, tiles.tile, strict=True))
+    gna = ref.natten_mask(padded, tok_w, tok_s, (1, 1, 1), (False,) * 3)
     real = [i for i, (z, y, x) in enumerate(ref.coords_of(padded)) if z < tiles.grid[0] and y < tiles.grid[1]
             and x < tiles.grid[2]]
     want = [[gna[i][j] for j in real] for i in real]
     assert reference_mask(rule) == want
+
+
+def test_sta_window_on_hunyuan_video_is_gna_on_the_padded_grid():
+    """The HunyuanVideo tile-aligned preset's parameters: (2, 8, 8) tiles, window (9, 3, 3), stride
+    (3, 1, 1) tiles -- GNA window (18, 24, 24), stride (6, 8, 8) tokens -- have tile-border starts."""
+    assert all(gna_starts_on_tile_borders(w, s, t) for w, s, t in zip((9, 3, 3), (3, 1, 1), (2, 8, 8), strict=True))
+    assert all(gna_starts_on_tile_borders(w, s, t) for w, s, t in zip((6, 3, 3), (2, 1, 1), (2, 8, 8), strict=True))
 
 
 def test_rule_parameter_errors():
