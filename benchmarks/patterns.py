@@ -43,12 +43,9 @@ from accel.eval.kernel_bench import environment
 from accel.grid import TokenLayout
 from accel.kernels import BlockLayout
 from accel.kernels.flex import flex_block_sparse_attention, to_flex_block_mask
-from accel.methods import static as pattern_method
 from accel.methods.clear_local import ClearLocal
 from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
-from accel.patterns.blocks import block_kind_counts
-from accel.patterns.tiling import grid_coords
 
 # model -> grid, text tokens, heads, head dim, self-attention layers, denoising steps (for amortisation)
 MODELS = {
@@ -59,17 +56,22 @@ MODELS = {
 
 
 def configurations(model: str) -> list[tuple[str, object]]:
-    """(name, method) pairs benchmarked for ``model``: the presets, and row-major variants of local ones."""
+    """(name, method) pairs benchmarked for ``model``: the presets (tile-aligned for video), the exact
+    token-level rule with the same parameters (tiled order), and row-major variants of the local ones."""
     out = []
     if model != "flux":
         out.append(("radial preset", Radial.preset(model).method))
     clear = ClearLocal.preset(model).method
     nat = Neighborhood.preset(model).method
-    out += [("clear_local preset", clear), ("clear_local row-major", ClearLocal(radius=clear.radius,
-                                                                                 radius_t=clear.radius_t,
-                                                                                 tiling=False))]
-    out += [("neighborhood preset", nat), ("neighborhood row-major", Neighborhood(window=nat.window, stride=nat.stride,
-                                                                                   tiling=False))]
+    out.append(("clear_local preset", clear))
+    if clear.granularity != "token":
+        out.append(("clear_local exact", dataclasses.replace(clear, granularity="token", tiling=True)))
+        out.append(("clear_local tile centres", dataclasses.replace(clear, granularity="tile")))
+    out.append(("clear_local row-major", ClearLocal(radius=clear.radius, radius_t=clear.radius_t, tiling=False)))
+    out.append(("neighborhood preset", nat))
+    if nat.granularity != "token":
+        out.append(("neighborhood exact", dataclasses.replace(nat, granularity="token", tiling=True)))
+    out.append(("neighborhood row-major", Neighborhood(window=nat.window, stride=nat.stride, tiling=False)))
     small = Neighborhood(window=(3, 9, 9) if model != "flux" else (9, 9), tiling=True)
     out.append(("neighborhood 9x9 window", small))
     return out
@@ -82,11 +84,8 @@ def build_cold(method, grid, threads: int) -> tuple[BlockLayout, dict]:
     torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        perm = method.tile_permutation(grid)
+        layout = method.ordered_video_layout(grid)  # the tile choice and the token order
         t1 = time.perf_counter()
-        layout = TokenLayout(grid, permutation=perm)
-        if perm is not None:
-            layout.cache[pattern_method._ORDER_KEY] = ("tiled", method._rule(grid).key(), method.tile_for(grid))
         video = method.video_block_layout(layout, batch=1, heads=1, device="cpu")
         t2 = time.perf_counter()
         _ = method.video_block_layout(layout, batch=1, heads=1, device="cpu")
@@ -120,18 +119,6 @@ def time_pair(dense, sparse, reps: int) -> tuple[float, float, float]:
     return statistics.median(d), statistics.median(s), statistics.median(r)
 
 
-def allowed_fraction(layout: BlockLayout) -> float:
-    """Fraction of in-bounds pairs allowed by a broadcast layout (full pairs + True tile entries)."""
-    kinds = layout.block_kinds()[0, 0]
-    rows = (layout.q_len - torch.arange(layout.num_q_blocks) * layout.q_block).clamp(max=layout.q_block).double()
-    cols = (layout.kv_len - torch.arange(layout.num_kv_blocks) * layout.kv_block).clamp(max=layout.kv_block).double()
-    full = float(rows @ (kinds == 1).double() @ cols)
-    tmap = layout.tile_map()[0, 0].long()
-    per_tile = layout.tiles.sum((1, 2)).double()
-    part = float(torch.where(tmap >= 0, per_tile[tmap.clamp_min(0)], 0.0).sum())
-    return (full + part) / (layout.q_len * layout.kv_len)
-
-
 def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: bool, log=print) -> list:
     records = []
     for model in models:
@@ -143,24 +130,25 @@ def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: b
         q, k, v = (torch.randn(1, n, 1, d, generator=g).to(dtype) for _ in range(3))
         for name, method in configurations(model):
             video, times = build_cold(method, grid, threads)
-            kinds = video.block_kinds()[0, 0]
+            info = method.describe(grid, text_len=spec["text_len"], heads=spec["heads"], head_dim=spec["head_dim"],
+                                   file=None)
             rec = {
                 "model": model, "grid": list(grid), "text_len": spec["text_len"], "config": name, "method": repr(method),
-                "tile": method.tile_for(grid), "block": method.block_size, **times,
-                "density": video.density(), "mask_density": allowed_fraction(video),
-                "full_blocks": int((kinds == 1).sum()), "partial_blocks": int((kinds == 2).sum()),
-                "video_blocks": int(kinds.numel()), "distinct_tiles": int(video.tiles.shape[0]),
+                "tile": method.tile_for(grid), "tile_aligned": info["tile_aligned"], "block": method.block_size,
+                **times, "positions": info["positions"], "density": info["video_density"],
+                "mask_density": info["mask_density"], "density_rowmajor": info["video_density_rowmajor"],
+                "full_blocks": info["full_blocks"], "counted_blocks": info["counted_blocks"],
+                "partial_blocks": info["partial_blocks"], "full_fraction": info["full_fraction"],
+                "video_blocks": info["video_blocks"], "distinct_tiles": int(video.tiles.shape[0]),
+                "predicted_kernel_ms": info["predicted_kernel_ms"], "predicted_dense_ms": info["predicted_dense_ms"],
             }
-            if method.tile_for(grid) is not None:
-                rule = method._rule(grid)
-                rm = block_kind_counts(rule, grid_coords(grid), method.block_size, method.block_size,
-                                       granularity=method.granularity)
-                rec["density_rowmajor"] = rm["density"]
+            rm = rec["density_rowmajor"]
             log(f"{model:13s} {name:24s} tile={str(rec['tile']):12s} density={rec['density']:.4f} "
-                f"(row-major {rec.get('density_rowmajor', rec['density']):.4f}) mask={rec['mask_density']:.4f} "
-                f"full={rec['full_blocks']} partial={rec['partial_blocks']} tiles={rec['distinct_tiles']} "
+                f"(row-major {'-' if rm is None else f'{rm:.4f}'}) mask={rec['mask_density']:.4f} "
+                f"full={rec['full_blocks']} counted={rec['counted_blocks']} partial={rec['partial_blocks']} "
+                f"({rec['full_fraction']:.1%} full) predicted {rec['predicted_kernel_ms']:.1f} ms "
                 f"choose={times['tile_choice_s']:.2f}s build={times['build_s']:.2f}s "
-                f"lookup={times['cached_lookup_s'] * 1e3:.2f}ms")
+                f"lookup={times['cached_lookup_s'] * 1e3:.3f}ms")
             if measure:
                 nq = video.num_q_blocks
                 count = min(slice_blocks, nq)
@@ -168,7 +156,8 @@ def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: b
                 part = slice_rows(video, first, count)
                 a, b = first * video.q_block, first * video.q_block + part.q_len
                 perm = method.tile_permutation(grid)
-                qq, kk, vv = (x if perm is None else x.index_select(1, perm) for x in (q, k, v))
+                src = None if perm is None else torch.where(perm >= 0, perm, 0)  # padding positions copy token 0
+                qq, kk, vv = (x if src is None else x.index_select(1, src) for x in (q, k, v))
                 qs = qq[:, a:b]
                 bm = to_flex_block_mask(part, 1, 1)
                 scale = d ** -0.5
@@ -270,11 +259,8 @@ def run_cuda(models, *, reps: int, budget_s: float, log=print) -> list:
             method = dataclasses.replace(method, backend="triton")  # a new object: empty caches
             try:
                 t0 = time.perf_counter()
-                perm = method.tile_permutation(grid)
-                vlayout = TokenLayout(grid, permutation=perm)
-                if perm is not None:  # the key the method's tiled forward uses, so the call reuses this build
-                    vlayout.cache[pattern_method._ORDER_KEY] = ("tiled", method._rule(grid).key(), method.tile_for(grid))
-                video = method.video_block_layout(vlayout, batch=1, heads=heads, device="cuda")
+                vlayout = method.ordered_video_layout(grid)  # the order key the method's forward uses
+                method.video_block_layout(vlayout, batch=1, heads=heads, device="cuda")
                 build_s = time.perf_counter() - t0
                 first0 = time.perf_counter()
                 method(q, k, v, layout)
@@ -285,13 +271,16 @@ def run_cuda(models, *, reps: int, budget_s: float, log=print) -> list:
                 log(f"{'':13s} {name:24s} FAILED: {type(exc).__name__}: {exc}")
                 records.append({"model": model, "config": name, "error": f"{type(exc).__name__}: {exc}"})
                 continue
-            dens = video.density()
+            info = method.describe(grid, text_len=text_len, heads=heads, head_dim=d, file=None, compare_rowmajor=False)
+            dens = info["video_density"]
             pairs = dens * n * n + n * text_len + text_len * s
             joint = pairs / (s * s)
             rec = {
                 "device": "cuda", "gpu": torch.cuda.get_device_name(), "model": model, "config": name,
                 "method": repr(method), "grid": list(grid), "text_len": text_len, "heads": heads, "head_dim": d,
-                "tile": method.tile_for(grid), "video_density": dens, "joint_density": joint,
+                "tile": method.tile_for(grid), "tile_aligned": info["tile_aligned"], "video_density": dens,
+                "joint_density": joint, "full_fraction": info["full_fraction"],
+                "predicted_kernel_ms": info["predicted_kernel_ms"],
                 "dense_sdpa_ms": dense_s * 1e3, "method_ms": call_s * 1e3, "speedup": dense_s / call_s,
                 "ideal_speedup": 1 / joint, "fraction_of_ideal": dense_s / call_s * joint,
                 "layout_build_s": build_s, "first_call_s": first_s,

@@ -9,7 +9,9 @@ set of query rows:
 * ``recall``: attention-mass recall, the mean over evaluated rows and heads of ``sum_{j allowed}
   P_dense[i, j]`` -- the share of the dense softmax mass on the keys the method computes exactly
   (``None`` for Agent, which is not a masked softmax);
-* ``density``: the executed video x video density of the layout (Rectified: of its selected blocks).
+* ``density``: the executed video x video density of the layout (Rectified: of its selected blocks);
+* the visited blocks by kind (full, full with a valid-key count, partial) and the kernel time they
+  predict per head on the H200 (:func:`block_figures`, :mod:`accel.kernels.cost`).
 
 Rows. With ``rows=None`` every query row is evaluated; otherwise ``rows`` query rows are sampled
 uniformly without replacement (seeded) and the report says so. Each row's output is computed
@@ -29,6 +31,7 @@ import torch
 
 from accel.eval.matching import (
     METHOD_NAMES,
+    TILE_VARIANTS,
     check_method_names,
     command_line_names,
     method_at_density,
@@ -38,11 +41,12 @@ from accel.eval.rundir import open_run_dir
 from accel.eval.synthetic import synthetic_qkv
 from accel.grid import TokenLayout
 from accel.kernels import BlockLayout
+from accel.kernels.cost import H200
 from accel.methods.agent import Agent
 from accel.methods.dense import Dense
-from accel.methods.rectified import Rectified
+from accel.methods.rectified import Rectified, keep_floor
 
-__all__ = ["SIZES", "layout_row_mask", "method_rows", "dense_rows", "evaluate_method", "run", "main"]
+__all__ = ["SIZES", "layout_row_mask", "method_rows", "dense_rows", "evaluate_method", "block_figures", "run", "main"]
 
 # name -> (T, H, W) latent token grid
 SIZES = {
@@ -104,11 +108,13 @@ class _Rows:
         perm = method.tile_permutation(tuple(grid))
         tl = TokenLayout(tuple(grid), permutation=perm)
         self.block_layout = method.video_block_layout(tl, batch=1, heads=1, device=q.device)
-        self.density = self.block_layout.density()
-        if perm is not None:
-            self.perm = perm
-            self.inv = torch.empty_like(perm)
-            self.inv[perm] = torch.arange(len(perm))
+        self.density = method.describe(tuple(grid), file=None, compare_rowmajor=False)["video_density"]  # real tokens
+        if perm is not None:  # the method's order, possibly padded (-1 = padding position)
+            real = perm >= 0
+            self.perm = perm[real]  # token at each real position, in position order
+            self.real_pos = torch.nonzero(real)[:, 0]
+            self.inv = torch.empty(self.layout.num_video_tokens, dtype=torch.int64)
+            self.inv[self.perm] = self.real_pos
 
     def _aggregate(self) -> torch.Tensor:
         """Agent's ``V_A = softmax(s A K^T) V`` per head, ``[H, n, D]``, in chunks of agents."""
@@ -132,9 +138,9 @@ class _Rows:
             return sel.repeat_interleave(bs, dim=1)[:, :n]
         if self.perm is None:
             return layout_row_mask(self.block_layout, rows)
-        tiled = layout_row_mask(self.block_layout, self.inv[rows])
-        out = torch.empty_like(tiled)
-        out[:, self.perm] = tiled
+        tiled = layout_row_mask(self.block_layout, self.inv[rows])  # [R, positions]
+        out = torch.empty(len(rows), n, dtype=torch.bool)
+        out[:, self.perm] = tiled[:, self.real_pos]
         return out
 
     def out(self, h: int, rows: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -196,13 +202,44 @@ def method_rows(method, q, k, v, grid, rows: torch.Tensor, *, scale: float | Non
     return {"out": out, "dense": dense, "recall": mass / count if count else None, "density": ev.density}
 
 
+def block_figures(method, grid) -> dict:
+    """Visited 128-token blocks of ``method``'s video x video layout on ``grid`` and the predicted kernel time
+    of one head (:data:`accel.kernels.cost.H200`, blocks only): ``full_blocks``, ``counted_blocks`` (full with
+    a valid-key count), ``partial_blocks``, ``full_fraction`` (``(full + counted) / visited``),
+    ``predicted_kernel_ms_per_head`` and ``predicted_dense_ms_per_head``. ``None`` values for Agent (not
+    block-sparse) and block sizes other than 128 (the model's); Rectified's figures are those of its
+    top-k floor (a lower bound: the selection adds blocks per call)."""
+    n = math.prod(grid)
+    bs = getattr(method, "block_size", 128)
+    nb = -(-n // bs)
+    none = {"full_blocks": None, "counted_blocks": None, "partial_blocks": None, "full_fraction": None,
+            "predicted_kernel_ms_per_head": None, "predicted_dense_ms_per_head": None}
+    if isinstance(method, Agent):
+        return none
+    if isinstance(method, (Dense, Rectified)):
+        full = nb * nb if isinstance(method, Dense) else nb * keep_floor(method.drop, nb)
+        counts = {"full_blocks": full, "counted_blocks": 0, "partial_blocks": 0, "full_fraction": 1.0}
+    else:
+        info = method.describe(tuple(grid), file=None, compare_rowmajor=False)
+        counts = {"full_blocks": info["full_blocks"], "counted_blocks": info["counted_blocks"],
+                  "partial_blocks": info["partial_blocks"], "full_fraction": info["full_fraction"]}
+    if bs != 128:
+        return none | counts
+    return counts | {
+        "predicted_kernel_ms_per_head": H200.block_ms(counts["full_blocks"], counts["partial_blocks"],
+                                                      counts["counted_blocks"]),
+        "predicted_dense_ms_per_head": H200.dense_ms(nb * nb),
+    }
+
+
 def evaluate_method(method, q, k, v, grid, rows: torch.Tensor) -> dict:
-    """Relative L2 error, recall and density of ``method`` on the given rows (see the module docstring)."""
+    """Relative L2 error, recall and density of ``method`` on the given rows (see the module docstring),
+    with its :func:`block_figures`."""
     t0 = time.perf_counter()
     res = method_rows(method, q, k, v, grid, rows)
     err = float((res["out"] - res["dense"]).norm() / res["dense"].norm())
     return {"rel_l2_error": err, "recall": res["recall"], "density": res["density"],
-            "eval_s": time.perf_counter() - t0}
+            "eval_s": time.perf_counter() - t0, **block_figures(method, tuple(grid))}
 
 
 def sample_rows(n: int, rows: int | None, seed: int) -> torch.Tensor:
@@ -213,7 +250,7 @@ def sample_rows(n: int, rows: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:rows].sort().values
 
 
-def run(out_dir, *, sizes=("hunyuan_720p", "wan_720p"), methods=METHOD_NAMES, densities=(0.1, 0.2, 0.3),
+def run(out_dir, *, sizes=("hunyuan_720p", "wan_720p"), methods=METHOD_NAMES + TILE_VARIANTS, densities=(0.1, 0.2, 0.3),
         heads: int = 2, head_dim: int = 64, rows: int | None = 256, seed: int = 0, progress: bool = True,
         draw: bool = True) -> Path:
     """Run the benchmark and write ``out_dir/results.json`` (incrementally), ``report.md`` and plots.
@@ -221,7 +258,7 @@ def run(out_dir, *, sizes=("hunyuan_720p", "wan_720p"), methods=METHOD_NAMES, de
     Args:
         out_dir: the run directory (created; must be writable).
         sizes: names from :data:`SIZES` or ``(T, H, W)`` tuples.
-        methods: method names (:data:`accel.eval.matching.METHOD_NAMES`, or ``"dense"``).
+        methods: method names (:data:`accel.eval.matching.METHOD_NAMES`, ``TILE_VARIANTS``, or ``"dense"``).
         densities: target densities in (0, 1].
         heads, head_dim: shape of the synthetic heads.
         rows: query rows evaluated per size (``None``: all).
@@ -254,6 +291,8 @@ def run(out_dir, *, sizes=("hunyuan_720p", "wan_720p"), methods=METHOD_NAMES, de
     run_dir = open_run_dir(out_dir, {
         "benchmark": "attention",
         "units": {"rel_l2_error": "||O - O_dense||_F / ||O_dense||_F (ratio)", "recall": "fraction of dense softmax mass",
+                  "predicted_kernel_ms_per_head": "ms, H200 cost model (accel.kernels.cost), visited blocks of one head",
+                  "full_fraction": "(full + counted) / visited video x video blocks",
                   "density": "fraction of video x video (query, key) pairs computed", "eval_s": "seconds (CPU, row eval)",
                   "search_s": "seconds (parameter search from layouts)"},
         "environment": environment(),
@@ -303,8 +342,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="accel eval attention", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["hunyuan_720p", "wan_720p"],
                    help=f"grid names ({', '.join(SIZES)}) or T,H,W triples like 4,12,16")
-    p.add_argument("--method", dest="methods", nargs="+", default=command_line_names(METHOD_NAMES), metavar="NAME",
-                   help=f"methods, from dense {' '.join(command_line_names(METHOD_NAMES))} (default: all but dense)")
+    p.add_argument("--method", dest="methods", nargs="+", default=command_line_names(METHOD_NAMES + TILE_VARIANTS),
+                   metavar="NAME",
+                   help=f"methods, from dense {' '.join(command_line_names(METHOD_NAMES + TILE_VARIANTS))} (default: "
+                        "all but dense; the *-tile / *-block names are the tile-aligned variants)")
     p.add_argument("--methods", dest="methods", nargs="+", action=renamed_option("--method"), help=argparse.SUPPRESS)
     p.add_argument("--densities", nargs="+", type=float, default=[0.1, 0.2, 0.3])
     p.add_argument("--heads", type=int, default=2)

@@ -11,6 +11,13 @@ Parameter searched per method (the others keep their defaults):
   16 / 4), bisection in [0.5, 2 * max(H, W)].
 * ``neighborhood``: window ``(a*T, a*H, a*W)`` rounded, each in ``[2, axis]``, stride 1; bisection on
   ``a`` in (0, 1].
+* ``neighborhood_tile``: the tile-aligned variant (``granularity="tile"``) on the tile of the video
+  presets (:func:`accel.patterns.tiled.ball_tile` with time weighted 4: ``(2, 8, 8)`` at 720p, a
+  ``(1, 8, 16)``-like tile on images), stride one tile, and the per-axis windows (whole tiles) whose
+  density -- a product of per-axis factors for this separable rule -- is the closest to the target
+  (every combination scored; ties to the most even per-axis fractions).
+* ``clear_local_block`` / ``clear_local_tile``: as ``clear_local`` with ``granularity="block"`` (the
+  disc rounded up to whole tiles) / ``"tile"`` (the disc between tile centres).
 * ``rectified``: ``tau = 0`` (pure top-k), ``drop`` such that ``keep_floor(drop, NB) / NB`` (the
   top-k share; the own block is added when not selected, so the executed density can exceed it by
   at most ``1 / NB``) is the closest to the target. Data-independent because ``tau = 0``.
@@ -29,6 +36,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import torch
+
 from accel.methods.agent import Agent, agent_grid
 from accel.methods.base import DEFAULT_BLOCK, AttentionMethod
 from accel.methods.clear_local import ClearLocal
@@ -36,12 +45,15 @@ from accel.methods.dense import Dense
 from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
 from accel.methods.rectified import Rectified, keep_floor
+from accel.patterns.tiled import PaddedTiles, TiledNeighborhoodRule, ball_tile
 
-__all__ = ["METHOD_NAMES", "Matched", "method_at_density", "static_video_density", "check_method_names", "auto_block",
-           "command_line_names", "method_names_from_command_line"]
+__all__ = ["METHOD_NAMES", "TILE_VARIANTS", "Matched", "method_at_density", "static_video_density", "check_method_names",
+           "auto_block", "command_line_names", "method_names_from_command_line"]
 
 METHOD_NAMES = ("radial", "clear_local", "neighborhood", "rectified", "agent")
-_ALL_NAMES = ("dense",) + METHOD_NAMES
+#: tile-aligned variants of the local patterns (every visited block full); the video presets use them
+TILE_VARIANTS = ("clear_local_block", "clear_local_tile", "neighborhood_tile")
+_ALL_NAMES = ("dense",) + METHOD_NAMES + TILE_VARIANTS
 _STEPS = 6
 
 
@@ -90,7 +102,33 @@ def auto_block(num_tokens: int) -> int:
 
 def static_video_density(method: AttentionMethod, grid: tuple[int, int, int]) -> float:
     """Video x video density of a static-pattern method on ``grid`` (its own token order, e.g. tiled)."""
-    return float(method.describe(tuple(grid), file=None)["video_density"])
+    return float(method.describe(tuple(grid), file=None, compare_rowmajor=False)["video_density"])
+
+
+def _tile_windows_at_density(grid, tile, target: float) -> tuple[int, int, int]:
+    """Token windows (whole tiles, stride one tile) of the tile-aligned neighbourhood whose density is the
+    closest to ``target``. The rule is a product over axes, so the density is the product of per-axis
+    factors ``c^T M c / n^2`` (``c``: real tokens per tile, ``M``: the axis's tile mask); every combination
+    of per-axis windows is scored, ties going to the most even per-axis fractions."""
+    tiles = PaddedTiles(tuple(grid), tuple(tile))
+    factors = []
+    for a, (n, t, m) in enumerate(zip(grid, tile, tiles.tile_grid, strict=True)):
+        if n == 1:
+            factors.append(torch.ones(1, dtype=torch.float64))
+            continue
+        c = torch.tensor([min(t, n - i * t) for i in range(m)], dtype=torch.float64)
+        row = []
+        for w in range(1, m + 1):
+            lo, hi = TiledNeighborhoodRule(tiles, tuple(w if b == a else -1 for b in range(3))).axis_bounds(a)
+            mask = (lo[:, None] <= torch.arange(m)) & (torch.arange(m) <= hi[:, None])
+            row.append(float(c @ mask.double() @ c) / (n * n))
+        factors.append(torch.tensor(row, dtype=torch.float64))
+    dens = factors[0][:, None, None] * factors[1][None, :, None] * factors[2][None, None, :]
+    frac = torch.meshgrid(*[torch.arange(1, len(f) + 1, dtype=torch.float64) / len(f) for f in factors], indexing="ij")
+    spread = torch.stack(frac).amax(0) - torch.stack(frac).amin(0)
+    score = (dens - target).abs() + 1e-6 * spread
+    i, j, k = (int(x) for x in torch.unravel_index(torch.argmin(score), dens.shape))
+    return tuple(-1 if n == 1 else (w + 1) * t for n, w, t in zip(grid, (i, j, k), tile, strict=True))
 
 
 def _bisect(build, lo: float, hi: float, target: float, grid, *, log_scale: bool, guess: float | None = None
@@ -157,13 +195,19 @@ def method_at_density(name: str, target: float, grid: tuple[int, int, int], *, b
         m, d, p = _bisect(lambda x: Radial(decay=x, block_size=bs, backend=backend), 1e-3, 8.0, target, grid,
                           log_scale=True)
         return Matched(name, m, target, d, {"decay": p})
-    if name == "clear_local":
+    if name.startswith("clear_local"):
+        granularity = {"clear_local": "token", "clear_local_block": "block", "clear_local_tile": "tile"}[name]
         # ellipsoid volume (4/3) pi r^2 (r/4) = (pi/3) r^3 tokens when it fits in the grid
         guess = (3 * target * n / math.pi) ** (1 / 3) if grid[0] > 1 else math.sqrt(target * n / math.pi)
-        m, d, p = _bisect(lambda x: ClearLocal(radius=x, radius_t=x / 4, block_size=bs, backend=backend),
+        m, d, p = _bisect(lambda x: ClearLocal(radius=x, radius_t=x / 4, block_size=bs, granularity=granularity,
+                                               backend=backend),
                           0.5, 2.0 * max(grid[1], grid[2]), target, grid, log_scale=True, guess=guess)
         return Matched(name, m, target, d, {"radius": p, "radius_t": p / 4})
-
+    if name == "neighborhood_tile":
+        tile = ball_tile(grid, bs, (4.0, 1.0, 1.0))
+        window = _tile_windows_at_density(grid, tile, target)
+        m = Neighborhood(window=window, stride=tile, tiling=tile, granularity="tile", block_size=bs, backend=backend)
+        return Matched(name, m, target, static_video_density(m, grid), {"window": list(window), "tile": list(tile)})
     if name == "neighborhood":
         def window(a):
             return tuple(-1 if g < 3 else min(g, max(2, round(a * g))) for g in grid)  # -1: whole axis

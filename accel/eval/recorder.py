@@ -47,7 +47,7 @@ def _text_layouts(method: AttentionMethod, layout: TokenLayout, batch: int, devi
         return out
     shape = method.block_shape()
     if video_text:
-        out.append(_padded_full_layout(layout.num_video_tokens, layout.text_len, layout.text_mask, batch, device, shape,
+        out.append(_padded_full_layout(layout.num_video_positions, layout.text_len, layout.text_mask, batch, device, shape,
                                        allow_empty_rows=True))
     out.append(_padded_full_layout(layout.text_len, layout.seq_len, layout.key_padding_mask(), batch, device, shape))
     return out

@@ -91,8 +91,10 @@ def write_attention_report(run_dir, *, draw: bool = True) -> None:
                   (f"Evaluated on {rs[0]['rows_evaluated']} query rows sampled uniformly (seeded), all heads."
                    if sampled else "Evaluated on every query row."), ""]
         rows = [[r["method"], f"{r['target_density']:.0%}", f"{r['density']:.3f}", r["rel_l2_error"], r["recall"],
+                 _fraction(r.get("full_fraction")), _ms(r.get("predicted_kernel_ms_per_head")),
                  _param_str(r["parameter"])] for r in rs]
-        lines += [markdown_table(["method", "target", "density", "rel. L2 error", "recall", "parameter"], rows), ""]
+        lines += [markdown_table(["method", "target", "density", "rel. L2 error", "recall", "full blocks",
+                                  "predicted ms / head (H200)", "parameter"], rows), ""]
     if draw and recs:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -116,6 +118,14 @@ def write_attention_report(run_dir, *, draw: bool = True) -> None:
             lines += ["Block layouts (black: full block, grey: partial, white: skipped):", ""]
             lines += [f"![{p}]({p})" for p in pics] + [""]
     run_dir.write_text("report.md", "\n".join(lines))
+
+
+def _fraction(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _param_str(params: dict) -> str:

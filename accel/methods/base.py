@@ -40,6 +40,7 @@ from accel.grid import TokenLayout
 from accel.kernels import BACKENDS, BlockLayout, block_sparse_attention, merge_attention
 from accel.kernels.renamed import renamed_argument
 from accel.methods.preset import Preset, Published, resolve_preset
+from accel.patterns.joint import joint_text_layout, with_key_validity
 
 __all__ = ["AttentionMethod", "DEFAULT_BLOCK"]
 
@@ -186,7 +187,7 @@ class AttentionMethod:
         video = self._cached_video_layout(tokens, batch, heads, q.device)
         text_keys = self._cached(
             tokens, ("text_keys",), batch, heads, q.device,
-            lambda: _padded_full_layout(tokens.num_video_tokens, tokens.text_len, tokens.text_mask, batch, q.device,
+            lambda: _padded_full_layout(tokens.num_video_positions, tokens.text_len, tokens.text_mask, batch, q.device,
                                         self.block_shape(), allow_empty_rows=True),
         )
         o_vv, l_vv = block_sparse_attention(q[:, vs], k[:, vs], v[:, vs], video, scale=scale, backend=self.backend,
@@ -228,8 +229,8 @@ class AttentionMethod:
 
         Args:
             tokens: the :class:`~accel.grid.TokenLayout`; the returned block layout must have
-                ``q_len == kv_len == tokens.num_video_tokens`` (video token ``i`` is at video position
-                ``i``, following ``tokens.permutation``).
+                ``q_len == kv_len == tokens.num_video_positions`` (video position ``i`` holds the token
+                ``tokens.permutation[i]``, or padding; padding keys must not be attended).
             batch: the batch size ``B`` of the call (the layout's batch dimension may be 1 or B).
             heads: the number of heads ``H`` (the layout's head dimension may be 1 or H).
             device: the device of q/k/v; the returned layout must live there.
@@ -241,10 +242,14 @@ class AttentionMethod:
     ) -> BlockLayout | None:
         """Block layout of the whole joint sequence, or ``None`` to run text and video parts separately.
 
-        The default returns a layout when one kernel call can do it exactly: the video pattern is
-        dense (every query attends to every valid key; padded text keys become partial blocks), or
-        there is no text (the video layout itself). Arguments as in :meth:`video_block_layout`;
-        the returned layout has ``q_len == kv_len == tokens.seq_len``.
+        The default builds one block layout -- one kernel call -- whenever it can: a dense video
+        pattern (every query attends to every valid key), no text (the video layout itself), or the
+        video layout with the text span added under the default text rule
+        (:func:`accel.patterns.joint.joint_text_layout`: text last, or text first filling whole
+        blocks). Invalid keys (padded text, padding positions) are removed block by block. It returns
+        ``None`` only for text placed first whose length is not a multiple of the block size.
+        Arguments as in :meth:`video_block_layout`; the returned layout has ``q_len == kv_len ==
+        tokens.seq_len``.
         """
         video = self._cached_video_layout(tokens, batch, heads, device)
         if video is None:
@@ -255,7 +260,13 @@ class AttentionMethod:
             )
         if tokens.text_len == 0:
             return video
-        return None
+        static = self._cached(tokens.with_text_mask(None) if tokens.permutation is None else tokens, ("joint_static",),
+                              batch, heads, device,
+                              lambda: joint_text_layout(video, tokens.text_len, tokens.text_side))
+        if static is None:
+            return None
+        return self._cached(tokens, ("joint",), batch, heads, device,
+                            lambda: with_key_validity(static, tokens.key_padding_mask(batch)))
 
     def token_mask(self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device | str = "cpu"
                    ) -> torch.Tensor:
@@ -285,7 +296,7 @@ class AttentionMethod:
         """
         device = torch.device(device)
         video = self.video_block_layout(tokens, batch=batch, heads=heads, device=device)
-        n = tokens.num_video_tokens
+        n = tokens.num_video_positions
         if video is None:
             return torch.ones(1, 1, n, n, dtype=torch.bool, device=device)
         return video.to_dense_mask()

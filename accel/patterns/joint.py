@@ -29,12 +29,19 @@ __all__ = ["joint_text_layout", "with_key_validity", "layout_from_kinds"]
 
 
 def _pack(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """bool ``[B, H, NQ, NKV]`` -> (int32 kept columns ascending ``[B, H, NQ, cap]``, int32 counts ``[B, H, NQ]``)."""
-    counts = mask.sum(-1, dtype=torch.int32)
+    """bool ``[B, H, NQ, NKV]`` -> (int32 kept columns ascending ``[B, H, NQ, cap]``, int32 counts ``[B, H, NQ]``).
+
+    ``O(nnz)``: the row-major nonzeros are already sorted by row, then column."""
+    *lead, nkv = mask.shape
+    flat = mask.reshape(-1, nkv)
+    counts = flat.sum(-1)
     cap = max(1, int(counts.max()) if counts.numel() else 1)
-    order = torch.sort((~mask).to(torch.int8), dim=-1, stable=True).indices[..., :cap]
-    order = torch.where(torch.arange(cap, device=mask.device) < counts[..., None], order, 0)
-    return order.to(torch.int32).contiguous(), counts.contiguous()
+    rows, cols = flat.nonzero(as_tuple=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(rows.shape[0]) - starts[rows]
+    out = torch.zeros(flat.shape[0], cap, dtype=torch.int32)
+    out[rows, slot] = cols.to(torch.int32)
+    return out.reshape(*lead, cap).contiguous(), counts.to(torch.int32).reshape(lead).contiguous()
 
 
 def layout_from_kinds(kinds: torch.Tensor, tile_map: torch.Tensor, tiles: torch.Tensor, q_len: int, kv_len: int,

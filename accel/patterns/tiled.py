@@ -45,6 +45,7 @@ import torch
 from accel.kernels import BlockLayout, validate_block_size
 
 from .clear_local import ClearLocalRule, check_radius
+from .joint import layout_from_kinds
 from .neighborhood import axis_bounds_unchecked
 
 __all__ = [
@@ -361,8 +362,8 @@ def build_tile_layout(rule: TileRule, block_size: int, *, device: torch.device |
         and broadcast batch/head dimensions: block pair ``(i, j)`` is visited iff the rule allows
         tiles ``i`` and ``j``. Key tiles that hold ``volume`` real tokens are full blocks; a border
         tile with ``c`` real tokens attends its first ``c`` keys only (the valid-key count of the
-        module docstring; :meth:`~accel.kernels.BlockLayout.from_block_mask` with the padding as key
-        padding mask). Padding query rows get the same keys as their tile (their outputs are
+        module docstring, expressed today as a partial block with a key-prefix tile, one tile per
+        distinct count). Padding query rows get the same keys as their tile (their outputs are
         meaningless and dropped by the methods).
     """
     validate_block_size("block_size", block_size)
@@ -371,9 +372,15 @@ def build_tile_layout(rule: TileRule, block_size: int, *, device: torch.device |
         raise ValueError(f"the tile {tiles.tile} holds {tiles.volume} positions but block_size is {block_size}; "
                          "a tile must be exactly one block")
     n = tiles.num_positions
-    valid = tiles.order() >= 0
-    layout = BlockLayout.from_block_mask(rule.tile_pairs()[None, None], block_size, block_size, n, n,
-                                         key_padding_mask=valid[None], allow_empty_rows=True)
+    counts = tiles.valid_counts()
+    ragged = counts < block_size
+    pairs = rule.tile_pairs()
+    kinds = torch.where(ragged[None, :], 2, 1).to(torch.int8) * pairs
+    # one key-prefix tile per distinct count of real tokens (real tokens come first in every tile)
+    distinct, tile_of_count = torch.unique(counts, return_inverse=True)
+    prefix = (torch.arange(block_size)[None, :] < distinct[:, None])[:, None, :].expand(-1, block_size, -1)
+    tmap = tile_of_count[None, :].expand(pairs.shape[0], -1)
+    layout = layout_from_kinds(kinds[None, None], tmap[None, None], prefix, n, n, block_size)
     return layout if device is None else layout.to(device)
 
 
@@ -416,12 +423,12 @@ def fitting_tiles(grid, block_size: int) -> list[tuple[int, int, int]]:
 
 
 def aligned_tiles(grid, window, stride, block_size: int) -> list[tuple[int, int, int]]:
-    """Tiles (of :func:`padded_tile_candidates`) that divide ``window`` and ``stride`` on every axis of
-    ``grid`` longer than 1 (a window of ``-1``, the whole axis, fits any tile), fewest padding
-    positions first (ties: candidate order)."""
+    """Tiles (of :func:`fitting_tiles`) that divide ``window`` and ``stride`` on every axis of ``grid``
+    longer than 1 (a window of ``-1``, the whole axis, fits any tile, whatever its stride), fewest
+    padding positions first (ties: candidate order)."""
     out = []
     for tile in fitting_tiles(grid, block_size):
-        ok = all(n == 1 or ((w == -1 or w % t == 0) and s % t == 0)
+        ok = all(n == 1 or w == -1 or (w % t == 0 and s % t == 0)
                  for n, w, s, t in zip(grid, window, stride, tile, strict=True))
         if ok:
             out.append(tile)

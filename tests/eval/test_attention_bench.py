@@ -29,7 +29,8 @@ def test_synthetic_is_deterministic_and_decays_with_distance():
     assert near > 5 * far  # attention concentrates on nearby tokens
 
 
-@pytest.mark.parametrize("name", ["dense", "radial", "clear_local", "neighborhood", "rectified", "agent"])
+@pytest.mark.parametrize("name", ["dense", "radial", "clear_local", "neighborhood", "rectified", "agent",
+                                  "clear_local_block", "clear_local_tile", "neighborhood_tile"])
 def test_row_outputs_equal_the_method_forward(name):
     q, k, v = synthetic_qkv(GRID, heads=2, head_dim=32, seed=0)
     method = method_at_density(name, 0.3, GRID, block_size=16, backend="reference").method
@@ -67,14 +68,32 @@ def test_layout_row_mask_matches_dense_mask():
     assert torch.equal(ab.layout_row_mask(lay, rows), lay.to_dense_mask()[0, 0, rows])
 
 
-@pytest.mark.parametrize("name", ["radial", "clear_local", "neighborhood", "rectified", "agent"])
+@pytest.mark.parametrize("name", ["radial", "clear_local", "neighborhood", "rectified", "agent",
+                                  "clear_local_block", "clear_local_tile", "neighborhood_tile"])
 def test_matching_hits_the_target_density(name):
     grid = (4, 16, 16)
     m = method_at_density(name, 0.3, grid, block_size=16)
     # the achieved density is the layout's (static) / the top-k share (rectified) / 2n/N (agent)
     assert abs(m.density - 0.3) < 0.08 or name == "radial"
-    if name in ("clear_local", "neighborhood", "radial"):
+    if name not in ("rectified", "agent"):
         assert m.density == pytest.approx(m.method.describe(grid, file=None)["video_density"])
+    if name.endswith(("_tile", "_block")):
+        assert m.method.tile_aligned
+
+
+def test_block_figures_and_predicted_time():
+    """Visited blocks by kind and the H200 cost model's time: full blocks 19.0 ns, partial 45.8 ns per head."""
+    grid = (21, 45, 80)
+    tile = ab.block_figures(accel.Neighborhood.preset("wan").method, grid)
+    assert tile["partial_blocks"] == 0 and tile["full_fraction"] == 1.0
+    assert tile["predicted_kernel_ms_per_head"] == pytest.approx((tile["full_blocks"] + tile["counted_blocks"]) * 19e-6)
+    exact = ab.block_figures(accel.Neighborhood(window=(12, 24, 24), stride=(4, 8, 8)), grid)
+    assert exact["partial_blocks"] > 0 and exact["full_fraction"] < 1
+    assert exact["predicted_kernel_ms_per_head"] == pytest.approx(
+        exact["full_blocks"] * 19e-6 + exact["partial_blocks"] * 45.8e-6)
+    nb = -(-21 * 45 * 80 // 128)
+    assert ab.block_figures(accel.Dense(), grid)["predicted_kernel_ms_per_head"] == pytest.approx(nb * nb * 19e-6)
+    assert ab.block_figures(accel.Agent(), grid)["full_blocks"] is None
 
 
 def test_run_writes_a_complete_report(tmp_path):

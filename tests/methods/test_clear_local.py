@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from accel.grid import TokenLayout
 from accel.methods.clear_local import ClearLocal
+from accel.patterns.tiled import fitting_tiles
 
 from ..patterns import reference as ref
 from ..patterns.strategies import grids
@@ -82,3 +83,54 @@ def test_presets_and_describe():
 @pytest.mark.parametrize("family", ["wan", "hunyuan_video", "flux"])
 def test_apply_tiny_pipeline(family):
     apply_to_tiny_pipeline(family, ClearLocal(radius=1.5, radius_t=1.5, block_size=16, backend="reference"))
+
+
+# ---------------------------------------------------------------------- whole blocks / whole tiles
+@settings(max_examples=20)
+@given(data=st.data())
+def test_block_and_tile_granularity_equal_masked_dense(data):
+    grid = data.draw(grids(max_tokens=80))
+    radius = data.draw(st.sampled_from([0.5, 1, 2, 3, 5]))
+    radius_t = data.draw(st.sampled_from([None, 0.8, 2.5]))
+    granularity = data.draw(st.sampled_from(["block", "tile"]))
+    tiling = data.draw(st.sampled_from([False, True] + fitting_tiles(grid, 16)))
+    if granularity == "tile" and tiling is False:
+        tiling = True
+    batch = data.draw(st.integers(1, 2))
+    layout = data.draw(text_layouts(grid, batch))
+    method = ClearLocal(radius=radius, radius_t=radius_t, block_size=16, tiling=tiling, granularity=granularity,
+                        backend="reference")
+    if tiling is False:  # row-major blocks of 16 tokens
+        want = ref.round_up_to_blocks(ref.clear_mask(grid, radius, radius_t), 16)
+    else:
+        tile = method.tile_for(grid)
+        make = ref.clear_tile_any_mask if granularity == "block" else ref.clear_tile_centre_mask
+        want = make(grid, tile, radius, radius_t)
+    check_method(method, layout, want, batch=batch, seed=data.draw(st.integers(0, 100)))
+
+
+def test_block_granularity_triton_interpreted():
+    grid = (3, 6, 5)
+    layout = TokenLayout(grid, 8, "last", torch.tensor([[True] * 6 + [False] * 2]))
+    method = ClearLocal(radius=2.5, radius_t=1.5, block_size=16, tiling=(1, 4, 4), granularity="block",
+                        backend="triton")
+    check_method(method, layout, ref.clear_tile_any_mask(grid, (1, 4, 4), 2.5, 1.5), atol=1e-4)
+
+
+def test_tile_modes_describe_and_errors():
+    info = ClearLocal(radius=16, radius_t=4, granularity="block").describe((21, 45, 80), heads=40, file=None)
+    assert info["tile"] == (2, 8, 8) and info["tile_aligned"] and info["full_fraction"] == 1.0
+    assert info["mask_density"] == pytest.approx(info["video_density"])  # whole tiles: every computed pair counts
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        ClearLocal(radius=2, granularity="disc")
+    with pytest.raises(ValueError, match="granularity='tile' needs tiles"):
+        ClearLocal(radius=2, granularity="tile", tiling=False)
+    with pytest.raises(ValueError, match=r"tiling \(1, 4, 8\) holds 32 tokens"):
+        ClearLocal(radius=2, granularity="block", tiling=(1, 4, 8), block_size=16)
+
+
+@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "flux"])
+def test_apply_tiny_pipeline_block_granularity(family):
+    tiling = (1, 4, 4) if family == "flux" else (2, 4, 2)
+    apply_to_tiny_pipeline(family, ClearLocal(radius=1, radius_t=1, block_size=16, tiling=tiling,
+                                              granularity="block", backend="reference"))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from accel.grid import TokenLayout
 from accel.methods.neighborhood import Neighborhood
+from accel.patterns.tiled import fitting_tiles
 
 from ..patterns import reference as ref
 from ..patterns.strategies import grids
@@ -157,3 +158,90 @@ def test_layouts_are_cached_per_method_object():
     assert build(Neighborhood(window=3, block_size=16)) is not first  # no state shared between objects
     method.clear_cache()
     assert build(method) is not first
+
+
+# ---------------------------------------------------------------------- tile-aligned (granularity="tile")
+@st.composite
+def tile_configs(draw, grid, tile):
+    """Per-axis (window, stride) in tokens, multiples of the tile (or a whole-axis window), and causal flags."""
+    window, stride, causal = [], [], []
+    for n, t in zip(grid, tile, strict=True):
+        m = -(-n // t)
+        w = draw(st.sampled_from([-1] + [t * i for i in range(1, m + 2)]))  # m + 1 tiles: clamped
+        window.append(w)
+        stride.append(t * draw(st.integers(1, max(1, min(m, (w // t) if w != -1 else m)))))
+        causal.append(draw(st.booleans()))
+    return tuple(window), tuple(stride), tuple(causal)
+
+
+def reference_tile_mask(grid, tile, window, stride, causal):
+    """Independent clamping (window to the number of tiles, stride to the window) + the tile reference."""
+    wt, st_ = [], []
+    for n, t, w, s in zip(grid, tile, window, stride, strict=True):
+        m = -(-n // t)
+        w_t = m if w == -1 else min(w // t, m)
+        wt.append(w_t)
+        st_.append(1 if w == -1 else min(s // t, w_t))
+    return ref.tiled_natten_mask(grid, tile, wt, st_, causal)
+
+
+@settings(max_examples=20)
+@given(data=st.data())
+def test_tile_granularity_equals_masked_dense(data):
+    grid = data.draw(grids(max_tokens=96))
+    tile = data.draw(st.sampled_from(fitting_tiles(grid, 16)))
+    window, stride, causal = data.draw(tile_configs(grid, tile))
+    batch = data.draw(st.integers(1, 2))
+    layout = data.draw(text_layouts(grid, batch))
+    method = Neighborhood(window=window, stride=stride, causal=causal, block_size=16, tiling=tile,
+                          granularity="tile", backend="reference")
+    check_method(method, layout, reference_tile_mask(grid, tile, window, stride, causal), batch=batch,
+                 seed=data.draw(st.integers(0, 100)))
+
+
+@pytest.mark.parametrize("side", [None, "first", "last"])
+def test_tile_granularity_triton_interpreted(side):
+    grid = (3, 5, 6)  # padded to (4, 8, 8) with (2, 4, 2) tiles
+    mask = torch.tensor([[True] * 13 + [False] * 3])
+    layout = TokenLayout(grid) if side is None else TokenLayout(grid, 16, side, mask if side == "last" else None)
+    method = Neighborhood(window=(4, 8, 6), stride=(2, 4, 2), block_size=16, tiling=(2, 4, 2), granularity="tile",
+                          backend="triton")
+    check_method(method, layout, reference_tile_mask(grid, (2, 4, 2), (4, 8, 6), (2, 4, 2), (False,) * 3), atol=1e-4)
+
+
+def test_tile_granularity_automatic_tile_and_errors():
+    method = Neighborhood(window=(18, 24, 24), stride=(6, 8, 8), granularity="tile")
+    assert method.tile_for((33, 45, 80)) == (2, 8, 8)
+    info = method.describe((33, 45, 80), text_len=256, heads=24, file=None)
+    assert info["tile_aligned"] and info["partial_blocks"] == 0 and info["full_fraction"] == 1.0
+    assert info["positions"] == 34 * 48 * 80
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        Neighborhood(window=3, granularity="block")
+    with pytest.raises(ValueError, match="granularity='tile' needs tiles"):
+        Neighborhood(window=8, granularity="tile", tiling=False)
+    with pytest.raises(ValueError, match="dilation 1 only"):
+        Neighborhood(window=8, dilation=2, granularity="tile")
+    with pytest.raises(ValueError, match=r"tiling \(2, 8, 4\) holds 64 tokens"):
+        Neighborhood(window=8, granularity="tile", tiling=(2, 8, 4))
+    q = torch.zeros(1, 4 * 16 * 16, 1, 16)
+    with pytest.raises(ValueError, match="no tile of 128 tokens"):
+        Neighborhood(window=(3, 5, 5), granularity="tile")(q, q, q, TokenLayout((4, 16, 16)))
+    bad = Neighborhood(window=(2, 8, 12), stride=(2, 8, 8), granularity="tile", tiling=(2, 8, 8))
+    with pytest.raises(ValueError, match="window and stride on axis W must be multiples of the tile side 8"):
+        bad(q, q, q, TokenLayout((4, 16, 16)))
+    strict = Neighborhood(window=(2, 8, 32), stride=(2, 8, 8), granularity="tile", tiling=(2, 8, 8), clamp=False)
+    with pytest.raises(ValueError, match="window on axis W must be at most the 2 tiles of 8"):
+        strict(q, q, q, TokenLayout((4, 16, 16)))
+
+
+TILE_METHODS = {  # tile-aligned configurations for the tiny pipelines' grids (Wan/HunyuanVideo 3x4x4, FLUX 1x8x8)
+    "wan": dict(window=(2, 4, 2), stride=(2, 4, 2), tiling=(2, 4, 2)),  # grid padded to 4 x 4 x 4
+    "hunyuan_video": dict(window=(2, 4, 2), stride=(2, 4, 2), tiling=(2, 4, 2)),
+    "flux": dict(window=(4, 4), stride=(4, 4), tiling=(1, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "flux"])
+def test_apply_tiny_pipeline_tile_aligned(family):
+    apply_to_tiny_pipeline(family, Neighborhood(**TILE_METHODS[family], granularity="tile", block_size=16,
+                                                backend="reference"))
