@@ -254,14 +254,10 @@ class StaticPatternMethod(AttentionMethod):
         * A layout in another order runs in that order for token-decided rules (their layouts exist in
           any order); tile-aligned configurations gather it into their own order.
         """
-        own = self._order(tokens.grid)
-        if own is None:
+        plan = self.reorder_plan(tokens, q.device)
+        if plan is None:
             return super().forward(q, k, v, tokens, scale=scale)
-        if tokens.permutation is not None:
-            if _layout_order_key(tokens) == own.key or self.tile_rule(tokens.grid) is None:
-                return super().forward(q, k, v, tokens, scale=scale)
-        src, back = self._gather_indices(tokens, own, q.device)
-        ordered = self._ordered_layout(tokens, own)
+        ordered, src, back = plan
         vs, ts = tokens.video_slice, tokens.text_slice
 
         def to_order(x):
@@ -278,8 +274,28 @@ class StaticPatternMethod(AttentionMethod):
         parts = (out[:, ordered.text_slice], video) if tokens.text_side == "first" else (video, out[:, ordered.text_slice])
         return torch.cat(parts, dim=1)
 
+    def reorder_plan(self, tokens: TokenLayout, device) -> tuple[TokenLayout, torch.Tensor, torch.Tensor] | None:
+        """How a call on ``tokens`` is brought into this method's order, or ``None`` when it runs as given.
+
+        ``None`` for row-major methods, for layouts already in the method's order, and for layouts in
+        another order when the rule is token-decided (its layouts exist in any order). Otherwise
+        ``(ordered, src, back)``: the :class:`~accel.TokenLayout` in the method's order (same text),
+        int64 ``src [P]`` on ``device`` (video position ``p`` of the ordered sequence takes video
+        position ``src[p]`` of ``tokens``; padding positions take any position) and ``back
+        [num_video_positions]`` (the inverse: position ``i`` of ``tokens`` is read from ``back[i]``).
+        Cached; the processors use it to reorder hidden states once per transformer call.
+        """
+        own = self._order(tokens.grid)
+        if own is None:
+            return None
+        if tokens.permutation is not None:
+            if _layout_order_key(tokens) == own.key or self.tile_rule(tokens.grid) is None:
+                return None
+        src, back = self._gather_indices(tokens, own, device)
+        return self._ordered_layout(tokens, own), src, back
+
     def _gather_indices(self, tokens: TokenLayout, own: _Order, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(src, back) on ``device``: own position ``p`` reads layout video position ``src[p]``; layout video
+        """(src, back) on ``device``: own position ``p`` reads ``tokens``' video position ``src[p]``; ``tokens``' video
         position ``i`` reads own position ``back[i]`` (padding of either side reads any position)."""
         if tokens.permutation is None:
             key = ("gather", own.key, str(device))

@@ -32,6 +32,7 @@ from accel.processors.state import (
     get_root_hook,
     register_root_hook,
 )
+from accel.processors.token_order import BLOCK_SPECS, WholeModelOrder
 from accel.processors.upstream import hook_registry
 from accel.schedule import Schedule
 
@@ -133,6 +134,9 @@ class AccelHandle:
             for module in bound:
                 if getattr(module, BINDING_ATTR, None) is not None and module._accel_binding.run is run:
                     delattr(module, BINDING_ATTR)
+            if run.token_order is not None:
+                run.token_order.remove()
+                run.token_order = None
             registry = hook_registry(model)
             if registry is not None and registry.get_hook(ROOT_HOOK_NAME) is not None:
                 registry.remove_hook(ROOT_HOOK_NAME, recurse=False)
@@ -213,7 +217,7 @@ def _select(family: Family, model: torch.nn.Module, layers: LayerFilter) -> list
 
 
 def _install(handle: AccelHandle, model, family: Family, counter: StepCounter, schedule: Schedule,
-             replace: list[tuple[str, torch.nn.Module, int]] | None) -> None:
+             replace: list[tuple[str, torch.nn.Module, int]] | None, permute_once: bool = True) -> None:
     if get_root_hook(model) is not None:
         raise ValueError(
             f"accel is already installed on this {type(model).__name__}; call handle.remove() or "
@@ -241,6 +245,11 @@ def _install(handle: AccelHandle, model, family: Family, counter: StepCounter, s
         module.set_processor(processor)
     for name, module, index in targets:
         setattr(module, BINDING_ATTR, LayerBinding(run, index, name))
+    run.permute_once = permute_once
+    spec = BLOCK_SPECS.get(family.name)
+    if spec is not None and handle.method is not None and replace:
+        run.token_order = WholeModelOrder(model, spec, run, handle.method,
+                                          covers_all_layers=len(replace) == len(targets))
     register_root_hook(model, RootHook(family, run))
 
 
@@ -250,6 +259,7 @@ def apply(
     *,
     schedule: Schedule | None = None,
     layers: LayerFilter = None,
+    permute_once: bool = True,
 ) -> AccelHandle:
     """Run ``method`` in the self-attention layers of a Wan, HunyuanVideo or FLUX model.
 
@@ -271,6 +281,10 @@ def apply(
             ``None`` (all), an int or an iterable of ints (global layer indices, see
             :mod:`accel.processors.families`), a regular expression searched in the module path
             (e.g. ``"single_transformer_blocks"``), or a callable ``(index, path) -> bool``.
+        permute_once: when the method runs in its own token order (tiled patterns), gather the hidden
+            states into that order once per transformer call instead of once per attention call,
+            whenever every self-attention layer runs the method at that step (default True; the
+            output is the same, see :mod:`accel.processors.token_order`). ``False``: always per layer.
 
     Returns:
         An :class:`AccelHandle`; ``handle.remove()`` (or leaving ``with handle:``) restores the
@@ -295,6 +309,8 @@ def apply(
         method, schedule = method.method, method.schedule
     if not isinstance(method, AttentionMethod):
         raise TypeError(f"method must be an accel attention method (e.g. accel.Dense()), got {type(method).__name__}")
+    if not isinstance(permute_once, bool):
+        raise TypeError(f"permute_once must be a bool, got {permute_once!r}")
     if schedule is None:
         schedule = Schedule()
     if not isinstance(schedule, Schedule):
@@ -308,7 +324,7 @@ def apply(
     handle = AccelHandle(method, schedule, counter)
     try:
         for model, family, chosen in plans:
-            _install(handle, model, family, counter, schedule, chosen)
+            _install(handle, model, family, counter, schedule, chosen, permute_once)
     except Exception:
         handle.remove()
         raise

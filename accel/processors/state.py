@@ -172,6 +172,8 @@ class RunState:
         dense_layers: frozenset of the layer indices that run dense at the current step.
         control: the attention controller (:class:`accel.control.Controller`) installed on this
             transformer, or ``None``; the processors hand it the layers and steps it is active on.
+        permute_once: whether eligible forwards run in the method's token order
+            (:mod:`accel.processors.token_order`); ``token_order`` holds those hooks (or ``None``).
     """
 
     def __init__(self, counter: StepCounter, schedule: Schedule, num_layers: int, modules=()) -> None:
@@ -183,6 +185,10 @@ class RunState:
         self.grid_by_tokens: dict[int, tuple[int, int, int]] = {}
         self.dense_layers: frozenset[int] = frozenset()
         self.control = None
+        #: run each eligible forward in the method's token order (see accel.processors.token_order)
+        self.permute_once = True
+        #: the transformer's WholeModelOrder hooks, or None
+        self.token_order = None
         self.refresh_dense_layers()
 
     def refresh_dense_layers(self) -> None:
@@ -296,6 +302,8 @@ class RootHook(ModelHook):
             if cp is not None and isinstance(inputs.get("hidden_states"), torch.Tensor):
                 check_same_inputs(cp, inputs["hidden_states"])
         self.run.layout = self.family.token_layout(module, inputs, self.run)
+        if self.run.token_order is not None:
+            self.run.token_order.observe_inputs(inputs)
         counter = self.run.counter
         if not counter.context_active:
             if torch.compiler.is_compiling():

@@ -51,8 +51,14 @@ documented API. Each reliance, with what accel assumes:
     places rank ``r`` on device ``r % torch.accelerator.device_count()`` (a division by zero without an
     accelerator).
 
-:func:`check` verifies 1-5, 6 (argument names), 7, 8 and 10 (names, signatures, fields; the token
-order after the all-to-all is checked by tests/processors/test_context_parallel.py); importing this module runs it and raises one
+11. **Transformer blocks' leading parameters** (:data:`BLOCK_PARAMETERS`): whole-model token order
+    (:mod:`accel.processors.token_order`) reads and replaces the hidden states, rotary tables and
+    per-token embeddings a block receives, by position (the models call their blocks positionally,
+    FLUX by keyword).
+
+:func:`check` verifies 1-5, 6 (argument names), 7, 8, 10 (names, signatures, fields; the token
+order after the all-to-all is checked by tests/processors/test_context_parallel.py) and 11; importing this
+module runs it and raises one
 ``ImportError`` listing every difference and naming :data:`SUPPORTED_DIFFUSERS`.
 """
 
@@ -79,9 +85,17 @@ try:
     from diffusers.models.attention_dispatch import _templated_context_parallel_attention as templated_context_parallel_attention
     from diffusers.models.attention_dispatch import dispatch_attention_fn
     from diffusers.models.modeling_utils import ModelMixin
-    from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
-    from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
-    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+    from diffusers.models.transformers.transformer_flux import (
+        FluxAttnProcessor,
+        FluxSingleTransformerBlock,
+        FluxTransformerBlock,
+    )
+    from diffusers.models.transformers.transformer_hunyuan_video import (
+        HunyuanVideoAttnProcessor2_0,
+        HunyuanVideoSingleTransformerBlock,
+        HunyuanVideoTransformerBlock,
+    )
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanTransformerBlock
     from diffusers.models.transformers.transformer_wan import _get_qkv_projections as wan_qkv_projections
 except ImportError as exc:  # not installed, or a version without one of these names
     raise ImportError(
@@ -116,6 +130,7 @@ __all__ = [
     "hook_registry",
     "rebind_dispatch",
     "check",
+    "BLOCK_PARAMETERS",
 ]
 
 #: upstream processor -> the leading parameters of its ``__call__`` that accel passes positionally
@@ -146,6 +161,17 @@ FORWARD_PARAMETERS = {
     WanTransformer3DModel: ("hidden_states", "timestep"),
     HunyuanVideoTransformer3DModel: ("hidden_states", "timestep", "encoder_hidden_states", "encoder_attention_mask"),
     FluxTransformer2DModel: ("hidden_states", "timestep", "encoder_hidden_states", "img_ids"),
+}
+
+#: transformer block -> its leading ``forward`` parameters (after ``self``) that whole-model token order reads
+#: by position: hidden states, text states, timestep embedding, [attention mask,] rotary tables
+BLOCK_PARAMETERS = {
+    WanTransformerBlock: ("hidden_states", "encoder_hidden_states", "temb", "rotary_emb"),
+    HunyuanVideoTransformerBlock: ("hidden_states", "encoder_hidden_states", "temb", "attention_mask", "freqs_cis"),
+    HunyuanVideoSingleTransformerBlock: ("hidden_states", "encoder_hidden_states", "temb", "attention_mask",
+                                         "image_rotary_emb"),
+    FluxTransformerBlock: ("hidden_states", "encoder_hidden_states", "temb", "image_rotary_emb"),
+    FluxSingleTransformerBlock: ("hidden_states", "encoder_hidden_states", "temb", "image_rotary_emb"),
 }
 
 # diffusers module (under diffusers.hooks) -> (constant naming a hook that skips or reuses layer computations,
@@ -266,6 +292,11 @@ def check() -> list[str]:
                         "accel expects (attn, hidden_states, encoder_hidden_states)")
     problems += _skipping_hooks()[1]
     problems += _context_parallel_problems()
+    for cls, expected in BLOCK_PARAMETERS.items():
+        got = _parameters(cls.forward)[1:len(expected) + 1]
+        if got != expected:
+            problems.append(f"{cls.__name__}.forward parameters start {got}, accel's whole-model token order reads "
+                            f"{expected}")
     return problems
 
 
