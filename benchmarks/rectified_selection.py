@@ -30,7 +30,8 @@ import torch
 from accel.eval.kernel_bench import environment
 from accel.grid import TokenLayout
 from accel.kernels.block_pool import block_pool
-from accel.methods.rectified import RECTIFIED_PRESETS, Rectified
+from accel.methods.preset import MODEL_FAMILIES
+from accel.methods.rectified import Rectified
 
 
 def previous_pool(x: torch.Tensor, block: int, *, deviation: bool = True):
@@ -73,7 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--text-len", type=int, default=256)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--preset", default="hunyuan-video", choices=sorted(RECTIFIED_PRESETS))
+    p.add_argument("--preset", default="hunyuan-video", choices=sorted(m for m, f in MODEL_FAMILIES.items() if f),
+                   help="the model whose Rectified release setting is used (Rectified.preset)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--slice", type=int, default=512, help="CPU: query rows of the timed dense slice")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     g = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(1, layout.seq_len, args.heads, args.head_dim, generator=g, device=device,
                            dtype=torch.bfloat16) for _ in range(3))
-    method = Rectified(**RECTIFIED_PRESETS[args.preset])
+    method = Rectified.preset(args.preset).method
     bs = method.block_size
     vs = layout.video_slice
     old_pool = lambda: [previous_pool(x[:, vs], bs, deviation=i < 2) for i, x in enumerate((q, k, v))]  # noqa: E731

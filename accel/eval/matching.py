@@ -13,9 +13,9 @@ Parameter searched per method (the others keep their defaults):
   ``a`` in (0, 1].
 * ``neighborhood_tile``: the tile-aligned variant (``granularity="tile"``) on the tile of the video
   presets (:func:`accel.patterns.tiled.ball_tile` with time weighted 4: ``(2, 8, 8)`` at 720p, a
-  ``(1, 8, 16)``-like tile on images), stride one tile, and the per-axis windows (whole tiles) whose
-  density -- a product of per-axis factors for this separable rule -- is the closest to the target
-  (every combination scored; ties to the most even per-axis fractions).
+  ``(1, 8, 16)``-like tile on images), stride one tile, and per-axis windows (whole tiles) whose
+  density -- a product of per-axis factors for this separable rule -- is near the target with even
+  per-axis fractions (every combination scored: relative density error + half the fractions' spread).
 * ``clear_local_block`` / ``clear_local_tile``: as ``clear_local`` with ``granularity="block"`` (the
   disc rounded up to whole tiles) / ``"tile"`` (the disc between tile centres).
 * ``rectified``: ``tau = 0`` (pure top-k), ``drop`` such that ``keep_floor(drop, NB) / NB`` (the
@@ -106,10 +106,11 @@ def static_video_density(method: AttentionMethod, grid: tuple[int, int, int]) ->
 
 
 def _tile_windows_at_density(grid, tile, target: float) -> tuple[int, int, int]:
-    """Token windows (whole tiles, stride one tile) of the tile-aligned neighbourhood whose density is the
-    closest to ``target``. The rule is a product over axes, so the density is the product of per-axis
-    factors ``c^T M c / n^2`` (``c``: real tokens per tile, ``M``: the axis's tile mask); every combination
-    of per-axis windows is scored, ties going to the most even per-axis fractions."""
+    """Token windows (whole tiles, stride one tile) of the tile-aligned neighbourhood with a density near
+    ``target`` and even per-axis window fractions (like the ``a * grid`` windows of ``neighborhood``). The
+    rule is a product over axes, so the density is the product of per-axis factors ``c^T M c / n^2``
+    (``c``: real tokens per tile, ``M``: the axis's tile mask); every combination of per-axis windows is
+    scored by its relative density error plus half the spread (max - min) of its per-axis fractions."""
     tiles = PaddedTiles(tuple(grid), tuple(tile))
     factors = []
     for a, (n, t, m) in enumerate(zip(grid, tile, tiles.tile_grid, strict=True)):
@@ -126,7 +127,7 @@ def _tile_windows_at_density(grid, tile, target: float) -> tuple[int, int, int]:
     dens = factors[0][:, None, None] * factors[1][None, :, None] * factors[2][None, None, :]
     frac = torch.meshgrid(*[torch.arange(1, len(f) + 1, dtype=torch.float64) / len(f) for f in factors], indexing="ij")
     spread = torch.stack(frac).amax(0) - torch.stack(frac).amin(0)
-    score = (dens - target).abs() + 1e-6 * spread
+    score = (dens - target).abs() / target + 0.5 * spread  # as even as the exact sweep's a * grid, near the target
     i, j, k = (int(x) for x in torch.unravel_index(torch.argmin(score), dens.shape))
     return tuple(-1 if n == 1 else (w + 1) * t for n, w, t in zip(grid, (i, j, k), tile, strict=True))
 

@@ -1,9 +1,6 @@
 """benchmarks/embedded_caption_probe.py: its altered captions change exactly one word, and on the packaged
 embedded model the error it reports matches a direct computation and rises when the colour word is wrong."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -11,14 +8,11 @@ from accel.editing.pipeline import encode_input
 from accel.embedded.data import DIRECTIONS, parse_caption, render_clip, sample_spec
 from accel.embedded.model import MAX_SEQUENCE_LENGTH, WEIGHTS_DIR, embedded
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..scripts import load_benchmark
 
 
 def _load_probe():
-    spec = importlib.util.spec_from_file_location("embedded_caption_probe", ROOT / "benchmarks" / "embedded_caption_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("embedded_caption_probe")
 
 
 def test_variants_change_one_word():

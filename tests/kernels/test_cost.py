@@ -3,22 +3,13 @@ known coefficients."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from accel.kernels.cost import H200
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _fit_module():
-    spec = importlib.util.spec_from_file_location("cost_model_fit", ROOT / "benchmarks" / "cost_model_fit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ..scripts import ROOT, load_benchmark
 
 
 def test_constants_are_the_published_fit():
@@ -30,7 +21,7 @@ def test_constants_are_the_published_fit():
 
 
 def test_fit_recovers_known_costs_and_log_is_parsed():
-    module = _fit_module()
+    module = load_benchmark("cost_model_fit")
     rows = [(f, p, 24 * (f * 20.0 + p * 50.0) * 1e-6 + 7.0) for f, p in ((1000, 0), (500, 900), (20000, 3000), (7, 40000))]
     res = module.fit(rows, 24)
     assert res["full_ns"] == pytest.approx(20.0) and res["partial_ns"] == pytest.approx(50.0)
