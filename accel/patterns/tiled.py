@@ -332,20 +332,20 @@ class TiledClearLocalRule(TileRule):
         return rule
 
     def tile_mask(self, qt, kt):
-        rule = self._token_rule()
-        if self.mode == "any":
-            lo, hi = self.tiles.real_boxes()
-            index = self.tiles.tile_grid
-            qi = (qt[..., 0] * index[1] + qt[..., 1]) * index[2] + qt[..., 2]
-            ki = (kt[..., 0] * index[1] + kt[..., 1]) * index[2] + kt[..., 2]
-            return rule.box_relation(lo[qi], hi[qi], lo[ki], hi[ki])[0]
+        s = self._token_rule().spatial_limits()
         size = torch.tensor(self.tiles.tile)
-        d = (qt - kt) * size
-        s = rule.spatial_limits()
+        steps = (qt - kt).abs()
+        if self.mode == "any":
+            # the closest real token pair of two tiles `steps` tiles apart is `(steps - 1) * tile + 1` apart
+            # per axis (0 for the same tile); a ragged border tile is always the later one, so its missing
+            # tokens never shorten that gap
+            d = torch.where(steps > 0, (steps - 1) * size + 1, 0)
+        else:
+            d = steps * size  # between tile centres
         dist = d[..., 1] ** 2 + d[..., 2] ** 2
         if self.radius_t is None:
             return dist <= s[0]
-        return dist <= s[d[..., 0].abs()]
+        return dist <= s[d[..., 0]]
 
 
 # ---------------------------------------------------------------------- layouts
