@@ -201,7 +201,7 @@ class StaticPatternMethod(AttentionMethod):
 
     # ------------------------------------------------------------------ AttentionMethod hooks
     def video_block_layout(self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device):
-        """Exact block layout of the rule over the video tokens in ``layout``'s order (cached).
+        """Exact block layout of the rule over the video tokens in ``tokens``' order (cached).
 
         Arguments as in :meth:`AttentionMethod.video_block_layout`; the layout is batch- and
         head-independent (broadcast dimensions 1).
@@ -314,7 +314,7 @@ class StaticPatternMethod(AttentionMethod):
         return hit
 
     def _ordered_layout(self, tokens: TokenLayout, own: _Order) -> TokenLayout:
-        """``layout`` in this method's order (same text), shared by the layers of one call (and across calls
+        """``tokens`` in this method's order (same text), shared by the layers of one call (and across calls
         when it has no text mask)."""
         cached = tokens.cache.get((_TILED, id(self)))
         if cached is not None:
