@@ -122,11 +122,13 @@ TINY_MODELS = {s.name: s for s in (
 # backend (no FlexAttention compilation in a CPU test)
 _TINY_OVERRIDES = {
     "Radial": {},
-    "Neighborhood": {"hunyuan_video": dict(window=(3, 4, 4), stride=(1, 2, 2)), "wan": dict(window=(3, 4, 4),
-                     stride=(1, 2, 2)), "flux": dict(window=(4, 4), stride=(2, 2))},
+    # the video presets are tile-aligned: tiles of one 16-token block, windows and strides in whole tiles
+    "Neighborhood": {"hunyuan_video": dict(window=(3, 4, 8), stride=(1, 4, 4), tiling=(1, 4, 4)),
+                     "wan": dict(window=(3, 4, 8), stride=(1, 4, 4), tiling=(1, 4, 4)),
+                     "flux": dict(window=(4, 4), stride=(2, 2))},
     "Rectified": {},
-    "ClearLocal": {"hunyuan_video": dict(radius=2, radius_t=1), "wan": dict(radius=2, radius_t=1),
-                   "flux": dict(radius=2)},
+    "ClearLocal": {"hunyuan_video": dict(radius=2, radius_t=1, tiling=(1, 4, 4)),
+                   "wan": dict(radius=2, radius_t=1, tiling=(1, 4, 4)), "flux": dict(radius=2)},
     "Agent": {"*": dict(agents=4)},
 }
 

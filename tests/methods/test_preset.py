@@ -22,7 +22,7 @@ EXPECTED = {
     (accel.ClearLocal, ("flux.1-dev", "flux.1-schnell")): (dict(radius=16, radius_t=None), S()),
     (accel.ClearLocal, ("hunyuan-video", *_WAN)): (dict(radius=16, radius_t=4), S(dense_steps=12)),
     (accel.Neighborhood, ("hunyuan-video",)): (dict(window=(18, 24, 24), stride=(6, 8, 8)), S(dense_steps=12)),
-    (accel.Neighborhood, tuple(_WAN)): (dict(window=(12, 24, 24), stride=(3, 8, 8)), S(dense_steps=12)),
+    (accel.Neighborhood, tuple(_WAN)): (dict(window=(12, 24, 24), stride=(4, 8, 8)), S(dense_steps=12)),
     (accel.Neighborhood, ("flux.1-dev", "flux.1-schnell")): (dict(window=(32, 32), stride=(8, 8)), S()),
     (accel.Rectified, ("hunyuan-video",)): (dict(drop=0.8, **_RECT), S()),
     (accel.Rectified, ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b")): (dict(drop=0.75, **_RECT), S(dense_steps=5, dense_layers=2)),
