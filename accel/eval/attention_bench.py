@@ -10,7 +10,7 @@ set of query rows:
   P_dense[i, j]`` -- the share of the dense softmax mass on the keys the method computes exactly
   (``None`` for Agent, which is not a masked softmax);
 * ``density``: the executed video x video density of the layout (Rectified: of its selected blocks);
-* the visited blocks by kind (full, full with a valid-key count, partial) and the kernel time they
+* the visited blocks by kind (full, limited to a border tile's real keys, partial) and the kernel time they
   predict per head on the H200 (:func:`block_figures`, :mod:`accel.kernels.cost`).
 
 Rows. With ``rows=None`` every query row is evaluated; otherwise ``rows`` query rows are sampled
@@ -204,8 +204,9 @@ def method_rows(method, q, k, v, grid, rows: torch.Tensor, *, scale: float | Non
 
 def block_figures(method, grid) -> dict:
     """Visited 128-token blocks of ``method``'s video x video layout on ``grid`` and the predicted kernel time
-    of one head (:data:`accel.kernels.cost.H200`, blocks only): ``full_blocks``, ``counted_blocks`` (full with
-    a valid-key count), ``partial_blocks``, ``full_fraction`` (``(full + counted) / visited``),
+    of one head (:data:`accel.kernels.cost.H200`, blocks only): ``full_blocks``, ``counted_blocks`` (limited to
+    a border tile's real keys: a key-prefix tile in today's kernel, priced as full), ``partial_blocks``,
+    ``full_fraction`` (``(full + counted) / visited``),
     ``predicted_kernel_ms_per_head`` and ``predicted_dense_ms_per_head``. ``None`` values for Agent (not
     block-sparse) and block sizes other than 128 (the model's); Rectified's figures are those of its
     top-k floor (a lower bound: the selection adds blocks per call)."""

@@ -67,7 +67,8 @@ class Neighborhood(StaticPatternMethod):
             ``True``: the power-of-two tile of ``block_size`` tokens dividing ``window`` and
             ``stride`` with the least padding), and NATTEN's rule is applied to tile coordinates with
             ``window / tile`` and ``stride / tile`` tiles (:class:`accel.patterns.tiled.TiledNeighborhoodRule`):
-            every visited block is full (the padding is excluded by a valid-key count). Windows and
+            no visited block needs a per-token rule (a block whose key tile is cut by the grid border
+            excludes its padding keys by their count, a key-prefix tile in today's kernel). Windows and
             strides must be multiples of the tile (or ``-1``), dilation 1, ``tiling`` not False. This is
             Sliding Tile Attention's construction (Zhang et al. 2025, arXiv 2502.04507) and GNA's
             fully block-sparse case (stride = tile, arXiv 2504.16922); where GNA's own windows start on

@@ -353,8 +353,10 @@ class StaticPatternMethod(AttentionMethod):
             ``video_density_rowmajor`` (same in row-major order; ``None`` for tile-aligned
             configurations, which only exist in their tile order, and without ``compare_rowmajor``),
             ``mask_density`` (fraction of video pairs the rule allows), ``full_blocks``,
-            ``counted_blocks`` (full blocks whose keys end at a valid-key count: padding of a
-            tile-aligned order), ``partial_blocks`` (per-token mask),
+            ``counted_blocks`` (blocks of a tile-aligned order whose key tile is cut by the grid
+            border: every pair of its real keys is computed, the padding keys after them are not; the
+            layout expresses that count as a key-prefix tile, which today's kernel runs as a partial
+            block, while the cost model prices it as full), ``partial_blocks`` (any other per-token mask),
             ``video_blocks`` (``NQ * NKV``), ``full_fraction`` (``(full + counted) / visited``),
             ``text_blocks`` (full blocks of the text rows and columns in the joint call), ``density``
             (whole joint sequence, text rule included), ``flops`` and ``dense_flops`` (attention matmul
@@ -428,9 +430,10 @@ class StaticPatternMethod(AttentionMethod):
             rm = "" if rowmajor is None else f" (row-major: {rowmajor:.2%})"
             print(f"  video x video: {info['video_density']:.2%} of pairs in visited blocks{rm}; the rule allows "
                   f"{info['mask_density']:.2%}", file=file)
-            print(f"  visited blocks: {info['full_blocks']} full + {info['counted_blocks']} full with a valid-key count "
-                  f"+ {info['partial_blocks']} partial of {info['video_blocks']} ({info['full_fraction']:.1%} full)",
-                  file=file)
+            strict = info["full_blocks"] / visited if visited else 1.0
+            print(f"  visited blocks: {info['full_blocks']} full + {info['counted_blocks']} limited to a border tile's "
+                  f"real keys + {info['partial_blocks']} partial of {info['video_blocks']} ({info['full_fraction']:.1%} "
+                  f"without a per-token rule, {strict:.1%} full)", file=file)
             print(f"  joint sequence: density {info['density']:.2%}; attention FLOPs per call "
                   f"{info['flops'] / 1e12:.3f} T vs dense {info['dense_flops'] / 1e12:.3f} T "
                   f"(at most {info['speedup_bound']:.2f}x)", file=file)
