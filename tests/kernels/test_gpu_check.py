@@ -1,22 +1,11 @@
 """benchmarks/gpu_check.py in its tiny interpreted CPU mode: the script the next GPU run uses cannot rot."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import pytest
 import torch
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from .helpers import load_benchmark
 
 
 @pytest.fixture
@@ -24,7 +13,7 @@ def gpu_check(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCEL_TUNING_CACHE", str(tmp_path / "tuning.json"))
     monkeypatch.delenv("ACCEL_TRITON_CONFIG", raising=False)
     monkeypatch.delenv("ACCEL_TRITON_PORTABLE", raising=False)
-    return _load()
+    return load_benchmark("gpu_check", "gpu_check_under_test")
 
 
 def test_tiny_run_checks_every_path_then_times(gpu_check, tmp_path):

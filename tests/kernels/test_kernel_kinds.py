@@ -33,7 +33,8 @@ def _case(kind, seed=0, dtype=torch.float32):
     if kind == "tiles":
         q_len, kv_len = 64, 130
         mask = torch.rand(1, heads, q_len, kv_len, generator=g) < 0.35
-        mask[..., :, 64:128] |= torch.rand(1, heads, q_len, 1, generator=g) < 0.5  # some full blocks
+        mask[..., :, 64:128] |= torch.rand(1, heads, q_len, 1, generator=g) < 0.5  # whole rows of a block
+        mask[..., :Q_BLOCK, 64:128] = True  # a full block (its sub-tiles run in the full loop)
         mask[..., 0] = True
         lay = BlockLayout.from_token_mask(mask, Q_BLOCK, KV_BLOCK)
     elif kind in ("window", "window+pad"):
@@ -42,6 +43,7 @@ def _case(kind, seed=0, dtype=torch.float32):
         q_len = kv_len = n + text
         r = torch.tensor([1, 2, 3], dtype=torch.int32)
         lo, hi = c - r, c + r
+        lo[::3, 0] = hi[::3, 0] = c[::3, 0]  # every 3rd query sees its own frame only (the t axis decides)
         hi[::7, 1] = lo[::7, 1] - 1  # every 7th query has an empty window (it still sees the text)
         pred = WindowPredicate(lo, hi, c)
         mask = torch.ones(1, 1, q_len, kv_len, dtype=torch.bool)
