@@ -1,13 +1,6 @@
-"""Independent references for kernel tests: brute-force fp64 masked softmax attention; loading the kernel's
-benchmark scripts."""
-
-import importlib.util
-import pathlib
-import sys
+"""Independent references for kernel tests: brute-force fp64 masked softmax attention."""
 
 import torch
-
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def dense_masked_attention(q, k, v, mask, scale):
@@ -48,13 +41,3 @@ def make_qkv(bsz, q_len, kv_len, heads, d, dtype, gen, layout_kind="contiguous")
 
 
 TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-
-
-def load_benchmark(name: str, module_name: str):
-    """Import ``benchmarks/<name>.py`` (not a package) as ``module_name`` (registered in ``sys.modules``,
-    where dataclasses look their module up)."""
-    spec = importlib.util.spec_from_file_location(module_name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module

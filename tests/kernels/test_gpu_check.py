@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from .helpers import load_benchmark
+from ..scripts import load_benchmark
 
 
 @pytest.fixture
@@ -13,7 +13,7 @@ def gpu_check(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCEL_TUNING_CACHE", str(tmp_path / "tuning.json"))
     monkeypatch.delenv("ACCEL_TRITON_CONFIG", raising=False)
     monkeypatch.delenv("ACCEL_TRITON_PORTABLE", raising=False)
-    return load_benchmark("gpu_check", "gpu_check_under_test")
+    return load_benchmark("gpu_check")
 
 
 def test_tiny_run_checks_every_path_then_times(gpu_check, tmp_path):

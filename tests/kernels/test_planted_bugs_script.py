@@ -6,11 +6,11 @@ import ast
 
 import pytest
 
-from .helpers import load_benchmark
+from ..scripts import load_benchmark
 
 
 def test_every_planted_change_applies_once_and_changes_the_kernel():
-    script = load_benchmark("kernel_planted_bugs", "kernel_planted_bugs")
+    script = load_benchmark("kernel_planted_bugs")
     source = (script.ROOT / script.KERNEL).read_text()
     ids = [bug[0] for bug in script.BUGS]
     assert len(set(ids)) == len(ids)
@@ -21,6 +21,6 @@ def test_every_planted_change_applies_once_and_changes_the_kernel():
 
 
 def test_a_change_whose_text_is_gone_is_refused():
-    script = load_benchmark("kernel_planted_bugs", "kernel_planted_bugs")
+    script = load_benchmark("kernel_planted_bugs")
     with pytest.raises(ValueError, match="occurs 0 times"):
         script.planted_source("x = 1\n", "y = 2", "y = 3")
