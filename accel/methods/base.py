@@ -66,6 +66,47 @@ def _register(method: AttentionMethod) -> int:
     return key
 
 
+def text_padding_interval(tokens: TokenLayout, batch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The padded text keys of ``tokens`` as one interval per batch element, or ``None``.
+
+    When every row of ``tokens.text_mask`` is its valid tokens followed by its padding (a prefix of
+    True, as the pipelines' tokenizers pad), the padding of batch element ``b`` is the key interval
+    ``[start[b], end[b])`` of the joint sequence: int32 tensors ``[batch]``. ``None`` without a text
+    mask, or when some row has a padded token before a valid one (then the padding is not one interval).
+    """
+    m = tokens.text_mask
+    if m is None:
+        return None
+    m = m.cpu()
+    counts = m.sum(1)
+    if not bool((m == (torch.arange(m.shape[1])[None, :] < counts[:, None])).all()):
+        return None
+    counts = counts.expand(batch) if counts.shape[0] != batch else counts
+    start = (tokens.text_start + counts).to(torch.int32)
+    return start, torch.full_like(start, tokens.text_start + tokens.text_len)
+
+
+def _without_invalid_keys(static: BlockLayout, tokens: TokenLayout, batch: int) -> BlockLayout:
+    """``static`` with the invalid keys of ``tokens`` removed: padded text by the kernel's key padding
+    (blocks stay full) when it is one interval per batch element (:func:`text_padding_interval`), video
+    padding positions and any other text padding block by block (:func:`with_key_validity`)."""
+    interval = text_padding_interval(tokens, batch)
+    if interval is None:
+        return with_key_validity(static, tokens.key_padding_mask(batch))
+    start, end = interval
+    # key blocks made only of padded text are dropped (the kernel would skip them; dropped, the layout's
+    # figures count what is computed); blocks holding some valid key stay as they are
+    b, n = static.kv_block, static.kv_len
+    lo = torch.arange(n) // b * b
+    hi = (lo + b).clamp(max=n)
+    valid = ~((lo[None, :] >= start[:, None]) & (hi[None, :] <= end[:, None]))
+    video = tokens.with_text_mask(None).key_padding_mask(batch)
+    if video is not None:
+        valid &= video.cpu()
+    kept = with_key_validity(static, None if bool(valid.all()) else valid)
+    return kept.with_key_padding(start.to(kept.device), end.to(kept.device))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class AttentionMethod:
     """Base class of attention-method configurations; instances are callable on tensors.
@@ -246,7 +287,9 @@ class AttentionMethod:
         pattern (every query attends to every valid key), no text (the video layout itself), or the
         video layout with the text span added under the default text rule
         (:func:`accel.patterns.joint.joint_text_layout`: text last, or text first filling whole
-        blocks). Invalid keys (padded text, padding positions) are removed block by block. It returns
+        blocks). Padded text that is one interval per batch element (valid tokens first, as tokenizers
+        pad) becomes the kernel's key padding (the blocks stay full); padding positions of a padded
+        video order, and other text padding, are removed block by block. It returns
         ``None`` only for text placed first whose length is not a multiple of the block size.
         Arguments as in :meth:`video_block_layout`; the returned layout has ``q_len == kv_len ==
         tokens.seq_len``.
@@ -265,8 +308,7 @@ class AttentionMethod:
                               lambda: joint_text_layout(video, tokens.text_len, tokens.text_side))
         if static is None:
             return None
-        return self._cached(tokens, ("joint",), batch, heads, device,
-                            lambda: with_key_validity(static, tokens.key_padding_mask(batch)))
+        return self._cached(tokens, ("joint",), batch, heads, device, lambda: _without_invalid_keys(static, tokens, batch))
 
     def token_mask(self, tokens: TokenLayout, *, batch: int, heads: int, device: torch.device | str = "cpu"
                    ) -> torch.Tensor:

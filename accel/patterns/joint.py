@@ -12,7 +12,8 @@ block size, as FLUX's 512 tokens are). Text placed *last* may start inside the l
 (HunyuanVideo: 118,800 video tokens = 928 blocks of 128 + 16): that block row and column then hold
 both kinds of tokens and become partial blocks whose tiles combine the video tile with all-True text
 rows / columns (a handful of distinct tiles). :func:`with_key_validity` then removes invalid keys
-(padded text, padding positions of a padded video order) block by block: a key block whose keys are
+(padding positions of a padded video order; padded text unless the methods give it to the kernel as
+key padding, :func:`accel.methods.base.text_padding_interval`) block by block: a key block whose keys are
 all invalid is dropped, one with some invalid keys is masked by a row-constant tile.
 
 Exactness: the joint layout's token mask equals the default text rule around the video layout's
@@ -183,6 +184,7 @@ def with_key_validity(layout: BlockLayout, key_valid: torch.Tensor | None) -> Bl
     nkv = layout.num_kv_blocks
     valid = torch.ones(kb, nkv * b, dtype=torch.bool)
     valid[:, :n] = key_valid.cpu()
+    valid[:, n:] = valid[:, n - 1:n]  # beyond kv_len: as the last key, so a ragged last block of invalid keys is dropped
     valid = valid.view(kb, nkv, b)
     if bool(valid.all()):
         return layout

@@ -12,6 +12,9 @@ from accel.methods.dense import Dense
 from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
 
+from ..patterns import reference as ref
+from .method_checks import check_method
+
 GRID = (3, 5, 7)  # 105 video tokens: not a multiple of the 16-token block, so text last starts mid-block
 METHODS = {
     "dense": lambda: Dense(backend="reference"),
@@ -65,3 +68,42 @@ def test_text_first_off_block_falls_back_to_three_launches(launches):
     q = torch.randn(1, layout.seq_len, 1, 16)
     Radial(decay=0.5, block_size=16, backend="reference")(q, q, q, layout)
     assert len(launches) == 3
+
+
+PADDED = {  # method, its reference video mask on GRID (natural token order)
+    "neighborhood": (lambda: Neighborhood(window=(2, 3, 5), block_size=16, backend="reference"),
+                     lambda: ref.natten_mask(GRID, (2, 3, 5), (1, 1, 1), (1, 1, 1), (False,) * 3)),
+    "neighborhood_tile": (METHODS["neighborhood_tile"],
+                          lambda: ref.tiled_natten_mask(GRID, (1, 4, 4), (2, 8, 8), (1, 4, 4), (False,) * 3)),
+    "clear_local_block": (METHODS["clear_local_block"], lambda: ref.clear_tile_any_mask(GRID, (2, 2, 4), 2.5, 1.5)),
+}
+
+
+@pytest.mark.parametrize("side", ["first", "last"])
+@pytest.mark.parametrize("method_name", list(PADDED))
+def test_padded_text_is_key_padding_not_partial_blocks(launches, method_name, side):
+    """Text padded at its end (a valid prefix per row, as tokenizers pad) is the kernel's key padding: one
+    interval per batch element, the blocks those keys fall in stay as they are without the padding (no
+    partial block added), and the output is the brute-force masked reference's."""
+    make, video_mask = PADDED[method_name]
+    counts = [5, 0, 32]  # valid text tokens per batch element: some, none, all
+    mask = torch.arange(32)[None, :] < torch.tensor(counts)[:, None]
+    layout = TokenLayout(GRID, 32, side, mask)
+    check_method(make(), layout, video_mask(), batch=3)
+    padded = launches[-1]
+    launches.clear()
+    unpadded = TokenLayout(GRID, 32, side)
+    q = torch.randn(3, unpadded.seq_len, 1, 16)
+    make()(q, q, q, unpadded)
+    assert padded.key_pad is not None and launches[-1].key_pad is None
+    start = (0 if side == "first" else padded.kv_len - 32) + torch.tensor(counts)  # kv_len: padded video order
+    assert padded.key_pad[:, 0].tolist() == start.tolist()
+    assert padded.key_pad[:, 1].tolist() == [start[2].item()] * 3  # the end of the text span
+    plain = launches[-1]
+    kinds = plain.block_kinds()[0, 0]
+    for bi in range(3):  # per batch element: key blocks made only of padding dropped, nothing else changed
+        lo = torch.arange(plain.num_kv_blocks) * plain.kv_block
+        hi = (lo + plain.kv_block).clamp(max=plain.kv_len)
+        dead = (lo >= start[bi]) & (hi <= padded.key_pad[bi, 1])
+        want = torch.where(dead[None, :], 0, kinds)
+        assert torch.equal(padded.block_kinds()[bi, 0], want), bi
