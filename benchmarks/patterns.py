@@ -83,16 +83,18 @@ def build_cold(method, grid, threads: int) -> tuple[BlockLayout, dict]:
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         layout = method.ordered_video_layout(grid)  # the tile choice and the token order
-        t1 = time.perf_counter()
+        c1, t1 = time.process_time(), time.perf_counter()
         video = method.video_block_layout(layout, batch=1, heads=1, device="cpu")
-        t2 = time.perf_counter()
+        c2, t2 = time.process_time(), time.perf_counter()
         _ = method.video_block_layout(layout, batch=1, heads=1, device="cpu")
-        t3 = time.perf_counter()
+        c3, t3 = time.process_time(), time.perf_counter()
     finally:
         torch.set_num_threads(saved)
-    return video, {"tile_choice_s": t1 - t0, "build_s": t2 - t1, "cached_lookup_s": t3 - t2}
+    # CPU seconds of this process next to the wall seconds: on a shared machine the wall time includes waiting
+    return video, {"tile_choice_s": t1 - t0, "build_s": t2 - t1, "cached_lookup_s": t3 - t2,
+                   "tile_choice_cpu_s": c1 - c0, "build_cpu_s": c2 - c1, "cached_lookup_cpu_s": c3 - c2}
 
 
 def slice_rows(layout: BlockLayout, first: int, count: int) -> BlockLayout:
@@ -119,7 +121,8 @@ def time_pair(dense, sparse, reps: int) -> tuple[float, float, float]:
     return statistics.median(d), statistics.median(s), statistics.median(r)
 
 
-def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: bool, log=print) -> list:
+def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: bool, only: str | None = None,
+        log=print) -> list:
     records = []
     for model in models:
         spec = MODELS[model]
@@ -129,6 +132,8 @@ def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: b
         d = spec["head_dim"]
         q, k, v = (torch.randn(1, n, 1, d, generator=g).to(dtype) for _ in range(3))
         for name, method in configurations(model):
+            if only is not None and only not in name:
+                continue
             video, times = build_cold(method, grid, threads)
             info = method.describe(grid, text_len=spec["text_len"], heads=spec["heads"], head_dim=spec["head_dim"],
                                    file=None)
@@ -139,6 +144,8 @@ def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: b
                 "mask_density": info["mask_density"], "density_rowmajor": info["video_density_rowmajor"],
                 "full_blocks": info["full_blocks"], "counted_blocks": info["counted_blocks"],
                 "partial_blocks": info["partial_blocks"], "full_fraction": info["full_fraction"],
+                "strict_full_fraction": info["full_blocks"] / max(1, info["full_blocks"] + info["counted_blocks"]
+                                                                  + info["partial_blocks"]),
                 "video_blocks": info["video_blocks"], "distinct_tiles": int(video.tiles.shape[0]),
                 "predicted_kernel_ms": info["predicted_kernel_ms"], "predicted_dense_ms": info["predicted_dense_ms"],
             }
@@ -146,9 +153,11 @@ def run(models, *, slice_blocks: int, reps: int, threads: int, dtype, measure: b
             log(f"{model:13s} {name:24s} tile={str(rec['tile']):12s} density={rec['density']:.4f} "
                 f"(row-major {'-' if rm is None else f'{rm:.4f}'}) mask={rec['mask_density']:.4f} "
                 f"full={rec['full_blocks']} counted={rec['counted_blocks']} partial={rec['partial_blocks']} "
-                f"({rec['full_fraction']:.1%} full) predicted {rec['predicted_kernel_ms']:.1f} ms "
+                f"({rec['full_fraction']:.1%} without a per-token rule, {rec['strict_full_fraction']:.1%} full) "
+                f"predicted {rec['predicted_kernel_ms']:.1f} ms "
                 f"choose={times['tile_choice_s']:.2f}s build={times['build_s']:.2f}s "
-                f"lookup={times['cached_lookup_s'] * 1e3:.3f}ms")
+                f"lookup={times['cached_lookup_s'] * 1e3:.3f}ms (CPU: choose {times['tile_choice_cpu_s']:.2f}s "
+                f"build {times['build_cpu_s']:.2f}s)")
             if measure:
                 nq = video.num_q_blocks
                 count = min(slice_blocks, nq)
@@ -306,6 +315,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     p.add_argument("--no-speed", action="store_true", help="layouts and densities only (no flex timing)")
     p.add_argument("--quick", action="store_true", help="FLUX only")
+    p.add_argument("--only", default=None, help="cpu: configurations whose name contains this text (e.g. preset)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cpu: layouts + flex on a query slice; cuda: Triton method calls vs SDPA, all heads")
     p.add_argument("--budget-s", type=float, default=300, help="cuda: stop starting new configurations after this")
@@ -316,9 +326,11 @@ def main(argv=None) -> int:
         records = check_cuda() + run_cuda(models, reps=args.reps, budget_s=args.budget_s)
     else:
         records = run(models, slice_blocks=args.slice_blocks, reps=args.reps, threads=args.build_threads,
-                      dtype=getattr(torch, args.dtype), measure=not args.no_speed)
+                      dtype=getattr(torch, args.dtype), measure=not args.no_speed, only=args.only)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"environment": environment(), "args": vars(args) | {"out": str(args.out)},
+    load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else None
+    args.out.write_text(json.dumps({"environment": environment() | {"loadavg_at_end": load},
+                                    "args": vars(args) | {"out": str(args.out)},
                                     "records": records}, indent=1, default=str))
     print(f"wrote {args.out}")
     return 0
