@@ -4,11 +4,18 @@ The Gradio page (:mod:`accel.app.ui`) only forwards the widgets' values to these
 what they return; tests call them directly.
 
 Generate: the chosen model makes a clip (or image) with the chosen attention method and
-:class:`~accel.Schedule`; with ``compare`` on, the same prompt and seed run once more with the
-model's own (upstream, dense) attention, and the result reports both latencies (wall time of each
-pipeline call, VAE decoding included), the speedup ``dense latency / method latency``, PSNR and SSIM of
-the method's output against the dense one, the executed attention density and a picture of the
-block layout.
+:class:`~accel.Schedule`; with ``compare`` on, the same prompt and seed also run with the model's own
+(upstream, dense) attention, and the result reports both latencies (wall time of a pipeline call, VAE
+decoding included), the speedup ``dense latency / method latency``, PSNR and SSIM of the method's output
+against the dense one, the executed attention density and a picture of the block layout.
+
+Timing (with ``compare``) follows :mod:`accel.eval.timing`: the method's call with the layout recorder and
+the dense call that give the pictures and figures run first, untimed (they are the warm-up: first-call
+costs, layout caches); then up to :data:`TIMING_REPEATS` rounds of one method and one dense call each,
+alternated, stopping early once the timed calls took :data:`TIMING_BUDGET_S`; latencies are medians. The
+result carries how they were measured and any warning (machine loaded, too few rounds, a speedup larger
+than the executed density allows). Without ``compare`` the one call is timed as it runs, first-call costs
+included, and the page says so.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ log = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 400
 MAX_SEED = 2**31 - 1
 FPS = 8
+#: timed rounds (one method call and one dense call each) of a comparison, at most
+TIMING_REPEATS = 3
+#: no new timed round starts once the timed calls took this many seconds
+TIMING_BUDGET_S = 60.0
 
 def _method_names() -> tuple[str, ...]:
     from accel.methods.registry import METHODS
@@ -100,8 +111,9 @@ class GenerateResult:
         layout_picture: PNG of the block layout: for static patterns the video x video layout at this
             grid; for data-dependent methods (Rectified, Agent) the first kernel layout of the first
             sparse call (batch element 0, head 0); ``None`` when no sparse call ran.
-        latency_s: wall time of the method's pipeline call (seconds).
-        dense_latency_s: wall time of the dense pipeline call, or ``None``.
+        latency_s: wall time of the method's pipeline call (seconds): with ``compare``, the median of the
+            timed calls (see the module docstring); without, the one call.
+        dense_latency_s: the same for the dense pipeline call, or ``None``.
         speedup: ``dense_latency_s / latency_s``, or ``None``.
         psnr_db: PSNR (dB, data range 1) of the method's frames against the dense ones, per frame and
             averaged (:func:`accel.eval.metrics.compare_frames`); ``inf`` when identical; ``None``
@@ -118,6 +130,9 @@ class GenerateResult:
         frames: the method's output, float ``[F, H, W, 3]`` in [0, 1] (``F = 1`` for images).
         dense_frames: the dense output, or ``None``.
         method: text of the method configuration that ran (``"none"`` for upstream attention).
+        timing: how the latencies were measured (one line).
+        timing_warnings: warnings about the latencies (machine loaded, too few rounds, an impossible
+            speedup); empty when none applies.
     """
 
     kind: str
@@ -135,6 +150,8 @@ class GenerateResult:
     frames: np.ndarray
     dense_frames: np.ndarray | None
     method: str
+    timing: str = ""
+    timing_warnings: list[str] = dataclasses.field(default_factory=list)
 
     def figures_markdown(self) -> str:
         """The figures as a small Markdown table (what the page shows)."""
@@ -155,7 +172,12 @@ class GenerateResult:
             ("token grid (T, H, W)", "×".join(str(g) for g in self.grid)),
         ]
         lines = ["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
-        return "\n".join(lines) + f"\n\nmethod: `{self.method}`"
+        text = "\n".join(lines) + f"\n\nmethod: `{self.method}`"
+        if self.timing:
+            text += f"\n\ntiming: {self.timing}"
+        for warning in self.timing_warnings:
+            text += f"\n\n**warning:** {warning}"
+        return text
 
 
 def parse_method_params(text: str) -> dict:
@@ -332,11 +354,11 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         progress(0.0, f"loading {entry.name}")
     pipe = models.pipeline(entry.name)
     folder = outputs.new_request_dir("generate")
-    runs = 2 if s.compare else 1
+    runs = 2 + 2 * TIMING_REPEATS if s.compare else 1  # progress: the two figure calls, then the timed rounds
     # upstream attention ("none") still gets the root hook, which only records the token layout
     handle = apply(pipe, method, schedule=schedule) if method is not None else attach(pipe)
-    # the recorder's bookkeeping runs inside the timed call: cached per call for static patterns; Rectified
-    # re-plans its block selection once per call for it (and once more for the kept layout)
+    # the recorder's bookkeeping (cached per call for static patterns; Rectified re-plans its block selection
+    # once more for it) runs in this call only, never in a timed one
     recorder = LayoutRecorder().attach(handle) if method is not None else None
     try:
         try:
@@ -350,11 +372,21 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
     density = recorder.mean_density() if recorder is not None else 1.0
     output = _write_result(frames, folder, "method", entry.kind)
     dense_frames = dense_output = dense_latency = speedup = psnr = ssim = None
+    timing = "one call, timed as it ran (first-call costs included); turn on compare with dense for fair timing"
+    timing_warnings: list[str] = []
     if s.compare:
-        dense_frames, dense_latency, _ = _run_pipeline(pipe, entry, s, progress, 0.5, 0.5, "dense")
+        dense_frames, _, _ = _run_pipeline(pipe, entry, s, progress, 1.0 / runs, 1.0 / runs, "dense")
         dense_output = _write_result(dense_frames, folder, "dense", entry.kind)
-        speedup = dense_latency / latency
         psnr, ssim = _compare(dense_frames, frames)
+        timed = _time_fairly(pipe, entry, s, method, schedule, progress, runs)
+        latency, dense_latency = timed.median("method"), timed.median("dense")
+        speedup = timed.speedup("dense", "method")
+        timing, timing_warnings = timed.describe(), list(timed.warnings)
+        from accel.eval.timing import speedup_warning
+
+        implausible = speedup_warning(speedup, density)
+        if implausible:
+            timing_warnings.append(implausible)
     picture = None
     kinds = video_block_kinds(method, layout)
     if kinds is None and recorder is not None and recorder.first_layout is not None:  # chosen from the data
@@ -368,5 +400,35 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         kind=entry.kind, output=output, dense_output=dense_output, layout_picture=picture, latency_s=latency,
         dense_latency_s=dense_latency, speedup=speedup, psnr_db=psnr, ssim=ssim, density=density, block_size=block,
         grid=tuple(layout.grid), frames=frames, dense_frames=dense_frames, method=repr(method) if method else "none",
+        timing=timing, timing_warnings=timing_warnings,
     )
+
+
+def _time_fairly(pipe, entry: ModelEntry, s: GenerateSettings, method, schedule, progress: Progress | None, runs: int):
+    """Method and dense calls alternated after the (untimed) figure calls: :func:`accel.eval.timing.compare`
+    with no further warm-up, at most :data:`TIMING_REPEATS` rounds within :data:`TIMING_BUDGET_S`."""
+    from accel.eval.timing import Candidate, compare
+    from accel.processors.apply import apply
+
+    state, done = {}, [2]
+
+    def call(label):
+        def run():
+            _run_pipeline(pipe, entry, s, progress, done[0] / runs, 1.0 / runs, f"{label} (timing)")
+            done[0] += 1
+        return run
+
+    def install():
+        if method is not None:
+            state["handle"] = apply(pipe, method, schedule=schedule)
+
+    def uninstall():
+        handle = state.pop("handle", None)
+        if handle is not None:
+            handle.remove()
+
+    sync = torch.cuda.synchronize if pipe.device.type == "cuda" else None
+    return compare({"method": Candidate(call(s.method), setup=install, teardown=uninstall),
+                    "dense": Candidate(call("dense"))}, repeats=TIMING_REPEATS, warmup=0, sync=sync,
+                   budget_s=TIMING_BUDGET_S)
 

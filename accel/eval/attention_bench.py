@@ -36,6 +36,7 @@ from accel.eval.matching import (
     command_line_names,
     method_at_density,
     method_names_from_command_line,
+    reached,
 )
 from accel.eval.rundir import open_run_dir
 from accel.eval.synthetic import synthetic_qkv
@@ -318,7 +319,8 @@ def run(out_dir, *, sizes=("hunyuan_720p", "wan_720p"), methods=METHOD_NAMES + T
         search_s = time.perf_counter() - t0
         res = evaluate_method(matched.method, q, k, v, grid, r)
         rec = {"size": size, "grid": list(grid), "tokens": math.prod(grid), "method": name, "target_density": target,
-               "parameter": matched.parameter, "config": repr(matched.method),
+               "parameter": matched.parameter, "config": repr(matched.method), "matched_density": matched.density,
+               "target_reached": reached(target, matched.density),
                "rows_evaluated": len(r), "rows_sampled": len(r) < q.shape[1], "search_s": search_s, **res}
         run_dir.add(rec)
         if draw and name not in ("rectified", "agent", "dense"):

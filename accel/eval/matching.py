@@ -28,7 +28,10 @@ Parameter searched per method (the others keep their defaults):
 Bisections (first in a bracket around an analytic guess where there is one) stop after a fixed
 number of layout evaluations and return the best configuration seen
 (densities are step functions of the parameters, so exact hits are not always possible); the
-achieved density is returned with the method.
+achieved density is returned with the method. A method cannot reach every density on every grid (Radial
+on a small grid keeps at least its own frames dense): :func:`reached` says whether the achieved density is
+within :data:`REACH_TOLERANCE` of the target, and reports label a configuration by the density it reached
+(:func:`density_label`), never by the target.
 """
 
 from __future__ import annotations
@@ -48,13 +51,28 @@ from accel.methods.rectified import Rectified, keep_floor
 from accel.patterns.tiled import PaddedTiles, TiledNeighborhoodRule, ball_tile
 
 __all__ = ["METHOD_NAMES", "TILE_VARIANTS", "Matched", "method_at_density", "static_video_density", "check_method_names",
-           "auto_block", "command_line_names", "method_names_from_command_line"]
+           "auto_block", "command_line_names", "method_names_from_command_line", "REACH_TOLERANCE", "reached",
+           "density_label"]
 
 METHOD_NAMES = ("radial", "clear_local", "neighborhood", "rectified", "agent")
 #: tile-aligned variants of the local patterns (every visited block full); the video presets use them
 TILE_VARIANTS = ("clear_local_block", "clear_local_tile", "neighborhood_tile")
 _ALL_NAMES = ("dense",) + METHOD_NAMES + TILE_VARIANTS
 _STEPS = 6
+#: a target density counts as reached when the achieved density is within this fraction of it
+REACH_TOLERANCE = 0.15
+
+
+def reached(target: float, density: float, tolerance: float = REACH_TOLERANCE) -> bool:
+    """Whether ``density`` is within ``tolerance * target`` of ``target``."""
+    return abs(density - target) <= tolerance * target
+
+
+def density_label(density: float) -> str:
+    """A density as a label's percentage, rounded half up: whole percents from 9.5%, one decimal below
+    (``0.625 -> "63%"``, ``0.0421 -> "4.2%"``)."""
+    pct = 100 * density
+    return f"{math.floor(pct + 0.5)}%" if pct >= 9.5 else f"{math.floor(pct * 10 + 0.5) / 10}%"
 
 
 class Matched(NamedTuple):
