@@ -67,6 +67,28 @@ def test_export_holds_the_moving_average(tmp_path):
     assert info["ema_steps"] == 3 and info["transformer_steps"] == 3
 
 
+def test_exported_average_equals_a_hand_computed_moving_average(tmp_path):
+    """The raw weights after each of 3 steps (one step per run: resuming is exact, tested above) averaged by
+    hand with the documented decay ``min(ema_decay, (1 + n) / (10 + n))`` from the initial weights: the
+    exported transformer must hold exactly that."""
+    work = tmp_path / "w"
+    work.mkdir()
+    _tiny_dataset(work)
+    init = {k: v.clone() for k, v in emb.build_pipeline(seed=0).transformer.state_dict().items()}
+    raw = [_run(work, tmp_path / "out", steps, ema_decay="0.9")["model"] for steps in (1, 2, 3)]
+    want = {k: v.double() for k, v in init.items() if v.is_floating_point()}
+    for n, weights in enumerate(raw, start=1):
+        decay = min(0.9, (1 + n) / (10 + n))  # 2/11, 3/12, 4/13: below 0.9, the warm-up part of the rule
+        for k in want:
+            want[k] = decay * want[k] + (1 - decay) * weights[k].double()
+    exported = load_file(tmp_path / "out" / "transformer" / "diffusion_pytorch_model.safetensors")
+    changed = 0
+    for k, value in want.items():
+        torch.testing.assert_close(exported[k].double(), value, rtol=1e-5, atol=1e-7, msg=k)
+        changed += not torch.allclose(value, raw[-1][k].double())
+    assert changed > 0  # the average is not the last raw weights
+
+
 def test_bad_ema_decay(tmp_path):
     with pytest.raises(ValueError, match="--ema-decay must be in"):
         main(["--work", str(tmp_path), "--stages", "export", "--ema-decay", "1.5"])

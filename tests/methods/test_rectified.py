@@ -239,13 +239,25 @@ def test_keep_floor():
     assert keep_floor(0.0, 7) == 7
 
 
-def test_triton_interpreted_equals_reference():
-    layout = TokenLayout((2, 4, 5), 16, "last", torch.tensor([[True] * 10 + [False] * 6]))
+@pytest.mark.parametrize("gapr", [False, True])
+def test_triton_interpreted_equals_reference(gapr):
+    """The kernel's fused epilogue against the reference backend on a case whose correction is far from the
+    identity (checked first: a rescale R well below 1 and a compensation C far from 0 on some blocks), so
+    the test fails when the kernel skips the epilogue, the rescale or the compensation."""
+    layout = TokenLayout((2, 8, 8), 16, "last", torch.tensor([[True] * 10 + [False] * 6]))
     q, k, v = qkv((1, layout.seq_len, 2, 16), 6)
-    kwargs = dict(drop=0.75, tau=0.1, block_size=BLOCK)
-    want = Rectified(**kwargs, backend="reference")(q, k, v, layout)
+    kwargs = dict(drop=0.75, tau=0.1, block_size=BLOCK, gapr=gapr)
+    ref = Rectified(**kwargs, backend="reference")
+    vs = layout.video_slice
+    plan = ref.plan(q, k, v, layout)
+    scale, shift = ref.rectification(plan)
+    assert plan.compensated.any() and scale.min() < 0.9 and shift.abs().max() > 0.05
+    want = ref(q, k, v, layout)
     got = Rectified(**kwargs, backend="triton")(q, k, v, layout)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # and the reference backend itself is the brute-force definition (the correction included)
+    brute = brute_force(q, k, v, layout, drop=0.75, tau=0.1, gapr=gapr, rectify=True, check_margins=False)
+    torch.testing.assert_close(want[:, vs], brute[:, vs], atol=2e-5, rtol=1e-4)
 
 
 def test_half_precision_runs():
