@@ -162,24 +162,22 @@ def plot_speedup_vs_psnr(records: list[dict], path: Path, *, speed_key: str = "s
     finite = [r["psnr_db"] for r in records if isinstance(r.get("psnr_db"), float) and math.isfinite(r["psnr_db"])]
     cap = (max(finite) + 5) if finite else 60.0
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    lost_drawn = False
-    for name in dict.fromkeys(r["method"] for r in records):
+    for index, name in enumerate(dict.fromkeys(r["method"] for r in records)):
         rs = [r for r in records if r["method"] == name and r.get(speed_key) is not None]
         pts = [(r[speed_key], r["psnr_db"] if math.isfinite(r["psnr_db"]) else cap) for r in rs]
         if not pts:
             continue
+        colour = f"C{index % 10}"
         lost = [bool(r.get("object_lost")) for r in rs]
         kept = [pt for pt, gone in zip(pts, lost, strict=True) if not gone]
-        sc = ax.scatter(*zip(*(kept or pts), strict=True), label=name, alpha=1.0 if kept else 0.0)
-        colour = sc.get_facecolor()[0]
         gone = [pt for pt, g in zip(pts, lost, strict=True) if g]
-        if gone:
-            ax.scatter(*zip(*gone, strict=True), marker="x", color=colour,
-                       label=None if lost_drawn else "object lost (x)")
-            lost_drawn = True
         if kept:
+            ax.scatter(*zip(*kept, strict=True), color=colour, label=name)
             front = pareto_front(kept)
             ax.plot(*zip(*front, strict=True), color=colour, alpha=0.6)
+        if gone:
+            ax.scatter(*zip(*gone, strict=True), marker="x", s=60, color=colour,
+                       label=f"{name} (object lost)" if not kept else None)
     ax.set_xlabel("speedup vs dense (" + speed_key.replace("speedup_", "") + ")")
     ax.set_ylabel("PSNR vs dense (dB)")
     ax.grid(alpha=0.3)

@@ -110,13 +110,34 @@ def _visited_pairs(layout) -> float:
     return total / (b * h)
 
 
+#: planted block times (ms): every block of a kind costs COST_MS[kind] with upstream attention and
+#: COST_MS[kind] * SPEED[method][kind] with a method installed; nothing else moves the run's clock
+COST_MS = {"blocks": 10.0, "transformer_blocks": 12.0, "single_transformer_blocks": 5.0}
+SPEED = {"Radial": {"blocks": 0.5, "transformer_blocks": 0.4, "single_transformer_blocks": 0.8},
+         "Neighborhood": {"blocks": 0.25, "transformer_blocks": 0.3, "single_transformer_blocks": 0.6},
+         "Rectified": {"blocks": 0.6, "transformer_blocks": 0.5, "single_transformer_blocks": 0.9},
+         "ClearLocal": {"blocks": 0.3, "transformer_blocks": 0.35, "single_transformer_blocks": 0.7},
+         "Agent": {"blocks": 0.7, "transformer_blocks": 0.45, "single_transformer_blocks": 0.95}}
+
+
+def _block_method(block) -> str:
+    """The accel method running in a transformer block ("dense": upstream attention)."""
+    for module in block.modules():
+        method = getattr(getattr(module, "processor", None), "method", None)
+        if method is not None:
+            return type(method).__name__
+    return "dense"
+
+
 @pytest.fixture(scope="module")
 def tiny_run():
     """All toy models, all methods, 2 blocks of each kind, 1 warm-up + 2 timed forwards; with the
-    (query, key) pairs of every kernel call that ran between two records."""
+    (query, key) pairs of every kernel call that ran between two records. The run's clock is a fake one
+    that only the blocks move, by the planted COST_MS x SPEED, so its figures can be checked against them."""
     import accel.kernels.attention as attention
     pairs, records, since = [0.0], [], {}
     original = attention.reference_attention
+    now = [0.0]
 
     def counting(q, k, v, layout, scale, return_lse):
         pairs[0] += _visited_pairs(layout)
@@ -127,13 +148,26 @@ def tiny_run():
         pairs[0] = 0.0
         records.append(record)
 
-    attention.reference_attention = counting
+    def build_with_planted_times(spec, built, device, dtype):
+        model = model_specs.build_model(spec, built, device, dtype)
+        for kind in built:
+            for block in getattr(model, kind):
+                def advance(module, *_, kind=kind):  # a post hook registered before the run's block timer's
+                    method = _block_method(module)
+                    now[0] += COST_MS[kind] * (1.0 if method == "dense" else SPEED[method][kind]) / 1e3
+                block.register_forward_hook(advance)
+        return model
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(attention, "reference_attention", counting)
+    patch.setattr(model_bench, "build_model", build_with_planted_times)
+    patch.setattr(model_bench._Clock, "now", lambda self: now[0])
     try:
         complete = model_bench.run(list(TINY_MODELS.values()), device=torch.device("cpu"), dtype=torch.bfloat16,
                                    budget=model_bench.Budget(3600), emit=emit, warmup=1, reps=2, blocks_per_kind=2,
                                    tiny=True)
     finally:
-        attention.reference_attention = original
+        patch.undo()
     return complete, records, {id(r): since[id(r)] for r in records}
 
 
@@ -174,6 +208,10 @@ def test_call_time_is_scaled_to_the_published_block_count(tiny_run, name):
 
 @pytest.mark.parametrize("name", list(TINY_MODELS))
 def test_generation_speedup_from_the_preset_schedule(tiny_run, name):
+    """Against the planted block times (not the record's own fields): a call of the real model costs its
+    published block counts times the planted per-block times; a generation keeps the preset schedule's
+    layer-steps dense (the first dense_steps and last dense_last_steps steps whole, the first dense_layers
+    layers of every other step)."""
     _, records, _ = tiny_run
     spec = TINY_MODELS[name]
     blocks = PUBLISHED[TINY_OF[name]][0]
@@ -181,20 +219,27 @@ def test_generation_speedup_from_the_preset_schedule(tiny_run, name):
     steps = _pipeline_defaults(spec.family)["num_inference_steps"]
     got = _measurements(records, name)
     dense = got["dense"]
+    dense_call = sum(n * COST_MS[k] for k, n in blocks.items())
+    assert dense["call_ms"] == pytest.approx(dense_call, rel=1e-9)
+    assert dense["block_ms"] == pytest.approx({k: COST_MS[k] for k in blocks}, rel=1e-9)
+    checked = 0
     for method, rec in got.items():
         if method == "dense" or "call_ms" not in rec:
             continue
         sched = _published(method, spec).schedule
         ds, dl, dlast = sched.dense_steps, sched.dense_layers, sched.dense_last_steps
         assert all(isinstance(x, int) for x in (ds, dl, dlast)), "presets give counts"
+        sparse_cost = {k: COST_MS[k] * SPEED[method][k] for k in blocks}
+        call = sum(n * sparse_cost[k] for k, n in blocks.items())
+        assert rec["call_ms"] == pytest.approx(call, rel=1e-9)
+        assert rec["call_speedup"] == pytest.approx(dense_call / call, rel=1e-9)
         dense_steps = min(steps, ds + dlast)
-        overhead = rec["forward_ms"] - sum(2 * rec["block_ms"][k] for k in blocks)
-        all_dense = overhead + sum(dense["block_ms"][k] for k in kinds)
-        sparse = overhead + sum((dense["block_ms"] if i < dl else rec["block_ms"])[k] for i, k in enumerate(kinds))
-        gen = dense_steps * all_dense + (steps - dense_steps) * sparse
-        assert rec["gen_speedup"] == pytest.approx(steps * dense["call_ms"] / gen, rel=1e-9)
-        assert rec["call_speedup"] == pytest.approx(dense["call_ms"] / rec["call_ms"], rel=1e-12)
+        mixed = sum(COST_MS[k] if i < dl else sparse_cost[k] for i, k in enumerate(kinds))
+        gen = dense_steps * dense_call + (steps - dense_steps) * mixed
+        assert rec["gen_speedup"] == pytest.approx(steps * dense_call / gen, rel=1e-9)
         assert rec["dense_layer_steps"] == dense_steps * len(kinds) + (steps - dense_steps) * min(dl, len(kinds))
+        checked += 1
+    assert checked >= 3
 
 
 @pytest.mark.parametrize("name", list(TINY_MODELS))
