@@ -38,6 +38,7 @@ __all__ = [
     "check_adherence",
     "evaluate_pipeline",
     "held_out_prompts",
+    "object_mask",
     "summarize",
 ]
 
@@ -132,6 +133,26 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _object_pixels(clip: np.ndarray, min_saturation: float, min_value: float, erode: int) -> np.ndarray:
+    mx, mn = clip.max(-1), clip.min(-1)
+    saturation = (mx - mn) / np.maximum(mx, 1e-8)
+    mask = (saturation >= min_saturation) & (mx >= min_value)
+    for _ in range(erode):
+        mask = _erode(mask)
+    return mask
+
+
+def object_mask(frames: Any, *, min_saturation: float = 0.4, min_value: float = 0.3, erode: int = 1) -> np.ndarray:
+    """bool ``[F, H, W]``: the object pixels of a clip, as :func:`analyze_clip` finds them (module docstring).
+
+    Args:
+        frames: ``[F, H, W, 3]`` (or one ``[H, W, 3]`` frame) RGB in [0, 1] (float) or [0, 255] (uint8).
+        min_saturation, min_value, erode: as in :func:`analyze_clip`.
+    """
+    clip = _as_frames(frames)
+    return _object_pixels(clip, min_saturation, min_value, erode)
+
+
 def analyze_clip(
     frames: Any,
     *,
@@ -175,11 +196,7 @@ def analyze_clip(
         raise ValueError(f"min_pixels and min_pixels_per_frame must be >= 1, got {min_pixels}, {min_pixels_per_frame}")
     clip = _as_frames(frames)
     num_frames, height, width, _ = clip.shape
-    mx, mn = clip.max(-1), clip.min(-1)
-    saturation = (mx - mn) / np.maximum(mx, 1e-8)
-    mask = (saturation >= min_saturation) & (mx >= min_value)
-    for _ in range(erode):
-        mask = _erode(mask)
+    mask = _object_pixels(clip, min_saturation, min_value, erode)
     object_fraction = float(mask.mean())
     names, hues = _palette_hues()
     nan_track = np.full((num_frames, 2), np.nan)
