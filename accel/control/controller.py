@@ -14,7 +14,7 @@ runs dense). The controller runs its rules' hooks in order:
 and, once per denoising step, :meth:`Rule.blend_latents` on the pipeline's latents (through
 :meth:`Controller.callback`, passed as the pipeline's ``callback_on_step_end``). For Wan, whose
 self-attention holds no text, :meth:`Rule.observe_cross` sees the cross-attention (``attn2``)
-queries and text keys.
+queries and text keys, and :meth:`Rule.blend_cross_output` may change its output.
 
 **Pairs.** Editing rules work on a batch of (source, target) pairs: rows ``0, 2, 4, ...`` are source
 branches and rows ``1, 3, 5, ...`` their targets. Calling a pipeline with ``prompt=[source, target]``
@@ -133,6 +133,11 @@ class Rule:
         """Return the attention output to use (``[B, S, H, D]``)."""
         return out
 
+    def blend_cross_output(self, call: AttentionCall, out: torch.Tensor) -> torch.Tensor:
+        """Return the Wan cross-attention (``attn2``) output to use, ``[B, S, C]`` (vision tokens, after the
+        output projection); only called for rules with :attr:`wants_cross_attention`."""
+        return out
+
     def blend_latents(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         """Return the latents to continue with after denoising step ``step`` (the pipeline's layout)."""
         return latents
@@ -232,8 +237,9 @@ class Controller:
                 if family.name == "wan" and any(r.wants_cross_attention for r in self.rules):
                     for index, block in enumerate(model.blocks):
                         if index in chosen:
-                            torch_hooks.append(block.attn2.register_forward_pre_hook(
-                                _CrossObserver(self, run, index, f"blocks.{index}.attn2"), with_kwargs=True))
+                            hook = _CrossObserver(self, run, index, f"blocks.{index}.attn2")
+                            torch_hooks.append(block.attn2.register_forward_pre_hook(hook, with_kwargs=True))
+                            torch_hooks.append(block.attn2.register_forward_hook(hook.blend))
                 self._runs[id(run)] = (chosen, family.name)
                 run.control = self
                 self._installed.append((run, torch_hooks))
@@ -330,7 +336,8 @@ def _bind_attention(rule: Rule, call: AttentionCall, inner):
 
 class _CrossObserver:
     """Forward pre-hook on a Wan ``attn2``: computes its queries and text keys as upstream does and
-    hands them to the rules' :meth:`Rule.observe_cross` (the attention itself is not changed)."""
+    hands them to the rules' :meth:`Rule.observe_cross` (the attention itself is not changed);
+    :meth:`blend` is its forward hook, handing the output to :meth:`Rule.blend_cross_output`."""
 
     def __init__(self, controller: Controller, run, layer: int, name: str) -> None:
         self.controller, self.run, self.layer, self.name = controller, run, layer, name
@@ -356,6 +363,15 @@ class _CrossObserver:
             for rule in self.controller.rules:
                 rule.observe_cross(call, q, k)
         return None
+
+    def blend(self, module, args, output):
+        if not self.controller._step_ok(max(self.run.counter.step, 0)):
+            return None
+        call = self.controller._call(self.run, self.layer, self.name, cross=True)
+        for rule in self.controller.rules:
+            if rule.wants_cross_attention:
+                output = rule.blend_cross_output(call, output)
+        return output
 
 
 def check_no_skipping_hooks(model: torch.nn.Module) -> None:

@@ -28,10 +28,14 @@ import torch
 from accel.control import ConsistEdit, Controller, EditMaskObserver, MutualSelfAttention, ReplaySource
 from accel.control.consistedit import check_alpha
 from accel.control.mask import DEFAULT_THRESHOLD, edit_token_positions, resize_user_mask
+from accel.control.scene import CrossAttentionBlend, LatentBlend
 
-__all__ = ["EditResult", "edit", "edit_generated", "encode_input", "token_grid", "RULES", "ALPHA_DEFAULTS"]
+__all__ = ["EditResult", "edit", "edit_generated", "encode_input", "token_grid", "RULES", "ALPHA_DEFAULTS",
+           "KEEP_SCENE"]
 
 RULES = ("consistedit", "masactrl")
+#: ways to keep the source outside the edit mask, beyond the rule (:mod:`accel.control.scene`; not in the release)
+KEEP_SCENE = ("latents", "cross_attention")
 #: ConsistEdit's recommended consistency strengths (Yin et al. 2025)
 ALPHA_DEFAULTS = {"color": 1.0, "material": 1.0, "shape": 0.3, "object": 0.3, "real": 0.1}
 _OWN_KWARGS = ("prompt", "generator", "latents", "num_inference_steps", "callback_on_step_end", "prompt_embeds")
@@ -173,6 +177,27 @@ def _make_rule(rule: str, alpha: float, mask, start_step: int):
     return MutualSelfAttention(start_step=start_step, mask=mask)
 
 
+def _check_keep_scene(keep_scene, has_mask: bool) -> tuple[str, ...]:
+    """``keep_scene`` as a tuple of :data:`KEEP_SCENE` names; ``ValueError`` for anything else, or when the
+    edit has no mask to keep the scene outside of."""
+    if keep_scene is None:
+        return ()
+    names = (keep_scene,) if isinstance(keep_scene, str) else tuple(keep_scene) \
+        if isinstance(keep_scene, (tuple, list)) else None
+    if names is None or not names or any(n not in KEEP_SCENE for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"keep_scene must be None, one of {KEEP_SCENE} or a tuple of distinct ones, got {keep_scene!r}")
+    if not has_mask:
+        raise ValueError(f"keep_scene={keep_scene!r} keeps the source outside the edit mask, but this edit has none "
+                         "(all-edit); pass edit_words or mask")
+    return names
+
+
+def _scene_rules(keep_scene: tuple[str, ...], mask) -> list:
+    """The :mod:`accel.control.scene` rules ``keep_scene`` names, for this edit mask."""
+    kinds = {"latents": LatentBlend, "cross_attention": CrossAttentionBlend}
+    return [kinds[name](mask) for name in keep_scene]
+
+
 def _generators(seed: int, n: int, device) -> list[torch.Generator]:
     return [torch.Generator(device="cpu" if device is None else device).manual_seed(seed) for _ in range(n)]
 
@@ -201,7 +226,8 @@ def _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshol
 
 def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=None, mask=None, alpha=0.3,
                    steps: int = 28, seed: int = 0, rule: str = "consistedit", layers="auto",
-                   threshold: float = DEFAULT_THRESHOLD, start_step: int = 0, **pipe_kwargs) -> EditResult:
+                   threshold: float = DEFAULT_THRESHOLD, start_step: int = 0, keep_scene=None,
+                   **pipe_kwargs) -> EditResult:
     """Generate an image/video for ``source_prompt`` and its edit for ``target_prompt`` together.
 
     Both branches start from the same noise (``seed``) and denoise as one batch ``[source, target]``; the
@@ -227,6 +253,11 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
             blocks, all layers of Wan / HunyuanVideo.
         threshold: edit-mask threshold on the normalised attention map, in [0, 1] (default 0.1).
         start_step: MasaCtrl's first mutual-attention step.
+        keep_scene: what else keeps the source outside the edit mask (not part of ConsistEdit's release; see
+            :mod:`accel.control.scene`): ``None`` (default, the release's rule alone), ``"latents"`` (after
+            every step the target's latents outside the mask are the source's), ``"cross_attention"`` (Wan:
+            the target's cross-attention output outside the mask is the source's), or a tuple of both.
+            Needs an edit mask (``edit_words`` or ``mask``).
         **pipe_kwargs: other pipeline arguments (``height``, ``width``, ``num_frames``, ``guidance_scale``,
             ``negative_prompt``, ``output_type``, ...); not ``prompt``, ``generator``, ``latents``,
             ``num_inference_steps`` or ``callback_on_step_end``.
@@ -242,6 +273,7 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
     """
     family = _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kwargs)
     alpha = _resolve_alpha(alpha)
+    keep_scene = _check_keep_scene(keep_scene, mask is not None or edit_words is not None)
     grid = token_grid(pipe, height=pipe_kwargs.get("height"), width=pipe_kwargs.get("width"),
                       num_frames=pipe_kwargs.get("num_frames"))
     token_mask = _resolve_mask(pipe, family, mask, grid, pipe_kwargs)
@@ -249,10 +281,12 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
     if token_mask is None and edit_words is not None:
         _text_positions(pipe, family, source_prompt, edit_words, pipe_kwargs)  # validate before any denoising
         token_mask, heat = _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, pipe_kwargs)
-    controller = Controller([_make_rule(rule, alpha, token_mask, start_step)], layers=layers, num_steps=steps)
+    rules = [_make_rule(rule, alpha, token_mask, start_step), *_scene_rules(keep_scene, token_mask)]
+    controller = Controller(rules, layers=layers, num_steps=steps)
     with controller.install(pipe):
         out = pipe(prompt=[source_prompt, target_prompt], num_inference_steps=steps,
-                   generator=_generators(seed, 2, None), **_negatives(pipe_kwargs, 2))
+                   generator=_generators(seed, 2, None), callback_on_step_end=controller.callback if keep_scene else None,
+                   **_negatives(pipe_kwargs, 2))
     source, target = _split_output(out)
     return EditResult(source, target, token_mask, heat)
 

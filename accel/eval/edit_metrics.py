@@ -4,6 +4,9 @@ what should stay.
 * **Background preservation** (:func:`background_metrics`): MSE and PSNR over the pixels *outside* the
   edit mask only; SSIM of the two images with the edit region set to 0 in both (PIE-Bench's
   masked-image convention, since SSIM needs whole windows).
+* **Object placement** (:func:`object_iou`): per frame, intersection over union of the object pixels of
+  the source and of the edit (found by the caller, e.g. :func:`accel.embedded.adherence.object_mask`),
+  averaged over the frames where either has any.
 * **Structure** (:func:`structure_similarity`): SSIM of the Canny edge maps (``skimage.feature.canny``)
   of the grey-level source and edit, per frame, averaged -- 1.0 when the edges are identical.
 * **CLIP score** (:func:`clip_score`): ``100 * cos(image embedding, text embedding)`` with a CLIP model
@@ -28,6 +31,7 @@ from accel.eval.metrics import psnr, ssim
 __all__ = [
     "background_metrics",
     "structure_similarity",
+    "object_iou",
     "clip_status",
     "clip_score",
     "edit_scores",
@@ -139,6 +143,27 @@ def background_metrics(source, edited, mask, data_range: float = 1.0) -> dict:
         "ssim": float(np.mean(ssims)),
         "background_fraction": float(keep.mean()),
     }
+
+
+def object_iou(source_objects, edited_objects) -> float | None:
+    """Mean over frames of ``|S & E| / |S | E|`` for bool object masks ``S`` (source) and ``E`` (edit).
+
+    Args:
+        source_objects, edited_objects: bool ``[F, H, W]`` (or ``[H, W]``) arrays of the same shape, True on
+            object pixels.
+
+    Returns:
+        The mean IoU over the frames where ``S | E`` has any pixel; ``None`` when no frame has one.
+    """
+    a, b = np.asarray(source_objects, dtype=bool), np.asarray(edited_objects, dtype=bool)
+    if a.shape != b.shape or a.ndim not in (2, 3):
+        raise ValueError(f"object masks must be bool [F, H, W] or [H, W] of the same shape, got {a.shape} and {b.shape}")
+    if a.ndim == 2:
+        a, b = a[None], b[None]
+    union = (a | b).reshape(a.shape[0], -1).sum(1)
+    inter = (a & b).reshape(a.shape[0], -1).sum(1)
+    frames = union > 0
+    return float(np.mean(inter[frames] / union[frames])) if frames.any() else None
 
 
 def structure_similarity(source, edited, sigma: float = 1.0, data_range: float = 1.0) -> float:

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from accel.eval.edit_metrics import background_metrics, clip_status, edit_scores, mask_to_pixels, structure_similarity
+from accel.eval.edit_metrics import (
+    background_metrics,
+    clip_status,
+    edit_scores,
+    mask_to_pixels,
+    object_iou,
+    structure_similarity,
+)
 
 
 def _image(seed=0, size=32):
@@ -92,3 +99,18 @@ def test_background_psnr_of_a_video_is_per_frame_then_averaged():
     mask[:, :4, :4] = True
     edited[mask] = 0.0  # the edit region changes freely
     assert background_metrics(src, edited, mask)["psnr_db"] == pytest.approx(30.0)
+
+
+def test_object_iou_is_per_frame_then_averaged():
+    src = np.zeros((3, 4, 4), dtype=bool)
+    edt = np.zeros((3, 4, 4), dtype=bool)
+    src[0, :2, :2] = True          # frame 0: 4 source pixels, 2 of them in the edit's 2 -> 2 / 4
+    edt[0, :1, :2] = True
+    src[1, :, :] = True            # frame 1: 16 vs 8 overlapping -> 8 / 16
+    edt[1, :2, :] = True
+    # frame 2: both empty -> skipped (not 0, not 1)
+    assert object_iou(src, edt) == pytest.approx((2 / 4 + 8 / 16) / 2)
+    assert object_iou(src[0], src[0]) == 1.0
+    assert object_iou(src[2], edt[2]) is None
+    with pytest.raises(ValueError, match="same shape"):
+        object_iou(src, edt[:2])
