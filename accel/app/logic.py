@@ -35,8 +35,8 @@ from .layout_view import LayoutRecorder, block_kinds_image, video_block_kinds
 from .models import ModelCache, ModelEntry
 from .outputs import OutputFolder
 
-__all__ = ["AppInputError", "GenerateSettings", "GenerateResult", "METHOD_CHOICES", "check_size", "parse_method_params",
-           "validate_generate", "run_generate"]
+__all__ = ["AppInputError", "GenerateSettings", "GenerateResult", "METHOD_CHOICES", "accepted_params", "check_param_keys",
+           "check_size", "parse_method_params", "validate_generate", "run_generate"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,23 @@ class GenerateResult:
         return text
 
 
+def accepted_params(method: str) -> list[str]:
+    """The parameter names (``key`` of ``key=value``) the method of :data:`METHOD_CHOICES` takes, in order."""
+    from accel.methods.registry import method_class
+
+    cls = method_class(method)
+    return [] if cls is None else [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def check_param_keys(method: str, params: dict) -> None:
+    """``AppInputError`` naming the keys ``method`` does not take and the ones it does."""
+    accepted = accepted_params(method)
+    unknown = [key for key in params if key not in accepted]
+    if unknown:
+        raise AppInputError(f"method parameters: {method} does not take {', '.join(unknown)}; it takes "
+                            f"{', '.join(accepted) if accepted else 'no parameters'}")
+
+
 def parse_method_params(text: str) -> dict:
     """``"window=3,5,5 block_size=32"`` -> ``{"window": (3, 5, 5), "block_size": 32}``.
 
@@ -261,10 +278,12 @@ def validate_generate(settings: GenerateSettings, models: ModelCache) -> tuple[G
     params = parse_method_params(settings.method_params)
     if settings.method == "none" and params:
         raise AppInputError("method 'none' (the model's own attention) takes no parameters; clear the parameters field")
+    check_param_keys(settings.method, params)
     try:
         method = build_method(settings.method, params)
     except (ValueError, TypeError) as exc:
-        raise AppInputError(f"method parameters for {settings.method}: {exc}") from exc
+        raise AppInputError(f"method parameters for {settings.method}: {str(exc).replace('--method-arg', 'parameter')}"
+                            ) from exc
     amounts = {name: _int_field(name, getattr(settings, name), 0, 1000)
                for name in ("dense_steps", "dense_layers", "dense_last_steps")}
     schedule = Schedule(**amounts)

@@ -6,8 +6,9 @@ private temporary folder removed at exit) that is never served freely; uploads a
 ``--max-upload-mb`` each and ``--upload-quota-mb`` in all, deleted after ``--upload-keep-min``, and
 refused unless they decode as an image or a video or when they come from another site's page
 (:mod:`accel.app.http_guard`); one request runs at a time and at most ``--queue`` wait (others are
-turned away with a "queue full" message); no pickle and no remote code are loaded (models are the
-offline ones of :mod:`accel.app.models`, weights from safetensors).
+turned away with a "queue full" message); ``--auth FILE`` asks for a user name and password (pairs read
+from a file, so no password appears in the process list) before the page opens; no pickle and no remote
+code are loaded (models are the offline ones of :mod:`accel.app.models`, weights from safetensors).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["main", "create", "launch_settings"]
+__all__ = ["main", "create", "launch_settings", "read_auth_file"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,9 +46,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", type=int, default=8, help="requests that may wait while one runs (default 8)")
     p.add_argument("--device", default=None,
                    help="where the models run: cuda, cuda:1, cpu (default: cuda when available, else cpu)")
+    p.add_argument("--auth", type=Path, default=None, metavar="FILE",
+                   help="require a login: FILE holds one user:password per line (use it when exposing the app "
+                        "with --host or --share); default: no login")
     p.add_argument("--no-warm-up", action="store_true",
                    help="skip the one-step warm-up call after loading a model (first latency then includes start-up)")
     return p
+
+
+def read_auth_file(path: Path) -> list[tuple[str, str]]:
+    """The ``(user, password)`` pairs of an ``--auth`` file: one ``user:password`` per line (blank lines and
+    lines starting with ``#`` skipped; the password is everything after the first colon).
+
+    Raises:
+        ValueError: the file cannot be read, a line has no colon or an empty user or password, or no pair.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--auth: cannot read {str(path)!r}: {exc}") from exc
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, colon, password = line.partition(":")
+        if not colon or not user.strip() or not password:
+            raise ValueError(f"--auth: line {number} of {str(path)!r} must look like user:password (both non-empty)")
+        pairs.append((user.strip(), password))
+    if not pairs:
+        raise ValueError(f"--auth: {str(path)!r} holds no user:password line")
+    return pairs
 
 
 def launch_settings(args: argparse.Namespace, out_root: Path) -> dict:
@@ -59,7 +88,7 @@ def launch_settings(args: argparse.Namespace, out_root: Path) -> dict:
 
     Raises:
         ValueError: a port outside 1..65535; a non-positive or non-finite upload limit, quota or age;
-            a queue size below 1.
+            a queue size below 1; an unreadable or malformed ``--auth`` file.
     """
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
@@ -74,6 +103,7 @@ def launch_settings(args: argparse.Namespace, out_root: Path) -> dict:
         allowed_paths=[str(out_root)], blocked_paths=[str(out_root / ".gradio")],
         max_file_size=int(args.max_upload_mb * 1024 * 1024),
         show_error=False, ssr_mode=False, footer_links=[], quiet=False,
+        auth=None if getattr(args, "auth", None) is None else read_auth_file(args.auth),
     )
 
 

@@ -1,13 +1,15 @@
 """The Gradio page: widgets wired to :mod:`accel.app.logic`, nothing else.
 
-Every handler catches errors and shows them in the page as one readable line (input errors as they
-are, anything unexpected as its type and first message line; the traceback goes to the server log
-only).
+Every handler catches errors and shows them as one readable line of plain text right under the button
+that caused them, and in a Gradio popup (input errors as they are, anything unexpected as its type and
+first message line; the traceback goes to the server log only). The page's event handlers are not
+offered as API endpoints (``api_visibility="private"``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import html
 import logging
 
 from .editing import DEFAULT_MAX_UPLOAD_BYTES, SOURCES, EditSettings, run_edit
@@ -20,18 +22,26 @@ __all__ = ["build_demo", "error_text", "method_help", "drawn_mask"]
 
 log = logging.getLogger(__name__)
 
+#: the page's event handlers are internal: not listed in the API page, not callable as named endpoints
+_PRIVATE = "private"
+
 _LAYOUT_CAPTION = ("Block layout of one sparse call, video × video: query blocks top to bottom, key blocks left "
-                   "to right, in the order the method runs the tokens (tiles when it tiles). Dark: computed whole; "
-                   "light: computed with a per-token mask; grey: skipped. Rectified and Agent choose per call: "
+                   "to right, in the order the method runs the tokens (tiles when it tiles). Dark blue: computed whole; "
+                   "light blue: computed with a per-token mask; near-white: skipped. Rectified and Agent choose per call: "
                    "shown is the first sparse call's first kernel layout (batch 0, head 0).")
 
 
 def error_text(exc: BaseException) -> str:
-    """The one-line message the page shows for ``exc`` (never a traceback)."""
+    """The one-line plain-text message the page shows for ``exc`` (never a traceback)."""
     if isinstance(exc, AppInputError):
-        return f"**Error:** {exc}"
+        return f"Error: {exc}"
     first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return f"**Error:** the request failed ({type(exc).__name__}: {first}); details are in the server log"
+    return f"Error: the request failed ({type(exc).__name__}: {first}); details are in the server log"
+
+
+def message_html(text: str) -> str:
+    """``text`` as the HTML of the message line under a button: escaped, so it shows as plain text."""
+    return f'<p class="accel-message">{html.escape(text)}</p>' if text else ""
 
 
 def method_help(method: str) -> str:
@@ -94,11 +104,15 @@ def _size_inputs(gr, first, prefix: str):
     return height, width, frames, steps, seed
 
 
+def _message_line(gr, prefix: str):
+    """The plain-text message line under a button (element id ``prefix + "status"``)."""
+    return gr.HTML("", elem_id=f"{prefix}status")
+
+
 def _result_pane(gr, first, prefix: str, labels: tuple[str, str], picture: tuple[str, str], caption: str):
-    """Status line, a pair of videos and a pair of images (one pair visible per model kind), figures and a
-    picture with its caption. Returns ``(status, rows, media, figures, picture)``; element ids are
-    ``prefix`` + ``status`` / ``video_<label>`` / ``image_<label>`` / ``figures`` / the picture's id."""
-    status = gr.Markdown("", elem_id=f"{prefix}status")
+    """A pair of videos and a pair of images (one pair visible per model kind), figures and a larger picture
+    with its caption. Returns ``(rows, media, figures, picture)``; element ids are ``prefix`` +
+    ``video_<label>`` / ``image_<label>`` / ``figures`` / the picture's id."""
     media = []
     rows = []
     for kind, component in (("video", gr.Video), ("image", gr.Image)):
@@ -110,23 +124,28 @@ def _result_pane(gr, first, prefix: str, labels: tuple[str, str], picture: tuple
     with gr.Row():
         figures = gr.Markdown("", elem_id=f"{prefix}figures")
         with gr.Column():
-            image = gr.Image(label=picture[1], elem_id=f"{prefix}{picture[0]}", type="filepath")
+            image = gr.Image(label=picture[1], elem_id=f"{prefix}{picture[0]}", type="filepath", height=420)
             gr.Markdown(caption)
-    return status, rows, media, figures, image
+    return rows, media, figures, image
 
 
 def _shown(kind: str, first, second, picture, figures: str, status: str) -> tuple:
     """Output values of a result pane: the two files as videos or as images, the picture, the figures."""
     video = kind == "video"
-    return (status, first if video else None, second if video else None, None if video else first,
+    return (message_html(status), first if video else None, second if video else None, None if video else first,
             None if video else second, picture, figures)
 
 
 def _failed(exc: Exception, what: str) -> tuple:
-    """Output values of a result pane for a failed request: the message, everything else cleared."""
+    """Output values of a result pane for a failed request: the message, everything else cleared; the
+    message also pops up (``gradio.Warning``)."""
+    import gradio as gr
+
     if not isinstance(exc, AppInputError):
         log.exception("%s request failed", what)
-    return (error_text(exc), None, None, None, None, None, "")
+    text = error_text(exc)
+    gr.Warning(text)
+    return (message_html(text), None, None, None, None, None, "")
 
 
 def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
@@ -193,10 +212,11 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
 
     with gr.Blocks(title="accel: sparse attention demo") as demo:
         last_output = gr.State(None)
-        gr.Markdown("# accel: sparse attention for diffusion transformers\n"
-                    "Generate with a sparse attention method and compare with the model's dense attention "
-                    "(same prompt, same seed). Runs offline on the models listed below.")
+        gr.Markdown("# accel: sparse attention for diffusion transformers\nRuns offline on the models listed "
+                    "below.")
         with gr.Tab("Generate"):
+            gr.Markdown("Generate with a sparse attention method and compare with the model's dense attention "
+                        "(same prompt, same seed).", elem_id="subtitle")
             with gr.Row():
                 with gr.Column(scale=1):
                     model = gr.Dropdown(names, value=names[0], label="model", elem_id="model")
@@ -215,16 +235,21 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                         dense_last = gr.Number(value=0, precision=0, label="dense last steps", elem_id="dense_last")
                     compare = gr.Checkbox(value=True, label="compare with dense", elem_id="compare")
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
+                    status = _message_line(gr, "")
                 with gr.Column(scale=2):
-                    status, (video_row, image_row), media, figures, layout = _result_pane(
+                    (video_row, image_row), media, figures, layout = _result_pane(
                         gr, first, "", ("method", "dense"), ("layout", "block layout"), _LAYOUT_CAPTION)
-            model.change(on_model, model, [model_info, height, width, frames, steps, video_row, image_row])
-            method.change(lambda name: (method_help(name), _default_params(name)), method, [params_help, params])
+            model.change(on_model, model, [model_info, height, width, frames, steps, video_row, image_row],
+                         api_visibility=_PRIVATE)
+            method.change(lambda name: (method_help(name), _default_params(name)), method, [params_help, params],
+                          api_visibility=_PRIVATE)
             run.click(on_generate,
                       [model, prompt, height, width, frames, steps, seed, method, params, dense_steps, dense_layers,
                        dense_last, compare],
-                      [status, *media, layout, figures, last_output])
+                      [status, *media, layout, figures, last_output], api_visibility=_PRIVATE)
         with gr.Tab("Edit"):
+            gr.Markdown("Edit a clip by attention control (ConsistEdit): the source and its edit come from the same "
+                        "noise; only the edit region may change.", elem_id="e_subtitle")
             with gr.Row():
                 with gr.Column(scale=1):
                     e_model = gr.Dropdown(names, value=names[0], label="model", elem_id="e_model")
@@ -232,7 +257,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                     e_source = gr.Radio(list(SOURCES), value="generate", label="source", elem_id="e_source",
                                         info="generate: from the source prompt; upload: your image/video; "
                                              "last: the Generate tab's last result")
-                    e_upload = gr.File(label="image or video to edit (source = upload)", type="filepath",
+                    e_upload = gr.File(label="image or video to edit", type="filepath", height=120, visible=False,
                                        file_types=[*IMAGE_SUFFIXES, *VIDEO_SUFFIXES], elem_id="e_upload")
                     e_src_prompt = gr.Textbox(value="a red circle moving left", label="source prompt",
                                               elem_id="e_source_prompt")
@@ -250,15 +275,18 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                                         elem_id="e_alpha")
                     e_height, e_width, e_frames, e_steps, e_seed = _size_inputs(gr, first, "e_")
                     e_run = gr.Button("Edit", variant="primary", elem_id="edit")
+                    e_status = _message_line(gr, "e_")
                 with gr.Column(scale=2):
-                    e_status, (e_video_row, e_image_row), e_media, e_figures, e_mask_picture = _result_pane(
+                    (e_video_row, e_image_row), e_media, e_figures, e_mask_picture = _result_pane(
                         gr, first, "e_", ("source", "edited"), ("mask", "edit mask used"),
                         "The edit mask on the token grid, latent frames left to right; white tokens may change, "
                         "black ones are kept from the source.")
             e_model.change(on_model, e_model, [e_model_info, e_height, e_width, e_frames, e_steps,
-                                               e_video_row, e_image_row])
+                                               e_video_row, e_image_row], api_visibility=_PRIVATE)
+            e_source.change(lambda source: gr.update(visible=source == "upload"), e_source, e_upload,
+                            api_visibility=_PRIVATE)
             e_run.click(on_edit,
                         [e_model, e_source, e_upload, e_src_prompt, e_tgt_prompt, e_words, e_mask_file, e_drawn,
                          e_alpha, e_steps, e_seed, e_height, e_width, e_frames, last_output],
-                        [e_status, *e_media, e_mask_picture, e_figures])
+                        [e_status, *e_media, e_mask_picture, e_figures], api_visibility=_PRIVATE)
     return demo

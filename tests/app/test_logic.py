@@ -206,7 +206,8 @@ def test_image_model_without_compare(models, outputs):
     (dict(steps=2.5), "steps must be a whole number, got 2.5"),
     (dict(method="flash"), "method must be one of"),
     (dict(method_params="window"), "each item must be key=value"),
-    (dict(method_params="windw=3"), "method parameters for neighborhood"),
+    (dict(method_params="windw=3"), "neighborhood does not take windw; it takes backend, window, stride, dilation"),
+    (dict(method_params="window=3,5,5 decay=0.5"), "does not take decay; it takes backend, window"),
     (dict(method="none", method_params="", dense_steps=2), "needs an attention method"),
     (dict(method="none", method_params="block_size=16", dense_steps=0), "method 'none' .* takes no parameters"),
     (dict(dense_layers=-1), "dense_layers must be between 0 and 1000"),
@@ -282,3 +283,12 @@ def test_hunyuan_video_with_text_tokens(models, outputs):
     np.testing.assert_allclose(r.dense_frames, dense, atol=1e-6)
     assert r.grid == (3, 4, 4) and r.frames.shape == (9, 32, 32, 3)
     assert 0.0 < r.density < 1.0  # the video pattern is sparse; the text rows and columns stay dense
+
+
+def test_messages_are_plain_text():
+    from accel.app.ui import error_text, message_html
+
+    text = error_text(AppInputError("Radial.__init__() got <b>x</b>"))
+    assert text == "Error: Radial.__init__() got <b>x</b>"   # no Markdown: the underscores stay
+    assert message_html(text) == '<p class="accel-message">Error: Radial.__init__() got &lt;b&gt;x&lt;/b&gt;</p>'
+    assert message_html("") == ""

@@ -106,3 +106,33 @@ def test_hub_presets_are_offered_only_when_cached(monkeypatch):
     assert entry.call_kwargs(height=480, width=832, frames=81, steps=50) == dict(
         guidance_scale=5.0, max_sequence_length=512, height=480, width=832, num_inference_steps=50,
         output_type="np", num_frames=81)
+
+
+def test_auth_file_gives_gradio_login_pairs(tmp_path):
+    auth = tmp_path / "auth.txt"
+    auth.write_text("# who may log in\nalice:s3cret:with:colons\n\n bob :pw\n")
+    _demo, kwargs = create(["--out", str(tmp_path / "out"), "--auth", str(auth)], models=ModelCache(warm_up=False))
+    assert kwargs["auth"] == [("alice", "s3cret:with:colons"), ("bob", "pw")]
+    _demo, kwargs = create(["--out", str(tmp_path / "out")], models=ModelCache(warm_up=False))
+    assert kwargs["auth"] is None
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "--auth: cannot read"),
+    ("alice\n", "line 1 of"),
+    ("# only a comment\n", "holds no user:password line"),
+    ("alice:\n", "both non-empty"),
+])
+def test_bad_auth_file(tmp_path, capsys, content, message):
+    auth = tmp_path / "auth.txt"
+    if content is not None:
+        auth.write_text(content)
+    with pytest.raises(SystemExit):
+        create(["--out", str(tmp_path / "out"), "--auth", str(auth)], models=ModelCache(warm_up=False))
+    assert message in capsys.readouterr().err
+
+
+def test_page_handlers_are_not_api_endpoints(tmp_path):
+    demo, _kwargs = create(["--out", str(tmp_path / "out")], models=ModelCache(warm_up=False))
+    info = demo.get_api_info()
+    assert not info["named_endpoints"] and not info["unnamed_endpoints"], info
