@@ -110,7 +110,8 @@ class CrossAttentionBlend(Rule):
             cross-attention output).
 
     Acts in the layers and steps its :class:`~accel.control.Controller` selects; models without a
-    separate cross-attention (FLUX, HunyuanVideo) are not affected.
+    separate cross-attention (FLUX, HunyuanVideo) are not affected. The cross-attention's vision tokens are
+    in row-major ``(t, y, x)`` order (a controller turns accel's permute-once off).
     """
 
     wants_cross_attention = True
