@@ -419,11 +419,12 @@ def gather_block_sparse_attention(q, k, v, layout, scale: float, return_lse: boo
     ks, vs = _sequences(k, nkv * kb, plan.per_head), _sequences(v, nkv * kb, plan.per_head)
     n_seq, _, heads_g, _ = qs.shape
     q_tok, k_tok, v_tok = (x.view(-1, heads_g, d) for x in (qs, ks, vs))
-    largest = max((e.c for e in plan.entries if isinstance(e, _Gathered)), default=0)
+    gathered = [e for e in plan.entries if isinstance(e, _Gathered)]
     buf = None
-    if largest:
-        row = 2 * largest * kb * heads_g * d
-        buf = q.new_empty(max(row, _GATHER_CHUNK_BYTES // q.element_size() // row * row))
+    if gathered:  # the chunk buffer: about _GATHER_CHUNK_BYTES, or what the largest group needs if less
+        rows = [2 * e.c * kb * heads_g * d for e in gathered]  # gathered k + v of one unit, elements
+        cap = max(max(rows), _GATHER_CHUNK_BYTES // q.element_size() // max(rows) * max(rows))
+        buf = q.new_empty(max(min(e.n, cap // r) * r for e, r in zip(gathered, rows, strict=True)))
     # results in row-slot order, concatenated once at the end (copying each chunk into a preallocated
     # buffer costs one more parallel region per chunk)
     parts = []
