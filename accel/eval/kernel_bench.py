@@ -18,6 +18,7 @@ measured in the same process (these machines are noisy); every number is written
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -36,10 +37,12 @@ from accel.kernels.flex import flex_block_sparse_attention, to_flex_block_mask
 from accel.kernels.gather import gather_block_sparse_attention
 from accel.kernels.reference import reference_attention
 
-__all__ = ["band_layout", "run_cpu", "run_cuda", "environment", "main", "CPU_BACKENDS"]
+__all__ = ["band_layout", "random_layout", "run_cpu", "run_cuda", "environment", "main", "CPU_BACKENDS"]
 
-#: what ``run_cpu`` can time: dense SDPA (the baseline, a different result) and three exact backends
-CPU_BACKENDS = ("dense", "gather", "flex", "reference")
+#: what ``run_cpu`` can time: dense SDPA (the baseline, a different result) and three exact backends;
+#: ``NAME-cold`` times NAME with the layout's derived data (gather plan, flex BlockMask, dense mask)
+#: built anew in every call, as for layouts built per call (dynamic methods)
+CPU_BACKENDS = ("dense", "gather", "flex", "reference", "gather-cold", "flex-cold", "reference-cold")
 
 
 def band_layout(seq_len: int, block: int, density: float, device, *, partial_fraction: float = 0.0) -> BlockLayout:
@@ -79,6 +82,30 @@ def band_layout(seq_len: int, block: int, density: float, device, *, partial_fra
     tiles = torch.ones(block, block, dtype=torch.bool).tril().unsqueeze(0)
     return BlockLayout(seq_len, seq_len, block, block, full_idx, full_cnt, part_idx, part_cnt,
                        torch.zeros_like(part_idx), tiles, allow_empty_rows=True).to(device)
+
+
+def random_layout(seq_len: int, block: int, density: float, heads: int, device, *, seed: int = 0) -> BlockLayout:
+    """A per-head layout of full blocks where every (head, query block) visits its diagonal key block and
+    ``round(density * NKV) - 1`` other key blocks drawn at random (the kind of layout dynamic selection
+    methods build: no band, different per head).
+
+    Args:
+        seq_len: query and key length.
+        block: block size (query and key).
+        density: fraction of key blocks per row, in (0, 1].
+        heads: number of heads (each its own draw).
+        device: device of the layout.
+        seed: seed of the draw.
+    """
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    nb = -(-seq_len // block)
+    count = max(1, min(nb, round(density * nb)))
+    g = torch.Generator().manual_seed(seed)
+    score = torch.rand(1, heads, nb, nb, generator=g)
+    score[..., torch.arange(nb), torch.arange(nb)] = 2.0  # the diagonal first
+    keep = torch.zeros(1, heads, nb, nb, dtype=torch.bool).scatter_(3, score.topk(count, dim=3).indices, True)
+    return BlockLayout.from_block_mask(keep.to(device), block, block, seq_len, seq_len)
 
 
 def environment() -> dict:
@@ -145,11 +172,25 @@ def _dense_sdpa(q, k, v):
     ).permute(0, 2, 1, 3)
 
 
+def _cold(lay, fn):
+    """``fn(lay)`` run with the layout's cache of derived data emptied first (what a new layout costs);
+    on a copy of ``lay``, so that the warm backends timed in turn keep their cached data."""
+    own = dataclasses.replace(lay)
+
+    def run():
+        own._cache.clear()
+        return fn(own)
+    return run
+
+
 def _cpu_backend_fns(q, k, v, lay, backends, heads):
     scale = q.shape[-1] ** -0.5
     fns = {}
     for name in backends:
-        if name == "dense":
+        if name.endswith("-cold") and name in CPU_BACKENDS:
+            fns[name] = _cold(lay, functools.partial(block_sparse_attention, q, k, v, scale=scale,
+                                                     backend=name.removesuffix("-cold")))
+        elif name == "dense":
             fns[name] = functools.partial(_dense_sdpa, q, k, v)
         elif name == "gather":
             fns[name] = functools.partial(gather_block_sparse_attention, q, k, v, lay, scale, False)
@@ -165,7 +206,7 @@ def _cpu_backend_fns(q, k, v, lay, backends, heads):
 
 def run_cpu(seq_lens, head_dims, densities, *, heads=4, block=128, dtype=torch.bfloat16, dtypes=None,
             partial_fractions=(0.0,), backends=("dense", "gather", "flex"), reference_max_seq=4096, reps=3,
-            log=print) -> list:
+            layout_kind="band", log=print) -> list:
     """Time CPU backends against dense SDPA; one record per (dtype, S, D, density, partial fraction).
 
     Args:
@@ -176,7 +217,9 @@ def run_cpu(seq_lens, head_dims, densities, *, heads=4, block=128, dtype=torch.b
         block: block size.
         dtype: the dtype when ``dtypes`` is None.
         dtypes: dtypes to run (overrides ``dtype``).
-        partial_fractions: fractions of partial blocks per row (see :func:`band_layout`).
+        partial_fractions: fractions of partial blocks per row (see :func:`band_layout`; band layouts only).
+        layout_kind: ``"band"`` (:func:`band_layout`) or ``"random"`` (:func:`random_layout`, per head,
+            full blocks only).
         backends: names from :data:`CPU_BACKENDS`; ``"dense"`` is the baseline of the speedups.
         reference_max_seq: skip the reference backend above this length (it is dense masked attention).
         reps: rounds (medians over rounds).
@@ -191,13 +234,18 @@ def run_cpu(seq_lens, head_dims, densities, *, heads=4, block=128, dtype=torch.b
                 for dens in densities:
                     for pf in partial_fractions:
                         records.append(_cpu_record(q, k, v, dens, pf, backends, block, heads, reference_max_seq,
-                                                   reps, log))
+                                                   reps, log, layout_kind))
     return records
 
 
-def _cpu_record(q, k, v, dens, pf, backends, block, heads, reference_max_seq, reps, log) -> dict:
+def _cpu_record(q, k, v, dens, pf, backends, block, heads, reference_max_seq, reps, log, layout_kind="band") -> dict:
     s, d, dt = q.shape[1], q.shape[3], q.dtype
-    lay = band_layout(s, block, dens, "cpu", partial_fraction=pf)
+    if layout_kind == "band":
+        lay = band_layout(s, block, dens, "cpu", partial_fraction=pf)
+    elif layout_kind == "random" and pf == 0:
+        lay = random_layout(s, block, dens, heads, "cpu")
+    else:
+        raise ValueError(f"layout_kind must be 'band' or 'random' (random: partial fraction 0), got {layout_kind!r}, {pf}")
     names = [b for b in backends if b != "reference" or s <= reference_max_seq]
     if "dense" not in names:
         names.insert(0, "dense")
@@ -214,7 +262,7 @@ def _cpu_record(q, k, v, dens, pf, backends, block, heads, reference_max_seq, re
     partial_blocks = float((kinds == 2).sum() / (kinds > 0).sum())
     rec = {
         "device": "cpu", "dtype": str(dt).replace("torch.", ""), "batch": 1, "heads": heads,
-        "seq_len": s, "head_dim": d, "block": block, "density": density,
+        "seq_len": s, "head_dim": d, "block": block, "layout": layout_kind, "density": density,
         "partial_block_fraction": partial_blocks, "pairs": s * s,
         "ms": timing["ms"], "cpu_ms": timing["cpu_ms"], "speedup_vs_dense": timing["speedup"],
         "fraction_of_ideal": {n: x * density for n, x in timing["speedup"].items()},
@@ -223,7 +271,7 @@ def _cpu_record(q, k, v, dens, pf, backends, block, heads, reference_max_seq, re
     }
     line = "  ".join(f"{n} {rec['ms'][n]:8.1f} ms" + ("" if n == "dense" else f" x{rec['speedup_vs_dense'][n]:5.2f}")
                      for n in names)
-    log(f"cpu {rec['dtype']} S={s:6d} D={d:3d} density={density:.3f} partial={partial_blocks:.2f}: {line} "
+    log(f"cpu {layout_kind} {rec['dtype']} S={s:6d} D={d:3d} density={density:.3f} partial={partial_blocks:.2f}: {line} "
         f"(ideal x{1 / density:5.2f}; load {load_before:.1f})")
     return rec
 
@@ -296,7 +344,7 @@ def _targets(records) -> dict:
 
         ratios = []
         for r in with_flex:
-            chosen = cpu_auto_backend(r["seq_len"], r["seq_len"], r["partial_block_fraction"])
+            chosen = cpu_auto_backend(r["seq_len"], r["seq_len"])
             if chosen in r["ms"]:
                 ratios.append(r["ms"][chosen] / r["ms"]["flex"])
         if ratios:

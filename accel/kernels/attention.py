@@ -8,38 +8,50 @@ import torch
 
 from .block_layout import BlockLayout
 from .flex import flex_block_sparse_attention
-from .gather import gather_block_sparse_attention
+from .gather import HAVE_CPU_FLASH, gather_block_sparse_attention
 from .merge import merge_attention
 from .reference import reference_attention
 from .renamed import renamed_argument
 from .triton_fwd import HAVE_TRITON, INTERPRET, triton_block_sparse_attention
 
-__all__ = ["block_sparse_attention", "apply_block_affine", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS"]
+__all__ = ["block_sparse_attention", "apply_block_affine", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS",
+           "AUTO_GATHER_MIN_PAIRS", "cpu_auto_backend"]
 
 BACKENDS = ("auto", "triton", "flex", "gather", "reference")
 MAX_HEAD_DIM = 256
-# "auto" on CPU: below this many (query, key) pairs the reference backend is cheaper than compiling
-# FlexAttention (5-30 s per new shape, measured on a 2-core CPU).
+# "auto" on CPU without the gather backend (PyTorch < 2.2): below this many (query, key) pairs the
+# reference backend is cheaper than compiling FlexAttention (5-30 s per new shape, 2-core CPU).
 AUTO_FLEX_MIN_PAIRS = 4096 * 4096
+# "auto" on CPU: the gather backend from this many (query, key) pairs on, the reference below. Measured
+# in benchmarks/results/cpu_gather.json (python benchmarks/cpu_gather.py --group target|s4096|small|
+# random|tiny, 2-core machine under load 11-17, one thread, medians of alternating calls): gather was
+# the fastest exact backend in all 39 records from 512 x 512 pairs to 16,384 x 16,384 (band layouts with
+# 0-100% partial blocks, bf16 / fp32, D = 64 / 128, random per-head layouts): 1.4-4.5x less time than
+# compiled flex, 3-13x less than the reference. At 256 x 256 a layout built anew in every call (dynamic
+# methods) pays gather's plan, ~0.5 ms: 2.0 ms of CPU time against the reference's 1.5 ms.
+AUTO_GATHER_MIN_PAIRS = 512 * 512
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def cpu_auto_backend(q_len: int, kv_len: int, partial_block_fraction: float, *, dense_layout: bool = False) -> str:
-    """The backend ``"auto"`` picks on CPU (see :func:`resolve_backend`).
+def cpu_auto_backend(q_len: int, kv_len: int, *, dense_layout: bool = False) -> str:
+    """The backend ``"auto"`` picks on CPU (see :func:`resolve_backend`): ``"reference"`` for a fully
+    dense layout (plain SDPA) or below ``AUTO_GATHER_MIN_PAIRS`` query-key pairs, ``"gather"`` otherwise
+    (``"flex"`` from ``AUTO_FLEX_MIN_PAIRS`` on when this PyTorch has no CPU flash kernel for gather).
 
     Args:
         q_len: number of query tokens.
         kv_len: number of key tokens.
-        partial_block_fraction: fraction of the visited blocks that are partial, in [0, 1].
         dense_layout: the layout is fully dense and no LSE is needed (plain SDPA runs it).
     """
+    pairs = q_len * kv_len
     if dense_layout:
         return "reference"
-    return "flex" if q_len * kv_len >= AUTO_FLEX_MIN_PAIRS else "reference"
+    if HAVE_CPU_FLASH:
+        return "gather" if pairs >= AUTO_GATHER_MIN_PAIRS else "reference"
+    return "flex" if pairs >= AUTO_FLEX_MIN_PAIRS else "reference"
 
 
-def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int, *, dense_layout: bool = False,
-                    partial_block_fraction: float = 0.0) -> str:
+def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int, *, dense_layout: bool = False) -> str:
     """The concrete backend ``"auto"`` stands for on this device and size (others are returned as is).
 
     ``"auto"`` picks ``"triton"`` on CUDA (``"flex"`` if triton is missing). On CPU it follows
@@ -52,15 +64,7 @@ def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int,
         return backend
     if device.type == "cuda":
         return "triton" if HAVE_TRITON else "flex"
-    return cpu_auto_backend(q_len, kv_len, partial_block_fraction, dense_layout=dense_layout)
-
-
-def _partial_block_fraction(layout: BlockLayout) -> float:
-    """Fraction of the visited blocks that are partial (cached on the layout)."""
-    def compute():
-        total = int((layout.full_cnt + layout.part_cnt).sum())
-        return int(layout.part_cnt.sum()) / total if total else 0.0
-    return layout.cached("partial_block_fraction", compute)
+    return cpu_auto_backend(q_len, kv_len, dense_layout=dense_layout)
 
 
 def _check_inputs(q, k, v, layout) -> None:
@@ -214,11 +218,8 @@ def block_sparse_attention(
     elif not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
     need_lse = return_lse or prior is not None
-    cpu_auto = backend == "auto" and q.device.type == "cpu"
-    dense_layout = cpu_auto and not need_lse and layout.is_dense
-    partial = _partial_block_fraction(layout) if cpu_auto else 0.0
-    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout,
-                             partial_block_fraction=partial)
+    dense_layout = backend == "auto" and q.device.type == "cpu" and not need_lse and layout.is_dense
+    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout)
     if chosen == "triton":
         if q.device.type != "cuda" and not INTERPRET:
             raise ValueError(

@@ -69,7 +69,7 @@ def test_targets_use_the_auto_rule():
            "fraction_of_ideal": {"gather": 0.68}}
     t = kb._targets([rec])
     assert t["cpu_gather_fraction_of_ideal_S16k_d64_bf16_10pct_band"]["met"]
-    chosen = cpu_auto_backend(16384, 16384, 0.0)
+    chosen = cpu_auto_backend(16384, 16384)
     assert t["cpu_auto_time_over_flex"]["worst"] == pytest.approx(rec["ms"][chosen] / 500.0)
 
 
@@ -87,3 +87,31 @@ def test_cli_writes_records(tmp_path):
         assert r["speedup_vs_dense"]["dense"] == 1.0
         assert len(r["load_1min"]) == 2
         assert r["fraction_of_ideal"]["gather"] == pytest.approx(r["speedup_vs_dense"]["gather"] * r["density"])
+
+
+def test_random_layout_matches_its_definition():
+    """Every (head, query block) visits its diagonal block and round(density * NKV) blocks in all, the
+    draws differ between heads, and the blocks are full."""
+    lay = kb.random_layout(600, 64, 0.3, 3, "cpu", seed=1)
+    dense = lay.to_dense_mask()[0]  # [H, S, S]
+    nb = 10
+    blocks = dense[:, ::64, ::64]  # one token per block pair: full blocks are all-or-nothing
+    assert torch.equal(dense, blocks.repeat_interleave(64, 1).repeat_interleave(64, 2)[:, :600, :600])
+    assert (blocks.sum(-1) == 3).all() and blocks[:, torch.arange(nb), torch.arange(nb)].all()
+    assert not torch.equal(blocks[0], blocks[1])
+
+
+def test_cold_backends_rebuild_and_keep_the_warm_cache():
+    """A ``-cold`` backend rebuilds the layout's derived data in every call, on its own copy of the
+    layout: the warm backend timed in turn keeps its cached plan (the same object after the cold runs)."""
+    from accel.kernels import gather as gather_mod
+
+    lay = kb.band_layout(256, 32, 0.5, "cpu")
+    q, k, v = (torch.randn(1, 256, 2, 16) for _ in range(3))
+    fns = kb._cpu_backend_fns(q, k, v, lay, ["gather", "gather-cold"], 2)
+    fns["gather"]()
+    plan = lay.cached(("gather_plan", 1), lambda: None)
+    assert isinstance(plan, gather_mod._Plan)
+    for _ in range(2):
+        torch.testing.assert_close(fns["gather-cold"](), fns["gather"]())
+    assert lay.cached(("gather_plan", 1), lambda: None) is plan

@@ -183,21 +183,29 @@ def test_prior_and_affine_with_gather():
 
 
 def test_cpu_auto_rule():
+    """The measured rule (accel/kernels/attention.py, benchmarks/results/cpu_gather.json): gather from
+    AUTO_GATHER_MIN_PAIRS query-key pairs on, the reference below and for dense layouts."""
     cpu = torch.device("cpu")
     assert resolve_backend("auto", cpu, 100, 100, dense_layout=True) == "reference"
+    assert resolve_backend("auto", cpu, 16384, 16384, dense_layout=True) == "reference"
     assert resolve_backend("gather", torch.device("cuda"), 10, 10) == "gather"  # explicit names pass through
+    assert resolve_backend("auto", cpu, 256, 256) == "reference"
+    assert resolve_backend("auto", cpu, 512, 512) == "gather"
+    assert resolve_backend("auto", cpu, 256, 1024) == "gather"  # pairs, not lengths
     for q_len in (1024, 2304, 16384):
-        assert resolve_backend("auto", cpu, q_len, q_len) == cpu_auto_backend(q_len, q_len, 0.0)
+        assert resolve_backend("auto", cpu, q_len, q_len) == cpu_auto_backend(q_len, q_len) == "gather"
 
 
 def test_auto_equals_its_choice_on_cpu():
-    """`auto` runs exactly the backend it names: identical results, not just close ones."""
+    """`auto` runs exactly the backend it names (the reference at 256 tokens, gather at 512): identical
+    results, not just close ones."""
     g = torch.Generator().manual_seed(9)
-    bm = _band(8, 8, 1).view(1, 1, 8, 8)
-    lay = BlockLayout.from_block_mask(bm, 32, 32, 256, 256)
-    q, k, v = make_qkv(1, 256, 256, 2, 16, torch.bfloat16, g)
-    chosen = resolve_backend("auto", q.device, 256, 256)
-    assert torch.equal(block_sparse_attention(q, k, v, lay), block_sparse_attention(q, k, v, lay, backend=chosen))
+    for n in (256, 512):
+        nb = n // 32
+        lay = BlockLayout.from_block_mask(_band(nb, nb, 1).view(1, 1, nb, nb), 32, 32, n, n)
+        q, k, v = make_qkv(1, n, n, 2, 16, torch.bfloat16, g)
+        chosen = resolve_backend("auto", q.device, n, n)
+        assert torch.equal(block_sparse_attention(q, k, v, lay), block_sparse_attention(q, k, v, lay, backend=chosen))
 
 
 @pytest.mark.parametrize("per_head", [False, True])
