@@ -8,14 +8,14 @@ import torch
 
 from .block_layout import BlockLayout
 from .flex import flex_block_sparse_attention
-from .gather import HAVE_CPU_FLASH, gather_block_sparse_attention
+from .gather import HAVE_CPU_FLASH, gather_block_sparse_attention, mask_bytes
 from .merge import merge_attention
 from .reference import reference_attention
 from .renamed import renamed_argument
 from .triton_fwd import HAVE_TRITON, INTERPRET, triton_block_sparse_attention
 
 __all__ = ["block_sparse_attention", "apply_block_affine", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS",
-           "AUTO_GATHER_MIN_PAIRS", "cpu_auto_backend"]
+           "AUTO_GATHER_MIN_PAIRS", "AUTO_GATHER_MAX_MASK_BYTES", "cpu_auto_backend"]
 
 BACKENDS = ("auto", "triton", "flex", "gather", "reference")
 MAX_HEAD_DIM = 256
@@ -30,28 +30,34 @@ AUTO_FLEX_MIN_PAIRS = 4096 * 4096
 # compiled flex, 3-13x less than the reference. At 256 x 256 a layout built anew in every call (dynamic
 # methods) pays gather's plan, ~0.5 ms: 2.0 ms of CPU time against the reference's 1.5 ms.
 AUTO_GATHER_MIN_PAIRS = 512 * 512
+# ... unless the masks gather keeps for rows with partial blocks (accel.kernels.gather.mask_bytes) exceed
+# this: then "auto" takes the rule without gather (memory, not speed: all measured layouts were far below).
+AUTO_GATHER_MAX_MASK_BYTES = 128 << 20
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def cpu_auto_backend(q_len: int, kv_len: int, *, dense_layout: bool = False) -> str:
+def cpu_auto_backend(q_len: int, kv_len: int, *, dense_layout: bool = False, gather_mask_bytes: int = 0) -> str:
     """The backend ``"auto"`` picks on CPU (see :func:`resolve_backend`): ``"reference"`` for a fully
-    dense layout (plain SDPA) or below ``AUTO_GATHER_MIN_PAIRS`` query-key pairs, ``"gather"`` otherwise
-    (``"flex"`` from ``AUTO_FLEX_MIN_PAIRS`` on when this PyTorch has no CPU flash kernel for gather).
+    dense layout (plain SDPA) or below ``AUTO_GATHER_MIN_PAIRS`` query-key pairs, ``"gather"`` otherwise;
+    without gather (this PyTorch has no CPU flash kernel, or its masks would exceed
+    ``AUTO_GATHER_MAX_MASK_BYTES``) ``"flex"`` from ``AUTO_FLEX_MIN_PAIRS`` pairs on, the reference below.
 
     Args:
         q_len: number of query tokens.
         kv_len: number of key tokens.
         dense_layout: the layout is fully dense and no LSE is needed (plain SDPA runs it).
+        gather_mask_bytes: the layout's :func:`accel.kernels.gather.mask_bytes` at this batch size.
     """
     pairs = q_len * kv_len
     if dense_layout:
         return "reference"
-    if HAVE_CPU_FLASH:
+    if HAVE_CPU_FLASH and gather_mask_bytes <= AUTO_GATHER_MAX_MASK_BYTES:
         return "gather" if pairs >= AUTO_GATHER_MIN_PAIRS else "reference"
     return "flex" if pairs >= AUTO_FLEX_MIN_PAIRS else "reference"
 
 
-def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int, *, dense_layout: bool = False) -> str:
+def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int, *, dense_layout: bool = False,
+                    gather_mask_bytes: int = 0) -> str:
     """The concrete backend ``"auto"`` stands for on this device and size (others are returned as is).
 
     ``"auto"`` picks ``"triton"`` on CUDA (``"flex"`` if triton is missing). On CPU it follows
@@ -64,7 +70,7 @@ def resolve_backend(backend: str, device: torch.device, q_len: int, kv_len: int,
         return backend
     if device.type == "cuda":
         return "triton" if HAVE_TRITON else "flex"
-    return cpu_auto_backend(q_len, kv_len, dense_layout=dense_layout)
+    return cpu_auto_backend(q_len, kv_len, dense_layout=dense_layout, gather_mask_bytes=gather_mask_bytes)
 
 
 def _check_inputs(q, k, v, layout) -> None:
@@ -218,8 +224,11 @@ def block_sparse_attention(
     elif not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite float or None, got {scale!r}")
     need_lse = return_lse or prior is not None
-    dense_layout = backend == "auto" and q.device.type == "cpu" and not need_lse and layout.is_dense
-    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout)
+    cpu_auto = backend == "auto" and q.device.type == "cpu"
+    dense_layout = cpu_auto and not need_lse and layout.is_dense
+    masks = layout.cached(("gather_mask_bytes", q.shape[0]), lambda: mask_bytes(layout, q.shape[0])) if cpu_auto else 0
+    chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout,
+                             gather_mask_bytes=masks)
     if chosen == "triton":
         if q.device.type != "cuda" and not INTERPRET:
             raise ValueError(

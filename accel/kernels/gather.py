@@ -43,7 +43,10 @@ Limits: CPU tensors only (on CUDA use the Triton kernel). Numerics are those of 
 kernel (fp32 accumulation); results differ from the other backends only by rounding. The plan
 (groups, runs, gather indices, masks) is built once per layout and batch size and cached on the
 layout; for layouts built anew on every call (dynamic methods) its cost, a few vectorised passes
-over the rows plus one Python step per group, is paid each time.
+over the rows plus one Python step per group, is paid each time. Rows with partial blocks keep a
+boolean mask of all their blocks on the plan, and an additive copy in the input dtype is made per call
+when large: about ``mask_bytes(layout, batch)`` bytes plus 2-4 times that, so ``"auto"`` leaves
+layouts with many partial blocks at large sizes to FlexAttention (see :mod:`accel.kernels.attention`).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ import dataclasses
 
 import torch
 
-__all__ = ["gather_block_sparse_attention", "HAVE_CPU_FLASH"]
+__all__ = ["gather_block_sparse_attention", "mask_bytes", "HAVE_CPU_FLASH"]
 
 _OP = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 HAVE_CPU_FLASH = _OP is not None
@@ -377,6 +380,15 @@ def _assemble(pieces: list, assembly: list, empty: torch.Tensor) -> torch.Tensor
     if len(views) == 1:
         return views[0] if assembly[0][0] is not None else views[0].contiguous()
     return torch.cat(views)
+
+
+def mask_bytes(layout, batch: int) -> int:
+    """Bytes of the boolean masks the plan keeps for ``layout`` at batch size ``batch``: one byte per
+    (query, key) pair of every block of the query blocks that have a partial block (an upper bound: masks
+    constant along the queries, such as key padding alone, are kept as one row). Cheap: counts only."""
+    f_cnt, p_cnt = (t.expand(batch, *t.shape[1:]).long() for t in (layout.full_cnt, layout.part_cnt))
+    blocks = torch.where(p_cnt > 0, f_cnt + p_cnt, 0).sum()
+    return int(blocks) * layout.q_block * layout.kv_block
 
 
 def _sequences(x: torch.Tensor, length: int, per_head: bool) -> torch.Tensor:

@@ -276,3 +276,32 @@ def test_analytic_partial_kinds_and_key_padding():
     for lay, bsz in cases:
         q, k, v = make_qkv(bsz, lay.q_len, lay.kv_len, 2, 16, torch.float32, g)
         _run(q, k, v, lay, lay.to_dense_mask())
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_mask_bytes_counts_the_plans_masks(batch):
+    """mask_bytes (what auto's memory guard reads) equals the bytes of the masks the plan keeps, for 2-D
+    tiles (masks not constant along the queries) on a layout without ragged blocks."""
+    from accel.eval.kernel_bench import band_layout
+
+    lay = band_layout(512, 32, 0.4, "cpu", partial_fraction=0.3)
+    plan = gather_mod._plan(lay, batch)
+    kept = sum(e.mask.numel() for e in plan.entries if isinstance(e, gather_mod._Gathered) and e.mask is not None)
+    assert kept == gather_mod.mask_bytes(lay, batch) > 0
+    assert gather_mod.mask_bytes(band_layout(512, 32, 0.4, "cpu"), batch) == 0
+
+
+def test_auto_leaves_large_masks_to_the_rule_without_gather(monkeypatch):
+    import accel.kernels.attention as att
+
+    assert cpu_auto_backend(8192, 8192, gather_mask_bytes=att.AUTO_GATHER_MAX_MASK_BYTES + 1) == "flex"
+    assert cpu_auto_backend(1024, 1024, gather_mask_bytes=att.AUTO_GATHER_MAX_MASK_BYTES + 1) == "reference"
+    assert cpu_auto_backend(1024, 1024, gather_mask_bytes=att.AUTO_GATHER_MAX_MASK_BYTES) == "gather"
+    from accel.eval.kernel_bench import band_layout
+
+    monkeypatch.setattr(att, "AUTO_GATHER_MAX_MASK_BYTES", 0)
+    g = torch.Generator().manual_seed(13)
+    q, k, v = make_qkv(1, 512, 512, 2, 16, torch.float32, g)
+    for pf, expected in ((0.5, "reference"), (0.0, "gather")):  # partial blocks: masks > 0 bytes
+        lay = band_layout(512, 32, 0.3, "cpu", partial_fraction=pf)
+        assert torch.equal(block_sparse_attention(q, k, v, lay), block_sparse_attention(q, k, v, lay, backend=expected))
