@@ -24,11 +24,11 @@ MAX_HEAD_DIM = 256
 AUTO_FLEX_MIN_PAIRS = 4096 * 4096
 # "auto" on CPU: the gather backend from this many (query, key) pairs on, the reference below. Measured
 # in benchmarks/results/cpu_gather.json (python benchmarks/cpu_gather.py --group target|s4096|small|
-# random|tiny, 2-core machine under load 11-17, one thread, medians of alternating calls): gather was
-# the fastest exact backend in all 39 records from 512 x 512 pairs to 16,384 x 16,384 (band layouts with
-# 0-100% partial blocks, bf16 / fp32, D = 64 / 128, random per-head layouts): 1.4-4.5x less time than
-# compiled flex, 3-13x less than the reference. At 256 x 256 a layout built anew in every call (dynamic
-# methods) pays gather's plan, ~0.5 ms: 2.0 ms of CPU time against the reference's 1.5 ms.
+# random|tiny; 2-core machine under load 12-25, one thread, process CPU time, medians of calls made in
+# turn): gather was the fastest exact backend in all 35 records from 512 x 512 to 16,384 x 16,384 pairs
+# (bands with 0-100% partial blocks, random per-head layouts, bf16 / fp32, D = 64 / 128), taking
+# 0.29-0.74 of compiled flex's CPU time and 0.04-0.51 of the reference's. At 256 x 256 a layout built
+# anew in every call (dynamic methods) pays gather's plan: 2.1-3.3 ms against the reference's 1.9-2.0.
 AUTO_GATHER_MIN_PAIRS = 512 * 512
 # ... unless the masks gather keeps for rows with partial blocks (accel.kernels.gather.mask_bytes) exceed
 # this: then "auto" takes the rule without gather (memory, not speed: all measured layouts were far below).
