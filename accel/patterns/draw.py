@@ -39,7 +39,7 @@ def main(argv=None, *, pattern: str | None = None) -> int:
     from .blocks import build_grid_layout
     from .clear_local import ClearLocalRule
     from .neighborhood import NeighborhoodRule
-    from .radial import RadialRule
+    from .radial import RadialRule, build_radial_layout
     from .tiling import grid_coords, tile_order
 
     prog = "python -m accel.patterns." + (pattern or "draw")
@@ -55,7 +55,9 @@ def main(argv=None, *, pattern: str | None = None) -> int:
     p.add_argument("--radius-t", type=float, default=None)
     p.add_argument("--decay", type=float, default=0.5)
     p.add_argument("--sink", action="store_true")
-    p.add_argument("--granularity", choices=["token", "block"], default=None)
+    p.add_argument("--granularity", choices=["token", "block", "cover"], default=None,
+                   help="token (exact rule), block (radial only: the release's block selection; the default "
+                        "there) or cover (every block holding an allowed pair)")
     p.add_argument("--block", type=int, default=16, help="block size of the drawn layout (default 16)")
     p.add_argument("--tile", type=int, nargs=3, default=None, help="draw the layout in this tile order")
     p.add_argument("--query", type=int, default=None, help="draw the neighbourhood of this row-major query")
@@ -88,7 +90,11 @@ def main(argv=None, *, pattern: str | None = None) -> int:
     coords = grid_coords(grid)
     if a.tile is not None:
         coords = coords[tile_order(rule.rule_coords(coords), tuple(a.tile))]
-    layout = build_grid_layout(rule, coords, a.block, a.block, granularity=granularity)
+    if a.pattern == "radial" and a.tile is None:
+        layout = build_radial_layout(rule, granularity=granularity)
+    else:
+        layout = build_grid_layout(rule, coords, a.block, a.block,
+                                   granularity="block" if granularity in ("block", "cover") else "token")
     order = f"tiles of {tuple(a.tile)}" if a.tile else "row-major"
     print(f"block map ({order}, blocks of {a.block}; # full, + partial, . skipped), density {layout.density():.3f}:")
     print(layout.draw())

@@ -1,4 +1,5 @@
-"""accel.Radial: exact against the reference Radial rule (block-rounded), flex, through accel.apply."""
+"""accel.Radial: exact against the reference Radial rule and the release's block selection (ports in
+tests/patterns), flex, through accel.apply."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from accel.grid import TokenLayout
 from accel.methods.radial import Radial
 
+from ..patterns import radial_release as release
 from ..patterns import reference as ref
 from .method_checks import apply_to_tiny_pipeline, check_method, text_layouts
 
@@ -25,8 +27,15 @@ def video_grids(draw):
 
 
 def reference_video_mask(grid, decay, sink, granularity, block=16):
+    """The executed video mask as lists, or None when the release's selection leaves a query block empty."""
+    if granularity == "block":
+        blocks = release.block_mask(grid, decay, block, sink)
+        if not bool(blocks.any(1).all()):
+            return None
+        n = grid[0] * grid[1] * grid[2]
+        return blocks.repeat_interleave(block, 0).repeat_interleave(block, 1)[:n, :n].tolist()
     mask = ref.radial_mask(grid, decay, block, sink)
-    return ref.round_up_to_blocks(mask, block) if granularity == "block" else mask
+    return ref.round_up_to_blocks(mask, block) if granularity == "cover" else mask
 
 
 @settings(max_examples=40)
@@ -35,12 +44,16 @@ def test_equals_masked_dense(data):
     grid = data.draw(video_grids())
     decay = data.draw(st.sampled_from([0.01, 0.05, 0.2, 0.5, 1.0, 3.0]))
     sink = data.draw(st.booleans())
-    granularity = data.draw(st.sampled_from(["block", "token"]))
+    granularity = data.draw(st.sampled_from(["block", "cover", "token"]))
     batch = data.draw(st.integers(1, 2))
     layout = data.draw(text_layouts(grid, batch))
     method = Radial(decay=decay, block_size=16, sink=sink, granularity=granularity, backend="reference")
-    check_method(method, layout, reference_video_mask(grid, decay, sink, granularity), batch=batch,
-                 seed=data.draw(st.integers(0, 100)))
+    expected = reference_video_mask(grid, decay, sink, granularity)
+    if expected is None:
+        with pytest.raises(ValueError, match="keeps no key block"):
+            check_method(method, layout, [], batch=batch)
+        return
+    check_method(method, layout, expected, batch=batch, seed=data.draw(st.integers(0, 100)))
 
 
 def test_triton_interpreted():
@@ -56,6 +69,18 @@ def test_flex_compiled():
     layout = TokenLayout(grid, 16, "first")
     method = Radial(decay=0.1, block_size=16, backend="flex")
     check_method(method, layout, reference_video_mask(grid, 0.1, False, "block"), atol=2e-4)
+
+
+def test_release_selection_at_a_real_frame_size():
+    # 192 tokens per frame at block 128: frames start off the block grid; decay 1.3 gives windows that are
+    # not multiples of the block, where the release's density test differs from "any pair" rounding
+    grid = (5, 12, 16)
+    layout = TokenLayout(grid, 8, "last", torch.tensor([[True] * 5 + [False] * 3]))
+    expected = reference_video_mask(grid, 1.3, True, "block", block=128)
+    check_method(Radial(decay=1.3, sink=True, backend="reference"), layout, expected)
+    cover = reference_video_mask(grid, 1.3, True, "cover", block=128)
+    assert cover != expected
+    check_method(Radial(decay=1.3, sink=True, granularity="cover", backend="reference"), layout, cover)
 
 
 def test_single_image_is_dense():
@@ -81,7 +106,10 @@ def test_construction_errors(kwargs, message):
 
 def test_presets_and_describe():
     hy = Radial.preset("hunyuan_video")
-    assert hy.method.decay == 1.0 and not hy.method.sink and hy.schedule.dense_steps == 12
+    assert hy.method.decay == 0.95 and not hy.method.sink and hy.schedule.dense_steps == 12
+    assert hy.schedule.dense_layers == 0 and hy.method.granularity == "block"
+    wan22 = Radial.preset("wan2.2")
+    assert (wan22.method.decay, wan22.method.block_size, wan22.schedule.dense_steps) == (0.8, 64, 11)
     wan = Radial.preset("wan")
     assert wan.method.decay == 0.2 and wan.method.sink and wan.schedule.dense_layers == 1
     with pytest.raises(ValueError, match=r"on FLUX images \(T = 1\) it is dense attention"):

@@ -59,19 +59,21 @@ def clear_mask(grid, radius, radius_t, order=None):
 
 
 def radial_allowed(i, k, j, m, s, decay, block, sink):
-    """Query (frame i, spatial index k) vs key (frame j, spatial index m), frames of s tokens."""
+    """Query (frame i, spatial index k) vs key (frame j, spatial index m), frames of s tokens.
+
+    The rule of mit-han-lab/radial-attention (``get_window_width`` AND ``get_diagonal_split_mask``):
+    the window never narrower than ``block``; the thinning on the undecayed width against a fixed 128.
+    """
     if sink and j == 0:
         return True
     d = abs(i - j)
+    p = 2 ** s.bit_length()  # smallest power of two > s
+    undecayed = Fraction(p, 2 ** d.bit_length())
+    if undecayed < 128 and d % int(128 / undecayed) != 0:
+        return False
     if d <= 1:
         return True
-    band = d.bit_length() - 1  # floor(log2 d)
-    p = 1 << s.bit_length()  # smallest power of two > s
-    h = Fraction(decay) * p / (2 ** (band + 1))
-    if h >= block:
-        return abs(k - m) <= h
-    mm = int(Fraction(block) / h)
-    return d % mm == 0 and abs(k - m) <= block
+    return abs(k - m) <= max(undecayed * Fraction(decay), block)
 
 
 def radial_mask(grid, decay, block, sink, order=None):

@@ -85,23 +85,27 @@ def test_clear_ellipsoid_time_axis():
 
 
 def test_radial_half_widths_by_hand():
-    # s = 16 tokens per frame: P = 32; decay 1, block 2 (not a legal kernel block, fine for the rule):
-    # d = 2, 3 -> h = 32 / 4 = 8 ; d = 4..7 -> 4 ; d = 8..15 -> 2 ; d = 16.. -> 1 < block 2: m = 2
-    hw = radial_half_widths(20, 16, 1.0, 2)
-    assert hw[:2] == [15, 15]
-    assert hw[2:4] == [8, 8] and hw[4:8] == [4] * 4 and hw[8:16] == [2] * 8
-    assert hw[16:20] == [2, -1, 2, -1]  # d % 2 == 0 kept with a one-block window
+    # s = 128 tokens per frame: P = 256. Thinning (undecayed L = 256 / 2**bit_length(d), fixed 128):
+    # d = 0, 1: L = 256, 128 -> kept; d = 2, 3: L = 64 -> every 2nd; d = 4..7: L = 32 -> every 4th;
+    # d = 8..15: L = 16 -> every 8th; d = 16..19: L = 8 -> every 16th.
+    # Window (decay 1, floor 16): d = 2: 256 / 4 = 64; d = 4: 32; d = 8: 16; d = 16: max(8, 16) = 16.
+    hw = radial_half_widths(20, 128, 1.0, 16)
+    assert hw == [127, 127, 64, -1, 32, -1, -1, -1, 16] + [-1] * 7 + [16, -1, -1, -1]
+    # decay scales the window only, never which distances are kept
+    hw = radial_half_widths(20, 128, 0.5, 16)
+    assert hw == [127, 127, 32, -1, 16, -1, -1, -1, 16] + [-1] * 7 + [16, -1, -1, -1]
 
 
-def test_radial_sink_and_dense_neighbours():
+def test_radial_sink_and_small_frames():
     rule = RadialRule((6, 4, 4), decay=0.01, block_size=16, sink=True)
     coords = torch.tensor([[t, y, x] for t in range(6) for y in range(4) for x in range(4)])
     mask = rule.token_mask(coords).reshape(6, 16, 6, 16)
     frames = mask.any(3).any(1)
-    # decay 0.01: h(d >= 2) = 0.01 * 32 / 4 = 0.08 -> m = floor(16 / 0.08) = 200: only d <= 1 and the sink
+    # 16 tokens per frame: P = 32 < 128, so even d = 1 is thinned (L = 16 -> every 8th distance): only
+    # d = 0 and the sink remain
     expected = torch.zeros(6, 6, dtype=torch.bool)
     for i in range(6):
         for j in range(6):
-            expected[i, j] = abs(i - j) <= 1 or j == 0
+            expected[i, j] = i == j or j == 0
     assert torch.equal(frames, expected)
     assert bool(mask[:, :, 0, :].all())
