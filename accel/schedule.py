@@ -1,4 +1,4 @@
-"""`Schedule`: where a sparse method is replaced by dense attention (first steps, first layers, last steps).
+"""`Schedule`: where a sparse method is replaced by dense attention (first/last steps, first/last layers).
 
 Sparse attention methods lose the most fidelity early in denoising (the global layout of the picture
 is decided then) and in the first layers; the usual recipe keeps those dense. A schedule says which
@@ -50,6 +50,9 @@ class Schedule:
             dense_layers``) run dense at every step. Default 0.
         dense_last_steps: the last ``dense_last_steps`` steps (step index ``>= num_steps -
             dense_last_steps``) run dense in every layer. Default 0.
+        dense_last_layers: the last ``dense_last_layers`` layers (global self-attention layer index
+            ``>= num_layers - dense_last_layers``) run dense at every step. Default 0. (The Rectified
+            SpaAttn release keeps FLUX's last 20 layers dense.)
 
     A fraction of steps, and any ``dense_last_steps``, need the number of inference steps of the
     pipeline call; :func:`accel.apply` reads it from the pipeline (when it is given one) or from
@@ -59,16 +62,18 @@ class Schedule:
     dense_steps: int | float = 0
     dense_layers: int | float = 0
     dense_last_steps: int | float = 0
+    dense_last_layers: int | float = 0
 
     def __post_init__(self) -> None:
         _check_amount("dense_steps", self.dense_steps)
         _check_amount("dense_layers", self.dense_layers)
         _check_amount("dense_last_steps", self.dense_last_steps)
+        _check_amount("dense_last_layers", self.dense_last_layers)
 
     @property
     def is_trivial(self) -> bool:
         """True when the schedule never asks for dense attention (all amounts are zero)."""
-        return not (self.dense_steps or self.dense_layers or self.dense_last_steps)
+        return not (self.dense_steps or self.dense_layers or self.dense_last_steps or self.dense_last_layers)
 
     @property
     def needs_num_steps(self) -> bool:
@@ -108,12 +113,14 @@ class Schedule:
         return step >= num_steps - _resolve(self.dense_last_steps, num_steps)
 
     def dense_layer(self, layer: int, num_layers: int) -> bool:
-        """Whether layer ``layer`` (global self-attention index, of ``num_layers``) always runs dense."""
+        """Whether layer ``layer`` (global self-attention index, of ``num_layers``) always runs dense
+        (one of the first ``dense_layers`` or the last ``dense_last_layers``)."""
         if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
             raise ValueError(f"layer must be an int >= 0, got {layer!r}")
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
-        return layer < _resolve(self.dense_layers, num_layers)
+        return layer < _resolve(self.dense_layers, num_layers) or layer >= num_layers - _resolve(
+            self.dense_last_layers, num_layers)
 
     def is_dense(self, step: int, layer: int, num_steps: int | None, num_layers: int) -> bool:
         """Whether (``step``, ``layer``) runs dense attention: :meth:`dense_layer` or :meth:`dense_step`."""
@@ -123,4 +130,5 @@ class Schedule:
         """The global indices in ``range(num_layers)`` that run dense at ``step`` (see :meth:`is_dense`)."""
         if self.dense_step(step, num_steps):
             return frozenset(range(num_layers))
-        return frozenset(range(_resolve(self.dense_layers, num_layers)))
+        first, last = _resolve(self.dense_layers, num_layers), _resolve(self.dense_last_layers, num_layers)
+        return frozenset(range(first)) | frozenset(range(num_layers - last, num_layers))

@@ -19,6 +19,16 @@ def test_counts():
     assert s.dense_layer_set(4, 5, 3) == frozenset({0, 1, 2})
 
 
+def test_last_layers():
+    # the Rectified SpaAttn release's FLUX warm-up: attention layers 37-56 of 57 dense
+    s = Schedule(dense_last_layers=20)
+    assert not s.is_trivial and not s.depends_on_step
+    assert [j for j in range(57) if s.dense_layer(j, 57)] == list(range(37, 57))
+    assert s.dense_layer_set(0, None, 57) == frozenset(range(37, 57))
+    both = Schedule(dense_layers=2, dense_last_layers=0.5)
+    assert both.dense_layer_set(3, None, 6) == frozenset({0, 1, 3, 4, 5})
+
+
 def test_fractions_round_half_up_and_int_one_vs_float_one():
     s = Schedule(dense_steps=0.25, dense_layers=0.5)
     assert [s.dense_step(i, 50) for i in (12, 13)] == [True, False]  # 0.25 * 50 = 12.5 -> 13 steps

@@ -94,11 +94,16 @@ class _Rows:
         if isinstance(method, Dense):
             return
         if isinstance(method, Rectified):
-            self.plan = method.plan(q, k, v, self.layout, scale=scale)
+            qc, kc, vc, curve = method.on_curve(q, k, v, self.layout)  # blocks along the method's token order
+            self.plan = method.plan(qc, kc, vc, curve, scale=scale)
             self.rectification = method.rectification(self.plan)  # (R [1, H, NB], C [1, H, NB, D]) or None
             n = self.layout.num_video_tokens
             bs = method.block_size
             self.density = BlockLayout.from_block_mask(self.plan.selected, bs, bs, n, n).density()
+            if curve.permutation is not None:  # perm[position] = row-major index; inv: the reverse
+                self.perm = curve.permutation.cpu()
+                self.inv = torch.empty_like(self.perm)
+                self.inv[self.perm] = torch.arange(len(self.perm))
             return
         if isinstance(method, Agent):
             self.agents = method.agent_tokens(q, self.layout)  # [1, n, H, D]
@@ -127,6 +132,10 @@ class _Rows:
             out.append(torch.cat(parts))
         return torch.stack(out)
 
+    def _positions(self, rows: torch.Tensor) -> torch.Tensor:
+        """Sequence positions of row-major token indices in the order Rectified's blocks are cut in."""
+        return rows if self.perm is None else self.inv[rows]
+
     def mask(self, h: int, rows: torch.Tensor) -> torch.Tensor | None:
         if isinstance(self.method, Agent):
             return None
@@ -135,8 +144,13 @@ class _Rows:
             return torch.ones(len(rows), n, dtype=torch.bool)
         if self.plan is not None:
             bs = self.method.block_size
-            sel = self.plan.selected[0, h][rows // bs]  # [R, NB]
-            return sel.repeat_interleave(bs, dim=1)[:, :n]
+            sel = self.plan.selected[0, h][self._positions(rows) // bs]  # [R, NB]
+            on_curve = sel.repeat_interleave(bs, dim=1)[:, :n]
+            if self.perm is None:
+                return on_curve
+            out = torch.empty_like(on_curve)
+            out[:, self.perm] = on_curve
+            return out
         if self.perm is None:
             return layout_row_mask(self.block_layout, rows)
         tiled = layout_row_mask(self.block_layout, self.inv[rows])  # [R, positions]
@@ -155,7 +169,7 @@ class _Rows:
         o = _softmax_rows(scores, self.mask(h, rows)) @ v
         if self.rectification is not None:
             ratio, comp = self.rectification
-            qb = rows // self.method.block_size
+            qb = self._positions(rows) // self.method.block_size
             o = ratio[0, h, qb, None] * o + comp[0, h, qb]
         return o
 

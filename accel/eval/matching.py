@@ -18,9 +18,11 @@ Parameter searched per method (the others keep their defaults):
   per-axis fractions (every combination scored: relative density error + half the fractions' spread).
 * ``clear_local_block`` / ``clear_local_tile``: as ``clear_local`` with ``granularity="block"`` (the
   disc rounded up to whole tiles) / ``"tile"`` (the disc between tile centres).
-* ``rectified``: ``tau = 0`` (pure top-k), ``drop`` such that ``keep_floor(drop, NB) / NB`` (the
-  top-k share; the own block is added when not selected, so the executed density can exceed it by
-  at most ``1 / NB``) is the closest to the target. Data-independent because ``tau = 0``.
+* ``rectified``: ``tau = 0`` (pure top-k) and no curve neighbours (``keep_neighbors=False``: they add a
+  grid-dependent share), ``drop`` such that ``top_k_blocks(drop, NB) / NB`` (the top-k share) is the
+  closest to the target; the release's other rules stay (Hilbert order; with text, the text column can
+  take one of the top-k places, so the executed video density can be ``1 / NB`` lower).
+  Data-independent because ``tau = 0``.
 * ``agent``: ``agents = round(d * N / 2)``: agent attention computes ``n x N`` (aggregation) plus
   ``N x n`` (broadcast) pairs, ``2 n / N`` of the ``N x N`` of dense attention.
 * ``dense``: always density 1.
@@ -47,7 +49,7 @@ from accel.methods.clear_local import ClearLocal
 from accel.methods.dense import Dense
 from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
-from accel.methods.rectified import Rectified, keep_floor
+from accel.methods.rectified import Rectified, top_k_blocks
 from accel.patterns.tiled import PaddedTiles, TiledNeighborhoodRule, ball_tile
 
 __all__ = ["METHOD_NAMES", "TILE_VARIANTS", "Matched", "method_at_density", "static_video_density", "check_method_names",
@@ -238,10 +240,9 @@ def method_at_density(name: str, target: float, grid: tuple[int, int, int], *, b
     if name == "rectified":
         nb = math.ceil(n / bs)
         keep = max(1, min(nb, round(target * nb)))
-        drop = 1.0 - keep / nb
-        drop = min(max(drop, 0.0), 1.0 - 1e-9)
-        m = Rectified(drop=drop, tau=0.0, block_size=bs, backend=backend)
-        return Matched(name, m, target, keep_floor(drop, nb) / nb, {"drop": drop, "tau": 0.0})
+        drop = min(max(1.0 - (keep + 0.5) / nb, 0.0), 1.0 - 1e-9)  # int((1 - drop) * nb) == keep
+        m = Rectified(drop=drop, tau=0.0, keep_neighbors=False, block_size=bs, backend=backend)
+        return Matched(name, m, target, top_k_blocks(drop, nb) / nb, {"drop": drop, "tau": 0.0})
     # agent
     agents = max(1, round(target * n / 2))
     a = agent_grid(agents, grid)

@@ -16,7 +16,7 @@ _METHODS = [
     accel.Neighborhood(window=(2, 3, 5), block_size=16, backend="reference"),
     accel.Neighborhood(window=(2, 3, 5), block_size=16, tiling=False, backend="reference"),
     accel.Rectified(drop=0.6, tau=0.2, block_size=16, backend="reference"),
-    accel.Rectified(drop=0.6, block_size=16, reorder=True, backend="reference"),
+    accel.Rectified(drop=0.6, block_size=16, order="morton", count_text=False, backend="reference"),
     accel.Agent(agents=6, block_size=16, backend="reference"),
 ]
 _LAYOUTS = [

@@ -1,5 +1,6 @@
-"""accel.Rectified: against an independent fp64 brute force (token-level selection mask from the pooled
-scores, rectified output computed densely), exact special cases, backends, and through accel.apply."""
+"""accel.Rectified: our named options against an independent fp64 brute force (token-level selection mask
+from the pooled scores, rectified output computed densely), exact special cases, backends, and through
+accel.apply. The defaults (the release's) are checked in test_rectified_release.py."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from hypothesis import strategies as st
 import accel
 from accel.grid import TokenLayout
 from accel.methods.base import AttentionMethod
-from accel.methods.rectified import Rectified, keep_floor, morton_order
+from accel.methods.rectified import Rectified, morton_order, top_k_blocks
 
 from .helpers import tiny_latent_runner
 from .method_checks import text_layouts
+from .rectified_release import release_attention
 
 BLOCK = 16
 MARGIN = 1e-5  # brute-force decisions this close to a threshold are ambiguous in float32: skipped
+# our options, which the brute force below implements: blocks in the caller's order, no neighbours, the
+# text keys outside the top-k count, the own block always, a ragged block pooled over its real tokens
+OURS = dict(order="sequence", keep_neighbors=False, count_text=False, keep_own_block=True, pooling="exact")
 
 
 @st.composite
@@ -42,7 +47,7 @@ def brute_force(q, k, v, layout, *, drop, tau, gapr, rectify, block=BLOCK, check
     t0 = layout.text_start
     blocks = [list(range(v0 + a, v0 + min(a + block, n))) for a in range(0, n, block)]
     nb = len(blocks)
-    top_k = max(1, min(nb, math.ceil(round((1 - drop) * nb, 9))))
+    top_k = int((1 - drop) * nb)
     text_valid = [[True] * layout.text_len for _ in range(bsz)]
     if layout.text_mask is not None:
         text_valid = [layout.text_mask[b % layout.text_mask.shape[0]].tolist() for b in range(bsz)]
@@ -119,7 +124,7 @@ def test_equals_brute_force(data):
     gapr, rectify = data.draw(st.booleans()), data.draw(st.booleans())
     q, k, v = qkv((batch, layout.seq_len, 2, 8), data.draw(st.integers(0, 1000)))
     want = brute_force(q, k, v, layout, drop=drop, tau=tau, gapr=gapr, rectify=rectify)
-    method = Rectified(drop=drop, tau=tau, gapr=gapr, rectify=rectify, block_size=BLOCK, backend="reference")
+    method = Rectified(drop=drop, tau=tau, gapr=gapr, rectify=rectify, block_size=BLOCK, backend="reference", **OURS)
     torch.testing.assert_close(method(q, k, v, layout), want, atol=2e-5, rtol=1e-4)
 
 
@@ -127,7 +132,7 @@ def test_plain_dynamic_sparse_equals_masked_dense():
     """gapr=False, rectify=False: exactly dense attention masked by the selected blocks (+ text)."""
     layout = TokenLayout((3, 4, 8), 16, "first")
     q, k, v = qkv((2, layout.seq_len, 2, 16), 1)
-    method = Rectified(drop=0.75, tau=0.2, gapr=False, rectify=False, block_size=BLOCK, backend="reference")
+    method = Rectified(drop=0.75, tau=0.2, gapr=False, rectify=False, block_size=BLOCK, backend="reference", **OURS)
     plan = method.plan(q, k, v, layout)
     assert not plan.compensated.any() and not plan.selected.all()
     tok = plan.selected.repeat_interleave(BLOCK, 2).repeat_interleave(BLOCK, 3)  # 96 video tokens = 6 blocks
@@ -144,7 +149,7 @@ def test_every_block_selected_is_dense(gapr, text):
         (2, 3, 7), 5, text, torch.tensor([[True, False, True, True, False]]))
     q, k, v = qkv((2, layout.seq_len, 2, 16), 2)
     dense = accel.Dense(block_size=BLOCK, backend="reference")(q, k, v, layout)
-    for kwargs in (dict(drop=0.0), dict(drop=0.9, tau=1.0)):
+    for kwargs in (dict(drop=0.0, **OURS), dict(drop=0.9, tau=1.0), dict(drop=0.9, tau=1.0, **OURS)):
         out = Rectified(**kwargs, gapr=gapr, block_size=BLOCK, backend="reference")(q, k, v, layout)
         torch.testing.assert_close(out, dense, atol=2e-5, rtol=1e-4)
 
@@ -160,7 +165,7 @@ def test_block_constant_qk_is_dense_for_any_selection(text):
     for x in (q, k):
         per_block = torch.randn(1, 3, 2, 16, generator=g)
         x[:, layout.video_slice] = per_block.repeat_interleave(BLOCK, 1)[:, :n]
-    method = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, backend="reference")
+    method = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, backend="reference", **OURS)
     plan = method.plan(q, k, v, layout)
     assert not plan.selected.all() and plan.compensated.any()
     dense = accel.Dense(block_size=BLOCK, backend="reference")(q, k, v, layout)
@@ -173,8 +178,8 @@ def test_gapr_rejecting_every_block_is_plain_block_sparse():
     q, k, v = qkv((2, layout.seq_len, 2, 16), 5)
     half = q[:, 0:64:2].clone()
     q[:, 0:64:2], q[:, 1:64:2] = half, -half  # every block of 16 tokens has mean exactly 0
-    rect = Rectified(drop=0.75, tau=0.0, gapr=True, rectify=True, block_size=BLOCK, backend="reference")
-    plain = Rectified(drop=0.75, tau=0.0, gapr=False, rectify=False, block_size=BLOCK, backend="reference")
+    rect = Rectified(drop=0.75, tau=0.0, gapr=True, rectify=True, block_size=BLOCK, backend="reference", **OURS)
+    plain = Rectified(drop=0.75, tau=0.0, gapr=False, rectify=False, block_size=BLOCK, backend="reference", **OURS)
     plan = rect.plan(q, k, v, layout)
     assert not plan.compensated.any() and not plan.selected.all()
     torch.testing.assert_close(rect(q, k, v, layout), plain(q, k, v, layout), atol=0, rtol=0)
@@ -186,20 +191,20 @@ def test_gapr_rejecting_every_block_is_plain_block_sparse():
 def test_plan_invariants(grid, seed, drop, tau):
     layout = TokenLayout(grid, 5, "first", torch.tensor([[True, True, False, True, True]]))
     q, k, v = qkv((2, layout.seq_len, 3, 8), seed)
-    plan = Rectified(drop=drop, tau=tau, block_size=BLOCK).plan(q, k, v, layout)
+    plan = Rectified(drop=drop, tau=tau, block_size=BLOCK, **OURS).plan(q, k, v, layout)
     nb = plan.p_hat.shape[-1]
     torch.testing.assert_close(plan.p_hat.sum(-1) + plan.p_text, torch.ones_like(plan.p_text))
     r = 1 - (plan.p_hat * plan.compensated).sum(-1)
     assert (r >= -1e-6).all() and (r <= 1 + 1e-6).all()
     assert plan.selected.diagonal(dim1=-2, dim2=-1).all()
-    assert (plan.selected.sum(-1) >= keep_floor(drop, nb)).all()
+    assert (plan.selected.sum(-1) >= top_k_blocks(drop, nb)).all()
     assert not (plan.selected & plan.compensated).any()
     assert (plan.p_text > 0).all()
 
 
 @pytest.mark.parametrize("text", [None, "first", "last"])
-def test_reorder_round_trips(text):
-    """reorder=True == the brute force on the Morton-gathered tokens, scattered back to the caller's order."""
+def test_morton_order_round_trips(text):
+    """order="morton" == the brute force on the Morton-gathered tokens, scattered back to the caller's order."""
     grid = (2, 4, 6)
     layout = TokenLayout(grid) if text is None else TokenLayout(grid, 5, text, torch.tensor([[True] * 4 + [False]]))
     q, k, v = qkv((2, layout.seq_len, 2, 8), 8)
@@ -213,9 +218,9 @@ def test_reorder_round_trips(text):
     want_gathered = brute_force(q[:, gather], k[:, gather], v[:, gather], layout, **kwargs, check_margins=False)
     want = torch.empty_like(want_gathered)
     want[:, gather] = want_gathered
-    out = Rectified(**kwargs, reorder=True, block_size=BLOCK, backend="reference")(q, k, v, layout)
+    out = Rectified(**kwargs, block_size=BLOCK, backend="reference", **{**OURS, "order": "morton"})(q, k, v, layout)
     torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
-    plain = Rectified(**kwargs, block_size=BLOCK, backend="reference")(q, k, v, layout)
+    plain = Rectified(**kwargs, block_size=BLOCK, backend="reference", **OURS)(q, k, v, layout)
     assert (plain - out).abs().max() > 1e-4  # a different blocking
 
 
@@ -231,14 +236,6 @@ def test_morton_order_is_a_permutation_with_compact_blocks():
     assert sorted(odd.tolist()) == list(range(105))
 
 
-def test_keep_floor():
-    assert keep_floor(0.7, 10) == 3
-    assert keep_floor(0.9, 10) == 1
-    assert keep_floor(0.75, 8) == 2
-    assert keep_floor(0.8, 3) == 1
-    assert keep_floor(0.0, 7) == 7
-
-
 @pytest.mark.parametrize("gapr", [False, True])
 def test_triton_interpreted_equals_reference(gapr):
     """The kernel's fused epilogue against the reference backend on a case whose correction is far from the
@@ -246,7 +243,7 @@ def test_triton_interpreted_equals_reference(gapr):
     the test fails when the kernel skips the epilogue, the rescale or the compensation."""
     layout = TokenLayout((2, 8, 8), 16, "last", torch.tensor([[True] * 10 + [False] * 6]))
     q, k, v = qkv((1, layout.seq_len, 2, 16), 6)
-    kwargs = dict(drop=0.75, tau=0.1, block_size=BLOCK, gapr=gapr)
+    kwargs = dict(drop=0.75, tau=0.1, block_size=BLOCK, gapr=gapr, **OURS)  # the options brute_force implements
     ref = Rectified(**kwargs, backend="reference")
     vs = layout.video_slice
     plan = ref.plan(q, k, v, layout)
@@ -264,8 +261,7 @@ def test_half_precision_runs():
     layout = TokenLayout((2, 4, 4), 4, "first")
     q, k, v = (t.to(torch.bfloat16) for t in qkv((1, layout.seq_len, 2, 16), 7))
     out = Rectified(block_size=BLOCK, backend="reference")(q, k, v, layout)
-    want = brute_force(q.float(), k.float(), v.float(), layout, drop=0.8, tau=0.3, gapr=True, rectify=True,
-                       check_margins=False)
+    want = release_attention(q.float(), k.float(), v.float(), layout, drop=0.8, tau=0.3, block=BLOCK)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), want, atol=3e-2, rtol=3e-2)
 
@@ -280,7 +276,10 @@ def test_half_precision_runs():
         (dict(tau=float("nan")), "tau must be a number"),
         (dict(gapr=1), "gapr must be a bool, got 1"),
         (dict(rectify="yes"), "rectify must be a bool"),
-        (dict(reorder=None), "reorder must be a bool, got None"),
+        (dict(order="zigzag"), r"order must be one of \('hilbert', 'morton', 'sequence'\), got 'zigzag'"),
+        (dict(pooling="mean"), "pooling must be one of"),
+        (dict(count_text=None), "count_text must be a bool, got None"),
+        (dict(dense_first_blocks=1), "dense_first_blocks must be a bool, got 1"),
         (dict(block_size=100), "block_size must be a power of two >= 16, got 100"),
         (dict(backend="cuda"), "backend must be one of"),
     ],
@@ -297,26 +296,27 @@ def test_token_mask_is_undefined():
 
 # ---------------------------------------------------------------------- through accel.apply
 @dataclasses.dataclass(frozen=True, eq=False)
-class BruteForceRectified(AttentionMethod):
-    """The fp64 brute force above as an attention method (reference for pipeline runs)."""
+class ReleaseRectified(AttentionMethod):
+    """The fp64 port of the release as an attention method (reference for pipeline runs)."""
 
     kwargs: dict = None
 
     def forward(self, q, k, v, layout, *, scale=None):
-        return brute_force(q, k, v, layout, check_margins=False, **self.kwargs).to(q.dtype)
+        return release_attention(q, k, v, layout, block=BLOCK, **self.kwargs).to(q.dtype)
 
 
 @pytest.mark.parametrize("family, per_prompt", [("wan", 1), ("wan", 2), ("hunyuan_video", 1), ("flux", 1)])
 def test_apply_tiny_pipeline(family, per_prompt):
     """CFG is on in both tiny pipelines (two transformer calls per step); ``per_prompt=2`` makes batch 2."""
     pipe, run = tiny_latent_runner(family, per_prompt)
-    kwargs = dict(drop=0.75, tau=0.1, gapr=True, rectify=True)
+    kwargs = dict(drop=0.75, tau=0.1)  # tiny grids are all curve neighbours: leave them out to stay sparse
 
     stock = run()
     assert stock.shape[0] == per_prompt
-    with accel.apply(pipe, Rectified(**kwargs, block_size=BLOCK, backend="reference"), layers=[1]):
+    method = Rectified(**kwargs, keep_neighbors=False, block_size=BLOCK, backend="reference")
+    with accel.apply(pipe, method, layers=[1]):
         sparse = run()
-    with accel.apply(pipe, BruteForceRectified(kwargs=kwargs), layers=[1]):
+    with accel.apply(pipe, ReleaseRectified(kwargs={**kwargs, "neighbours": False}), layers=[1]):
         reference = run()
     torch.testing.assert_close(sparse, reference, atol=1e-4, rtol=1e-4)
     assert (sparse - stock).abs().max() > 1e-4, "the sparse method should change the output"
@@ -348,9 +348,10 @@ def test_keep_neighbors_adds_exactly_the_neighbor_blocks():
 
     layout = TokenLayout((2, 6, 8))
     q, k, v = qkv((1, layout.seq_len, 2, 16), 7)
-    base = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, backend="reference")
+    base = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, backend="reference", **OURS)
     plain = base.plan(q, k, v, layout)
-    near = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, keep_neighbors=True, backend="reference").plan(q, k, v, layout)
+    near = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, backend="reference",
+                     **{**OURS, "keep_neighbors": True}).plan(q, k, v, layout)
     assert torch.equal(near.selected, plain.selected | neighbor_blocks(layout, BLOCK))
     assert bool((near.selected & near.compensated).any()) is False
 
@@ -364,5 +365,13 @@ def test_presets_construct():
             continue
         method = Rectified.preset(name).method
         assert 0.75 <= method.drop <= 0.9 and method.tau == 0.3, name
+        assert method.order == "hilbert" and method.keep_neighbors and method.count_text, name
+        assert method.dense_first_blocks == name.startswith("wan"), name
         found += 1
     assert found == 8  # HunyuanVideo, four Wan 2.1, two Wan 2.2, FLUX.1-dev
+    # the release scripts' dense warm-ups (rectified_spaattn/*_attn.py processors)
+    assert Rectified.preset("hunyuan-video").schedule == accel.Schedule()
+    assert Rectified.preset("flux.1-dev").schedule == accel.Schedule(dense_last_layers=20)
+    assert Rectified.preset("wan2.1-t2v-14b").schedule == accel.Schedule(dense_steps=5, dense_layers=2)
+    assert Rectified.preset("wan2.1-i2v-14b-720p").schedule == accel.Schedule(dense_layers=2)
+    assert Rectified.preset("wan2.2-t2v-a14b").schedule == accel.Schedule(dense_steps=3, dense_layers=2)
