@@ -13,24 +13,32 @@ from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
 S = accel.Schedule
 _WAN = [n for n, f in MODEL_FAMILIES.items() if f == "wan"]
-_RECT = dict(tau=0.3, block_size=128, reorder=True, keep_neighbors=True)
+_WAN21 = [n for n in _WAN if n.startswith("wan2.1")]
+_WAN22 = [n for n in _WAN if n.startswith("wan2.2")]
+# the release's defaults (the class defaults): Hilbert order, neighbours, the text column counted
+_RECT = dict(tau=0.3, block_size=128, order="hilbert", keep_neighbors=True, count_text=True)
 
 # (class, model names) -> (fields, schedule) for every model with a published setting
 EXPECTED = {
-    (accel.Radial, ("hunyuan-video",)): (dict(decay=1.0, sink=False), S(dense_steps=12, dense_layers=0)),
-    (accel.Radial, tuple(_WAN)): (dict(decay=0.2, sink=True), S(dense_steps=12, dense_layers=1)),
+    (accel.Radial, ("hunyuan-video",)): (dict(decay=0.95, sink=False, granularity="block"),
+                                         S(dense_steps=12, dense_layers=0)),
+    (accel.Radial, tuple(_WAN21)): (dict(decay=0.2, sink=True, block_size=128), S(dense_steps=12, dense_layers=1)),
+    (accel.Radial, tuple(_WAN22)): (dict(decay=0.8, sink=True, block_size=64), S(dense_steps=11, dense_layers=1)),
     (accel.ClearLocal, ("flux.1-dev", "flux.1-schnell")): (dict(radius=16, radius_t=None), S()),
     (accel.ClearLocal, ("hunyuan-video", *_WAN)): (dict(radius=16, radius_t=4), S(dense_steps=12)),
     (accel.Neighborhood, ("hunyuan-video",)): (dict(window=(18, 24, 24), stride=(6, 8, 8)), S(dense_steps=12)),
     (accel.Neighborhood, tuple(_WAN)): (dict(window=(12, 24, 24), stride=(4, 8, 8)), S(dense_steps=12)),
     (accel.Neighborhood, ("flux.1-dev", "flux.1-schnell")): (dict(window=(32, 32), stride=(8, 8)), S()),
-    (accel.Rectified, ("hunyuan-video",)): (dict(drop=0.8, **_RECT), S()),
-    (accel.Rectified, ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b")): (dict(drop=0.75, **_RECT), S(dense_steps=5, dense_layers=2)),
-    (accel.Rectified, ("wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-720p")): (dict(drop=0.75, **_RECT), S(dense_layers=2)),
-    (accel.Rectified, ("wan2.2-t2v-a14b",)): (dict(drop=0.85, **_RECT), S()),
-    (accel.Rectified, ("wan2.2-ti2v-5b",)): (dict(drop=0.75, **_RECT), S()),
-    (accel.Rectified, ("flux.1-dev",)): (dict(drop=0.9, tau=0.3, block_size=128, reorder=False, keep_neighbors=True),
-                                         S()),
+    (accel.Rectified, ("hunyuan-video",)): (dict(drop=0.8, dense_first_blocks=False, **_RECT), S()),
+    (accel.Rectified, ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b")): (dict(drop=0.75, dense_first_blocks=True, **_RECT),
+                                                               S(dense_steps=5, dense_layers=2)),
+    (accel.Rectified, ("wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-720p")): (dict(drop=0.75, dense_first_blocks=True, **_RECT),
+                                                                        S(dense_layers=2)),
+    (accel.Rectified, ("wan2.2-t2v-a14b",)): (dict(drop=0.85, dense_first_blocks=True, **_RECT),
+                                              S(dense_steps=3, dense_layers=2)),
+    (accel.Rectified, ("wan2.2-ti2v-5b",)): (dict(drop=0.75, dense_first_blocks=True, **_RECT),
+                                             S(dense_steps=5, dense_layers=2)),
+    (accel.Rectified, ("flux.1-dev",)): (dict(drop=0.9, dense_first_blocks=False, **_RECT), S(dense_last_layers=20)),
 }
 CLASSES = (accel.Dense, accel.Radial, accel.ClearLocal, accel.Neighborhood, accel.Rectified, accel.Agent)
 
@@ -58,8 +66,10 @@ def test_names_are_case_insensitive_and_overrides_replace_fields():
 
 
 def test_family_names_resolve_only_when_unambiguous():
-    wan = accel.Radial.preset("wan")
-    assert repr(wan.method) == repr(accel.Radial.preset("wan2.2-t2v-a14b").method) and wan.schedule.dense_layers == 1
+    hy = accel.Radial.preset("hunyuan_video")
+    assert repr(hy.method) == repr(accel.Radial.preset("hunyuan-video").method)
+    with pytest.raises(ValueError, match=r"'wan' is ambiguous for Radial"):
+        accel.Radial.preset("wan")  # decay 0.2 for Wan 2.1, 0.8 for Wan 2.2
     assert accel.ClearLocal.preset("flux").method.radius == 16
     with pytest.raises(ValueError, match=r"'wan' is ambiguous for Rectified.*wan2\.1-t2v-1\.3b"):
         accel.Rectified.preset("wan")  # drop 0.75 for Wan 2.1, 0.85 for Wan 2.2 T2V

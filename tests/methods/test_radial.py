@@ -108,9 +108,9 @@ def test_presets_and_describe():
     hy = Radial.preset("hunyuan_video")
     assert hy.method.decay == 0.95 and not hy.method.sink and hy.schedule.dense_steps == 12
     assert hy.schedule.dense_layers == 0 and hy.method.granularity == "block"
-    wan22 = Radial.preset("wan2.2")
+    wan22 = Radial.preset("wan2.2-t2v-a14b")
     assert (wan22.method.decay, wan22.method.block_size, wan22.schedule.dense_steps) == (0.8, 64, 11)
-    wan = Radial.preset("wan")
+    wan = Radial.preset("wan2.1-t2v-14b")
     assert wan.method.decay == 0.2 and wan.method.sink and wan.schedule.dense_layers == 1
     with pytest.raises(ValueError, match=r"on FLUX images \(T = 1\) it is dense attention"):
         Radial.preset("flux")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from . import radial_release
 from . import reference as ref
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,8 @@ def _run(module, *args):
      ref.natten_mask((1, 6, 8), (-1, 3, 5), (1, 1, 2), (1, 1, 1), (False, False, False)), False),
     ("accel.patterns.clear_local", ["--grid", "2", "5", "5", "--radius", "2", "--radius-t", "1"],
      ref.clear_mask((2, 5, 5), 2, 1), False),
-    ("accel.patterns.radial", ["--grid", "8", "2", "2", "--decay", "1", "--block", "16", "--sink"],
+    ("accel.patterns.radial", ["--grid", "8", "2", "2", "--decay", "1", "--block", "16", "--sink", "--granularity",
+                               "cover"],
      ref.radial_mask((8, 2, 2), 1, 16, True), True),
 ])
 def test_each_pattern_module_draws_its_mask(module, args, mask, granularity_block):
@@ -53,7 +55,7 @@ def test_each_pattern_module_draws_its_mask(module, args, mask, granularity_bloc
     assert out[start:start + n] == ["".join("#" if a else "." for a in row) for row in mask]
     header = [i for i, line in enumerate(out) if line.startswith("block map (row-major, blocks of 16;")]
     assert len(header) == 1
-    if granularity_block:  # Radial's production layout keeps whole blocks: every visited block is full
+    if granularity_block:  # Radial's "cover" layout keeps whole blocks: every visited block is full
         mask = ref.round_up_to_blocks(mask, 16)
     assert out[header[0] + 1:] == _kinds(mask, 16)
 
@@ -63,3 +65,10 @@ def test_draw_module_still_takes_the_pattern_name():
     mask = ref.clear_mask((1, 3, 3), 1.5, None)
     start = out.index("token mask (row-major; rows = queries, columns = keys):") + 1
     assert out[start:start + 9] == ["".join("#" if a else "." for a in row) for row in mask]
+
+
+def test_radial_draws_the_release_block_selection_by_default():
+    out = _run("accel.patterns.radial", "--grid", "6", "8", "16", "--decay", "1.3", "--block", "64", "--sink")
+    blocks = radial_release.block_mask((6, 8, 16), 1.3, 64, True)
+    header = [i for i, line in enumerate(out) if line.startswith("block map (row-major, blocks of 64;")]
+    assert out[header[0] + 1:] == ["".join("#" if b else "." for b in row) for row in blocks.tolist()]

@@ -100,7 +100,7 @@ def test_hub_preset_uses_safe_from_pretrained(monkeypatch):
                       dict(dtype=torch.bfloat16, use_safetensors=True, trust_remote_code=False))]
     assert pipe.scheduler.config["shift"] == 3.0  # the tiny pipeline's scheduler had shift 7.0
     assert pipe.vae.dtype == torch.float32 and pipe.transformer.dtype == torch.bfloat16
-    published = accel.Radial.preset("wan")
+    published = accel.Radial.preset("wan2.1-t2v-1.3b")
     assert repr(pipe.accel_handle.method) == repr(published.method) and pipe.accel_handle.schedule == published.schedule
     assert pipe.accel_method_source == published.source
 
@@ -179,8 +179,9 @@ def test_rectified_uses_the_release_setting_of_the_checkpoint():
     from accel.methods.registry import method_for_model
 
     method, schedule, source = method_for_model("rectified", {"tau": 0.2}, PRESETS["wan2.1-t2v-1.3b"].method_model)
-    # the release's Wan 2.1 T2V script (drop 0.75, 128-token blocks on a curve, neighbours kept), tau overridden
-    expected = dict(drop=0.75, tau=0.2, block_size=128, reorder=True, keep_neighbors=True)
+    # the release's Wan 2.1 T2V script (drop 0.75, 128-token blocks on its Hilbert curve, neighbours and the
+    # first floor(NB / T) blocks kept), tau overridden
+    expected = dict(drop=0.75, tau=0.2, block_size=128, order="hilbert", keep_neighbors=True, dense_first_blocks=True)
     assert {k: getattr(method, k) for k in expected} == expected
     assert schedule == accel.Schedule(dense_steps=5, dense_layers=2) and "Rectified SpaAttn release" in source
     # no setting for FLUX.1-schnell: class defaults
