@@ -352,7 +352,9 @@ class StaticPatternMethod(AttentionMethod):
             the ``N^2`` video x video token pairs the kernel computes, in the method's order),
             ``video_density_rowmajor`` (same in row-major order; ``None`` for tile-aligned
             configurations, which only exist in their tile order, and without ``compare_rowmajor``),
-            ``mask_density`` (fraction of video pairs the rule allows), ``full_blocks``,
+            ``mask_density`` (fraction of video pairs the token rule allows, counted from the
+            rule where it counts them exactly (Radial), else from the layout; the executed
+            pairs are ``video_density``), ``full_blocks``,
             ``counted_blocks`` (blocks of a tile-aligned order whose key tile is cut by the grid
             border: every pair of its real keys is computed, the padding keys after them are not; the
             layout expresses that count as a key-prefix tile, which today's kernel runs as a partial
@@ -391,6 +393,9 @@ class StaticPatternMethod(AttentionMethod):
         nqv = -(-positions // b)
         nt = -(-text_len // b)
         text_blocks = (nqv * nt + nt * (nqv + nt)) if text_len else 0
+        allowed = self._rule(grid).allowed_pairs()  # exact where the rule can count
+        if allowed is not None:
+            counts["allowed"] = allowed
         visited = counts["full"] + counts["counted"] + counts["partial"]
         s = n + text_len
         pairs = counts["density"] * n * n + n * text_len + text_len * s
@@ -427,9 +432,9 @@ class StaticPatternMethod(AttentionMethod):
                 if tile_rule is not None:
                     order += f", grid padded to {tile_rule.tiles.padded_grid} ({positions} positions)"
             print(f"  token order: {order}", file=file)
-            rm = "" if rowmajor is None else f" (row-major: {rowmajor:.2%})"
-            print(f"  video x video: {info['video_density']:.2%} of pairs in visited blocks{rm}; the rule allows "
-                  f"{info['mask_density']:.2%}", file=file)
+            rm = "" if rowmajor is None else f"; row-major: {rowmajor:.2%}"
+            print(f"  video x video: executed {info['video_density']:.2%} of pairs (visited blocks{rm}); "
+                  f"the token rule allows {info['mask_density']:.2%}", file=file)
             strict = info["full_blocks"] / visited if visited else 1.0
             print(f"  visited blocks: {info['full_blocks']} full + {info['counted_blocks']} limited to a border tile's "
                   f"real keys + {info['partial_blocks']} partial of {info['video_blocks']} ({info['full_fraction']:.1%} "

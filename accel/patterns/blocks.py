@@ -130,6 +130,11 @@ class GridRule:
         """Hashable identity of the rule (parameters and grid)."""
         raise NotImplementedError
 
+    def allowed_pairs(self) -> int | None:
+        """Number of (query, key) video token pairs the rule allows on its grid, when the rule can count
+        them without an ``S x S`` mask; ``None`` otherwise (then a token-exact layout counts them)."""
+        return None
+
     def token_mask(self, coords: torch.Tensor) -> torch.Tensor:
         """bool ``[N, N]``: the rule on every (query, key) pair of tokens at grid ``coords`` ``[N, 3]``
         (tests and tiny sizes only)."""

@@ -120,6 +120,20 @@ def test_presets_and_describe():
     assert 0 < info["video_density"] < 1
 
 
+def test_describe_names_the_rule_and_the_executed_density():
+    grid = (5, 12, 16)
+    n = 5 * 12 * 16
+    buf = io.StringIO()
+    info = Radial(decay=1.3, sink=True).describe(grid, file=buf)
+    rule = float(release.token_mask(grid, 1.3, 128, True).double().mean())
+    blocks = release.block_mask(grid, 1.3, 128, True)
+    executed = float(blocks.repeat_interleave(128, 0).repeat_interleave(128, 1)[:n, :n].double().mean())
+    assert info["mask_density"] == pytest.approx(rule) and info["video_density"] == pytest.approx(executed)
+    assert rule != pytest.approx(executed)
+    text = buf.getvalue()
+    assert f"executed {executed:.2%} of pairs" in text and f"the token rule allows {rule:.2%}" in text
+
+
 @pytest.mark.parametrize("family", ["wan", "hunyuan_video"])
 def test_apply_tiny_pipeline(family):
     apply_to_tiny_pipeline(family, Radial(decay=0.01, block_size=16, granularity="token", backend="reference"))
