@@ -22,7 +22,11 @@ import dataclasses
 
 import torch
 
-__all__ = ["TokenLayout", "TEXT_SIDES"]
+__all__ = ["TokenLayout", "TEXT_SIDES", "STEP_KEY"]
+
+#: key of :attr:`TokenLayout.cache` under which accel's root hook records ``(step, num_inference_steps)``
+#: of the transformer call (``num_inference_steps`` may be ``None``); absent for direct calls on tensors
+STEP_KEY = "accel.step"
 
 TEXT_SIDES = ("first", "last")
 

@@ -133,7 +133,7 @@ def run_rectified(model, q, k, v, layout, *, slice_blocks, reps, dtype, log=prin
 
 
 def run_agent(model, q, k, v, layout, dense_per_row_s: float, *, agents: int, log=print) -> dict:
-    method = Agent(agents=agents, backend="reference")
+    method = Agent(formation="pool", agents=agents, backend="reference")
     method(q[:, :4096], k[:, :4096], v[:, :4096], TokenLayout((1, 64, 64)))  # warm-up on a small grid
     _, t_call = _timed(lambda: method(q, k, v, layout))
     dense_call = dense_per_row_s * layout.num_video_tokens

@@ -106,6 +106,9 @@ class _Rows:
                 self.inv[self.perm] = torch.arange(len(self.perm))
             return
         if isinstance(method, Agent):
+            if method.formation != "pool":
+                raise ValueError("the attention benchmark evaluates Agent(formation='pool') (pooled agents); "
+                                 f"got formation={method.formation!r}")
             self.agents = method.agent_tokens(q, self.layout)  # [1, n, H, D]
             n_agents = self.agents.shape[1]
             self.density = min(1.0, 2 * n_agents / self.layout.num_video_tokens)

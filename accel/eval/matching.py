@@ -23,7 +23,8 @@ Parameter searched per method (the others keep their defaults):
   closest to the target; the release's other rules stay (Hilbert order; with text, the text column can
   take one of the top-k places, so the executed video density can be ``1 / NB`` lower).
   Data-independent because ``tau = 0``.
-* ``agent``: ``agents = round(d * N / 2)``: agent attention computes ``n x N`` (aggregation) plus
+* ``agent``: our pooled variant (``formation="pool"``; AgentSD's merging has fixed shares, no density
+  knob) with ``agents = round(d * N / 2)``: agent attention computes ``n x N`` (aggregation) plus
   ``N x n`` (broadcast) pairs, ``2 n / N`` of the ``N x N`` of dense attention.
 * ``dense``: always density 1.
 
@@ -247,7 +248,8 @@ def method_at_density(name: str, target: float, grid: tuple[int, int, int], *, b
     agents = max(1, round(target * n / 2))
     a = agent_grid(agents, grid)
     count = a[0] * a[1] * a[2]
-    return Matched(name, Agent(agents=a, block_size=bs, backend=backend), target, min(1.0, 2 * count / n),
+    return Matched(name, Agent(formation="pool", agents=a, block_size=bs, backend=backend), target,
+                   min(1.0, 2 * count / n),
                    {"agents": list(a)})
 
 

@@ -60,12 +60,26 @@ def kernel_layouts(method: AttentionMethod, q: torch.Tensor, k: torch.Tensor, v:
     Mirrors the ``forward`` of :class:`~accel.methods.base.AttentionMethod` (one joint call, or video x
     video + video x text + text x all), of static patterns (tile order), of
     :class:`~accel.methods.rectified.Rectified` (selected blocks of its plan) and of
-    :class:`~accel.methods.agent.Agent` (agents x keys, video queries x agents). The test suite checks
-    the equality against intercepted kernel calls for every method.
+    :class:`~accel.methods.agent.Agent` (merged tokens: agents x keys and merged queries x agents, or the
+    fallback's merged queries x keys; pooled agents: agents x keys, video queries x agents). The test suite
+    checks the equality against intercepted kernel calls for every method.
     """
     batch, heads, dev = q.shape[0], q.shape[2], q.device
+    if isinstance(method, Agent) and method.formation == "tome":
+        shape = method.block_shape()
+        _, m, agent_groups, n_agents = method.merge_plan(v, layout)
+        kv_len = m + layout.text_len
+        valid = layout.text_mask
+        if valid is not None:
+            valid = torch.cat([torch.ones(valid.shape[0], m, dtype=torch.bool, device=valid.device), valid], 1)
+        if agent_groups is None:
+            calls = [_padded_full_layout(m, kv_len, valid, batch, dev, shape)]
+        else:
+            calls = [_padded_full_layout(n_agents, kv_len, valid, batch, dev, shape),
+                     BlockLayout.full(m, n_agents, q_block=shape[0], kv_block=shape[1], device=dev)]
+        return calls + _text_layouts(method, layout, batch, dev, video_text=False)
     if isinstance(method, Agent):
-        n_agents = math.prod(agent_grid(method.agents, layout.grid))
+        n_agents = math.prod(agent_grid(49 if method.agents is None else method.agents, layout.grid))
         shape = method.block_shape()
         keys = _padded_full_layout(n_agents, layout.seq_len, layout.key_padding_mask(), batch, dev, shape)
         bcast = BlockLayout.full(layout.num_video_tokens, n_agents, q_block=shape[0], kv_block=shape[1], device=dev)

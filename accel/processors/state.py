@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from accel.grid import TokenLayout
+from accel.grid import STEP_KEY, TokenLayout
 from accel.processors.base import AccelProcessorMixin
 from accel.processors.context_parallel import check_same_inputs, context_parallel_config
 from accel.processors.parallelize import prepare_model
@@ -315,6 +315,8 @@ class RootHook(ModelHook):
                     )
             else:
                 counter.observe(_timestep_key(inputs.get("timestep")))
+        if not torch.compiler.is_compiling():  # methods with step-dependent rules read it (Agent's phases)
+            self.run.layout.cache[STEP_KEY] = (max(counter.step, 0), counter.num_inference_steps)
         return None
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:

@@ -17,7 +17,8 @@ _METHODS = [
     accel.Neighborhood(window=(2, 3, 5), block_size=16, tiling=False, backend="reference"),
     accel.Rectified(drop=0.6, tau=0.2, block_size=16, backend="reference"),
     accel.Rectified(drop=0.6, block_size=16, order="morton", count_text=False, backend="reference"),
-    accel.Agent(agents=6, block_size=16, backend="reference"),
+    accel.Agent(formation="pool", agents=6, block_size=16, backend="reference"),
+    accel.Agent(stride=(2, 2), block_size=16, backend="reference"),
 ]
 _LAYOUTS = [
     ("video only", dict()),

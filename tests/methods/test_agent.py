@@ -1,5 +1,6 @@
-"""accel.Agent: against a naive fp64 einsum reference (agents pooled by explicit loops), the special
-cases of the issue (one agent, constant keys, group-constant Q == dense), and through accel.apply."""
+"""accel.Agent(formation="pool") (our pooled agents): against a naive fp64 einsum reference (agents pooled
+by explicit loops), the special cases (one agent, constant keys, group-constant Q == dense), and through
+accel.apply. The default (AgentSD's token merging) is checked in test_agent_release.py."""
 
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def test_equals_naive_reference(data):
     k_scale2 = data.draw(st.sampled_from([0.3, 1.0, -0.5]))
     k_shortcut = data.draw(st.sampled_from([0.075, 0.0, 1.0]))
     q, k, v = qkv((batch, layout.seq_len, 2, 8), data.draw(st.integers(0, 1000)))
-    method = Agent(agents=agents, k_scale2=k_scale2, k_shortcut=k_shortcut, block_size=BLOCK, backend="reference")
+    method = Agent(formation="pool", agents=agents, k_scale2=k_scale2, k_shortcut=k_shortcut, block_size=BLOCK,
+                   backend="reference")
     want = naive(q, k, v, layout, agents=agents, k_scale2=k_scale2, k_shortcut=k_shortcut)
     torch.testing.assert_close(method(q, k, v, layout), want.float(), atol=2e-5, rtol=1e-4)
 
@@ -93,7 +95,7 @@ def test_equals_naive_reference(data):
 def test_one_agent_rows_identical():
     layout = TokenLayout((2, 3, 5), 4, "first")
     q, k, v = qkv((2, layout.seq_len, 2, 16), 1)
-    out = Agent(agents=1, k_shortcut=0.0, block_size=BLOCK, backend="reference")(q, k, v, layout)
+    out = Agent(formation="pool", agents=1, k_shortcut=0.0, block_size=BLOCK, backend="reference")(q, k, v, layout)
     video = out[:, layout.video_slice]
     torch.testing.assert_close(video, video[:, :1].expand_as(video))
 
@@ -103,7 +105,7 @@ def test_constant_keys_give_mean_value(shortcut):
     layout = TokenLayout((2, 4, 4), 6, "last", torch.tensor([[True, True, False, True, False, True]]))
     q, _, v = qkv((1, layout.seq_len, 2, 16), 2)
     k = torch.randn(1, 1, 2, 16).expand(1, layout.seq_len, 2, 16).contiguous()
-    out = Agent(agents=6, k_shortcut=shortcut, block_size=BLOCK, backend="reference")(q, k, v, layout)
+    out = Agent(formation="pool", agents=6, k_shortcut=shortcut, block_size=BLOCK, backend="reference")(q, k, v, layout)
     valid = layout.key_padding_mask(1)[0]
     mean = v[:, valid].mean(1, keepdim=True)
     vs = layout.video_slice
@@ -122,7 +124,8 @@ def test_group_constant_queries_and_large_scale_equal_dense(text):
     _, k, v = qkv((1, layout.seq_len, 2, 16), 4)
     q = torch.randn(1, layout.seq_len, 2, 16, generator=g)
     q[:, layout.video_slice] = cells[:, cell_of]
-    method = Agent(agents=(2, 2, 3), k_scale2=-12.0, k_shortcut=0.0, block_size=BLOCK, backend="reference")
+    method = Agent(formation="pool", agents=(2, 2, 3), k_scale2=-12.0, k_shortcut=0.0, block_size=BLOCK,
+                   backend="reference")
     dense = accel.Dense(block_size=BLOCK, backend="reference")(q, k, v, layout)
     torch.testing.assert_close(method(q, k, v, layout), dense, atol=1e-5, rtol=1e-4)
 
@@ -141,20 +144,27 @@ def test_agent_grid():
 def test_triton_interpreted_equals_reference():
     layout = TokenLayout((2, 4, 5), 16, "last", torch.tensor([[True] * 10 + [False] * 6]))
     q, k, v = qkv((1, layout.seq_len, 2, 16), 6)
-    want = Agent(agents=8, block_size=BLOCK, backend="reference")(q, k, v, layout)
-    got = Agent(agents=8, block_size=BLOCK, backend="triton")(q, k, v, layout)
+    want = Agent(formation="pool", agents=8, block_size=BLOCK, backend="reference")(q, k, v, layout)
+    got = Agent(formation="pool", agents=8, block_size=BLOCK, backend="triton")(q, k, v, layout)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(agents=0), r"agents must be an int >= 1 or a tuple \(a_t, a_h, a_w\) of three ints >= 1, got 0"),
-        (dict(agents=(2, 2)), "agents must be an int >= 1 or a tuple"),
-        (dict(agents=True), "agents must be"),
+        (dict(formation="pool", agents=0),
+         r"agents must be an int >= 1 or a tuple \(a_t, a_h, a_w\) of three ints >= 1, got 0"),
+        (dict(formation="pool", agents=(2, 2)), "agents must be an int >= 1 or a tuple"),
+        (dict(formation="pool", agents=True), "agents must be"),
+        (dict(agents=16), "agents=16 applies to formation='pool'"),
         (dict(k_scale2=float("inf")), "k_scale2 must be a finite number, got inf"),
         (dict(k_shortcut="x"), "k_shortcut must be a finite number"),
         (dict(block_size=8), "block_size must be a power of two >= 16, got 8"),
+        (dict(formation="merge"), "formation must be one of"),
+        (dict(stride=(4,)), r"stride must be a tuple \(sy, sx\) of two ints >= 1"),
+        (dict(ratio=1.0), r"ratio must be a number in \[0, 1\), got 1.0"),
+        (dict(switch_step=-1), "switch_step must be None, an int >= 0"),
+        (dict(switch_step=1.5), "switch_step must be None, an int >= 0"),
     ],
 )
 def test_construction_errors(kwargs, message):
@@ -178,7 +188,7 @@ def test_apply_tiny_pipeline(family, per_prompt):
 
     stock = run()
     assert stock.shape[0] == per_prompt
-    with accel.apply(pipe, Agent(**kwargs, block_size=BLOCK, backend="reference"), layers=[1]):
+    with accel.apply(pipe, Agent(formation="pool", **kwargs, block_size=BLOCK, backend="reference"), layers=[1]):
         out = run()
     with accel.apply(pipe, NaiveAgent(kwargs=kwargs), layers=[1]):
         reference = run()
