@@ -126,10 +126,10 @@ _TINY_OVERRIDES = {
     "Neighborhood": {"hunyuan_video": dict(window=(3, 4, 8), stride=(1, 4, 4), tiling=(1, 4, 4)),
                      "wan": dict(window=(3, 4, 8), stride=(1, 4, 4), tiling=(1, 4, 4)),
                      "flux": dict(window=(4, 4), stride=(2, 2))},
-    "Rectified": {},
+    "Rectified": {"*": dict(keep_neighbors=False)},  # on toy grids every block is a curve neighbour
     "ClearLocal": {"hunyuan_video": dict(radius=2, radius_t=1, tiling=(1, 4, 4)),
                    "wan": dict(radius=2, radius_t=1, tiling=(1, 4, 4)), "flux": dict(radius=2)},
-    "Agent": {"*": dict(agents=4)},
+    "Agent": {"*": dict(stride=(2, 2))},  # AgentSD merging on toy grids: 2 x 2 destination regions
 }
 
 

@@ -228,16 +228,18 @@ def test_generation_speedup_from_the_preset_schedule(tiny_run, name):
             continue
         sched = _published(method, spec).schedule
         ds, dl, dlast = sched.dense_steps, sched.dense_layers, sched.dense_last_steps
-        assert all(isinstance(x, int) for x in (ds, dl, dlast)), "presets give counts"
+        dl_last = sched.dense_last_layers  # the last layers (Rectified's FLUX warm-up)
+        assert all(isinstance(x, int) for x in (ds, dl, dlast, dl_last)), "presets give counts"
         sparse_cost = {k: COST_MS[k] * SPEED[method][k] for k in blocks}
         call = sum(n * sparse_cost[k] for k, n in blocks.items())
         assert rec["call_ms"] == pytest.approx(call, rel=1e-9)
         assert rec["call_speedup"] == pytest.approx(dense_call / call, rel=1e-9)
         dense_steps = min(steps, ds + dlast)
-        mixed = sum(COST_MS[k] if i < dl else sparse_cost[k] for i, k in enumerate(kinds))
+        dense_layer = [i < dl or i >= len(kinds) - dl_last for i in range(len(kinds))]
+        mixed = sum(COST_MS[k] if dense_layer[i] else sparse_cost[k] for i, k in enumerate(kinds))
         gen = dense_steps * dense_call + (steps - dense_steps) * mixed
         assert rec["gen_speedup"] == pytest.approx(steps * dense_call / gen, rel=1e-9)
-        assert rec["dense_layer_steps"] == dense_steps * len(kinds) + (steps - dense_steps) * min(dl, len(kinds))
+        assert rec["dense_layer_steps"] == dense_steps * len(kinds) + (steps - dense_steps) * sum(dense_layer)
         checked += 1
     assert checked >= 3
 
