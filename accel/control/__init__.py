@@ -6,7 +6,9 @@
 * :class:`ConsistEdit` -- ConsistEdit's vision-token Q/K/V fusion of (source, target) pairs.
 * :class:`MutualSelfAttention` -- MasaCtrl-style mutual self-attention (target queries, source K/V).
 * :class:`EditMaskObserver` -- the edit mask from the attention to the edit words.
-* :class:`ReplaySource` -- replay a stored latent trajectory in the source rows (real-input editing).
+* :class:`ReplaySource` -- replay a stored latent trajectory in the source rows (real-input editing, ours).
+* :class:`SourceQK` -- record the source's Q/K while inverting and replay them while editing (the
+  release's real-input path).
 """
 
 from accel.control.consistedit import ConsistEdit
@@ -20,7 +22,7 @@ from accel.control.controller import (
 )
 from accel.control.masactrl import MutualSelfAttention
 from accel.control.mask import EditMaskObserver, edit_token_positions, resize_user_mask
-from accel.control.replay import ReplaySource
+from accel.control.replay import ReplaySource, SourceQK
 
 __all__ = [
     "AttentionCall",
@@ -30,6 +32,7 @@ __all__ = [
     "MutualSelfAttention",
     "ReplaySource",
     "Rule",
+    "SourceQK",
     "edit_token_positions",
     "resize_user_mask",
     "source_rows",

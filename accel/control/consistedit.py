@@ -3,7 +3,7 @@ Training-free Visual Editing", arXiv 2510.17803), on the vision tokens of (sourc
 
 In every controlled layer, after QK-norm and RoPE and before the attention:
 
-* for the first ``floor(alpha * T)`` steps (``T`` = number of steps) the target's vision-token Q and K
+* for the first ``int(T * alpha)`` steps (``T`` = number of steps) the target's vision-token Q and K
   are the source's (structure lock);
 * afterwards Q and K are fused by the edit mask ``M``: the target's own inside ``M``, the source's
   outside;
@@ -51,7 +51,7 @@ class ConsistEdit(Rule):
     """ConsistEdit's Q/K/V fusion for the target rows of (source, target) pairs (see the module docstring).
 
     Args:
-        alpha: consistency strength in ``[0, 1]``: the structure lock lasts ``floor(alpha * T)`` steps.
+        alpha: consistency strength in ``[0, 1]``: the structure lock lasts ``int(T * alpha)`` steps.
             The paper's defaults: 1.0 for colour/material edits, 0.3 for shape/object edits, 0.1 for
             real (inverted) inputs.
         mask: the edit region, a bool tensor ``[T, H, W]`` over the token grid (True = edit), or
@@ -72,8 +72,9 @@ class ConsistEdit(Rule):
         self.mask = mask
 
     def structure_steps(self, num_steps: int) -> int:
-        """Number of leading steps with the structure lock: ``floor(alpha * num_steps)``."""
-        return int(math.floor(self.alpha * num_steps + 1e-9))
+        """Number of leading steps with the structure lock: ``int(num_steps * alpha)`` in floating point,
+        as the release computes it (e.g. ``int(28 * 0.1) = 2``)."""
+        return int(num_steps * self.alpha)
 
     def _locked(self, call: AttentionCall) -> bool:
         if self.alpha == 0.0:

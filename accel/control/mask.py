@@ -1,18 +1,24 @@
 """Edit masks: from the source pass's attention to the edit words, or from a user mask.
 
-**From attention** (:class:`EditMaskObserver`): for every observed call, the vision queries' attention
-over the *text keys only* (a softmax over the valid text keys, so never an S x S matrix; padded keys
-excluded) is summed over the edit words' token positions and averaged over heads; the maps are
-averaged over layers, steps and the observed batch rows, normalised to ``[0, 1]`` per image (per
-latent frame for video) and thresholded (default 0.1). FLUX and HunyuanVideo hold the text in their
-joint self-attention; for Wan (no text in self-attention) the cross-attention (``attn2``) queries and
-text keys are used.
+**From attention** (:class:`EditMaskObserver`), as ConsistEdit's release computes it (github.com/
+zxYin/ConsistEdit_Code @ 0b73d6a, ``consistEdit/attention_map_controller.py``, read for its rules): for
+every observed call, the vision queries' attention probabilities to the edit words' text tokens are
+summed over those tokens and averaged over heads; the maps are averaged over layers, steps and the
+observed batch rows, min-max normalised per image (per latent frame for video: ``(x - min) / (max - min
++ 1e-6)``) and thresholded (default: ``> 0.1`` is edited). The softmax runs over
 
-**Token positions** (:func:`edit_token_positions`): the edit words are found in the prompt (whole words,
-case-insensitive) and mapped to token positions through the tokenizer's character offsets; tokenizers
-that give no offsets fall back to counting the tokens of the prompt prefix before/after the word
-(exact for tokenizers that split at word boundaries, e.g. SentencePiece/metaspace and the tiny
-character tokenizers).
+* ``"joint"``: every valid key of the joint sequence, text and vision (the release's FLUX rule, observed
+  in the single-stream blocks only), or
+* ``"text"``: the valid text keys only (the release's CogVideoX rule, every layer; never an S x S
+  matrix). For Wan (no text in self-attention) the cross-attention (``attn2``) queries and text keys are
+  used, whose softmax is over the text keys anyway.
+
+**Token positions** (:func:`edit_token_positions`): the edit words are found in the prompt and mapped to
+token positions through the tokenizer's character offsets (every token overlapping the word): with
+``match="first"`` (the release's) the first case-sensitive occurrence of each word as a substring; with
+``match="words"`` (ours) every whole-word, case-insensitive occurrence. Tokenizers that give no offsets
+fall back to counting the tokens of the prompt prefix before/after the word (exact for tokenizers that
+split at word boundaries, e.g. SentencePiece/metaspace and the tiny character tokenizers).
 
 **User masks** (:func:`resize_user_mask`): an image or array at the token grid or the pixel size,
 resized to the token grid (a token is edited if any of its pixels is).
@@ -29,6 +35,8 @@ from accel.control.controller import AttentionCall, Rule
 
 __all__ = [
     "EditMaskObserver",
+    "MASK_SOFTMAX",
+    "WORD_MATCHES",
     "edit_token_positions",
     "find_word_spans",
     "normalise_per_frame",
@@ -37,18 +45,26 @@ __all__ = [
 ]
 
 DEFAULT_THRESHOLD = 0.1
+#: softmax domains of :class:`EditMaskObserver` (module docstring)
+MASK_SOFTMAX = ("joint", "text")
+#: word matching rules of :func:`find_word_spans` / :func:`edit_token_positions`
+WORD_MATCHES = ("first", "words")
 
 
-def find_word_spans(prompt: str, words) -> list[tuple[int, int]]:
-    """Character spans ``(start, end)`` of every whole-word, case-insensitive occurrence of each of ``words``.
+def find_word_spans(prompt: str, words, *, match: str = "first") -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of each of ``words`` in ``prompt``.
 
     Args:
         prompt: the text to search.
         words: a word (str) or a list of words/phrases.
+        match: ``"first"`` (default, the ConsistEdit release's): the first case-sensitive occurrence of each
+            word as a substring; ``"words"`` (ours): every whole-word, case-insensitive occurrence.
 
     Raises:
-        ValueError: ``words`` is empty or a word does not occur in ``prompt`` (naming both).
+        ValueError: ``words`` is empty, ``match`` unknown, or a word does not occur in ``prompt`` (naming both).
     """
+    if match not in WORD_MATCHES:
+        raise ValueError(f"match must be one of {WORD_MATCHES}, got {match!r}")
     if isinstance(words, str):
         words = [words]
     words = list(words) if words is not None else []
@@ -56,6 +72,12 @@ def find_word_spans(prompt: str, words) -> list[tuple[int, int]]:
         raise ValueError(f"edit_words must be a non-empty word or list of non-empty words, got {words!r}")
     spans = []
     for word in words:
+        if match == "first":
+            start = prompt.find(word)
+            if start < 0:
+                raise ValueError(f"edit_words: {word!r} does not occur (case-sensitive) in the source prompt {prompt!r}")
+            spans.append((start, start + len(word)))
+            continue
         found = [(m.start(), m.end()) for m in re.finditer(r"(?<!\w)" + re.escape(word.strip()) + r"(?!\w)", prompt,
                                                             flags=re.IGNORECASE)]
         if not found:
@@ -70,7 +92,7 @@ def _ids(tokenizer, text: str, special: bool) -> list[int]:
 
 
 def edit_token_positions(tokenizer, prompt: str, words, *, template: str = "{}", crop_start: int = 0,
-                         max_length: int | None = None) -> list[int]:
+                         max_length: int | None = None, match: str = "first") -> list[int]:
     """Token positions of ``words`` in the encoded prompt, as the text encoder sees them.
 
     Args:
@@ -81,6 +103,8 @@ def edit_token_positions(tokenizer, prompt: str, words, *, template: str = "{}",
         template: the pipeline's prompt template with ``{}`` for the prompt (HunyuanVideo wraps prompts).
         crop_start: leading template tokens the pipeline drops after encoding (HunyuanVideo).
         max_length: positions at or beyond it are dropped (the pipeline truncates there).
+        match: how words are found in the prompt (:func:`find_word_spans`): ``"first"`` (default, the
+            release's) or ``"words"`` (ours).
 
     Returns:
         Sorted token positions (indices into the text tokens the transformer sees).
@@ -88,7 +112,7 @@ def edit_token_positions(tokenizer, prompt: str, words, *, template: str = "{}",
     Raises:
         ValueError: a word is not in the prompt, or it maps to no token (truncated away).
     """
-    spans = find_word_spans(prompt, words)
+    spans = find_word_spans(prompt, words, match=match)
     offset = template.index("{}") if "{}" in template else 0
     text = template.format(prompt) if "{}" in template else prompt
     spans = [(a + offset, b + offset) for a, b in spans]
@@ -120,16 +144,15 @@ def edit_token_positions(tokenizer, prompt: str, words, *, template: str = "{}",
 
 
 def normalise_per_frame(heat: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise a ``[T, H, W]`` map to ``[0, 1]`` separately per frame (constant frames -> 0)."""
+    """Min-max normalise a ``[T, H, W]`` map per frame as the release does: ``(x - min) / (max - min + 1e-6)``
+    (a constant frame gives 0)."""
     flat = heat.reshape(heat.shape[0], -1).float()
     lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    span = hi - lo
-    out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(flat))
-    return out.reshape(heat.shape)
+    return ((flat - lo) / (hi - lo + 1e-6)).reshape(heat.shape)
 
 
 class EditMaskObserver(Rule):
-    """Accumulates the vision queries' attention to the edit words' text keys (see the module docstring).
+    """Accumulates the vision queries' attention to the edit words' text tokens (see the module docstring).
 
     Args:
         token_positions: positions of the edit words among the text tokens (:func:`edit_token_positions`).
@@ -137,26 +160,36 @@ class EditMaskObserver(Rule):
             token layout's ``text_mask`` (HunyuanVideo) or all text keys.
         rows: which batch rows to observe: ``"all"`` (a source-only pass) or ``"source"`` (rows
             0, 2, 4, ... of a paired batch).
+        softmax: ``"joint"`` (the release's FLUX rule: over every valid key of the joint sequence) or
+            ``"text"`` (over the valid text keys only: the release's rule for its video model); ``None``
+            (default): ``"joint"`` on FLUX, ``"text"`` on Wan and HunyuanVideo. Wan's cross-attention is
+            text-only either way.
         head_chunk: heads per softmax chunk, an int >= 1.
         query_chunk: vision queries per softmax chunk, an int >= 1; memory is bounded by
-            ``B * head_chunk * query_chunk * L`` floats (L = text tokens).
+            ``B * head_chunk * query_chunk * L`` floats (L = keys in the softmax).
 
-    Calls in a cache context named ``"uncond"`` (classifier-free guidance's negative prompt) are skipped.
-    After the pass, :meth:`heatmap` and :meth:`mask` give the results.
+    Default layers (:class:`~accel.control.Controller` ``layers="auto"``): FLUX's single-stream blocks
+    (where the release observes), every layer of Wan and HunyuanVideo. Calls in a cache context named
+    ``"uncond"`` (classifier-free guidance's negative prompt) are skipped. After the pass,
+    :meth:`heatmap` and :meth:`mask` give the results.
     """
 
     wants_cross_attention = True
+    default_layers = {"flux": r"^single_transformer_blocks\.", "wan": None, "hunyuan_video": None}
 
     def __init__(self, token_positions, valid_text_len: int | None = None, *, rows: str = "all",
-                 head_chunk: int = 8, query_chunk: int = 8192) -> None:
+                 softmax: str | None = None, head_chunk: int = 8, query_chunk: int = 2048) -> None:
         positions = list(token_positions)
         if not positions or not all(isinstance(p, int) and p >= 0 for p in positions):
             raise ValueError(f"token_positions must be a non-empty list of ints >= 0, got {token_positions!r}")
         if rows not in ("all", "source"):
             raise ValueError(f"rows must be 'all' or 'source', got {rows!r}")
+        if softmax is not None and softmax not in MASK_SOFTMAX:
+            raise ValueError(f"softmax must be None or one of {MASK_SOFTMAX}, got {softmax!r}")
         self.token_positions = positions
         self.valid_text_len = valid_text_len
         self.rows = rows
+        self.softmax = softmax
         for name, value in (("head_chunk", head_chunk), ("query_chunk", query_chunk)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -175,6 +208,21 @@ class EditMaskObserver(Rule):
         """Number of (layer, step, call) attention maps accumulated."""
         return self._count
 
+    def softmax_for(self, family: str) -> str:
+        """The softmax domain used on a model family (``softmax``, or the default per family)."""
+        if self.softmax is not None:
+            return self.softmax
+        return "joint" if family == "flux" else "text"
+
+    def _text_valid(self, n_text: int, batch: int, valid, device) -> torch.Tensor:
+        """bool ``[B, n_text]``: the text keys in the softmax (the layout's mask, else ``valid_text_len``)."""
+        if valid is not None:
+            return valid
+        n = n_text if self.valid_text_len is None else min(self.valid_text_len, n_text)
+        out = torch.zeros(batch, n_text, dtype=torch.bool, device=device)
+        out[:, :n] = True
+        return out
+
     def observe(self, call: AttentionCall, q, k, v) -> None:
         layout = call.layout
         if call.cross or layout.text_len == 0 or call.context == "uncond":
@@ -183,32 +231,41 @@ class EditMaskObserver(Rule):
         valid = layout.text_mask
         if valid is not None:
             valid = (valid.expand(q.shape[0], -1) if valid.shape[0] == 1 else valid)[rows]
-        self._accumulate(call, q[rows, layout.video_slice], k[rows, layout.text_slice], valid)
+        qv = q[rows, layout.video_slice]
+        text_valid = self._text_valid(layout.text_len, qv.shape[0], valid, q.device)
+        if self.softmax_for(call.family) == "text":
+            self._accumulate(call, qv, k[rows, layout.text_slice], text_valid, 0)
+            return
+        keys = k[rows]  # every key of the joint sequence; padded text keys out of the softmax
+        key_valid = torch.ones(keys.shape[0], keys.shape[1], dtype=torch.bool, device=q.device)
+        key_valid[:, layout.text_slice] = text_valid
+        self._accumulate(call, qv, keys, key_valid, layout.text_slice.start)
 
     def observe_cross(self, call: AttentionCall, q, k) -> None:
         if call.context == "uncond":
             return
         rows = slice(None) if self.rows == "all" else slice(0, None, 2)
-        self._accumulate(call, q[rows], k[rows], None)
+        qv, kt = q[rows], k[rows]
+        self._accumulate(call, qv, kt, self._text_valid(kt.shape[1], qv.shape[0], None, q.device), 0)
 
-    def _accumulate(self, call: AttentionCall, qv: torch.Tensor, kt: torch.Tensor, valid: torch.Tensor | None) -> None:
+    def _accumulate(self, call: AttentionCall, qv: torch.Tensor, keys: torch.Tensor, key_valid: torch.Tensor,
+                    text_start: int) -> None:
+        """Add the head-averaged probability mass of ``qv`` on the edit tokens (at ``text_start + position``
+        of ``keys``) under a softmax over the ``key_valid`` keys."""
         b, s, h, d = qv.shape
-        n_text = kt.shape[1]
-        if valid is None:
-            n = n_text if self.valid_text_len is None else min(self.valid_text_len, n_text)
-            valid = torch.zeros(b, n_text, dtype=torch.bool, device=kt.device)
-            valid[:, :n] = True
-        pos = torch.tensor([p for p in self.token_positions if p < n_text], dtype=torch.long, device=kt.device)
+        n_text = keys.shape[1] - text_start if text_start else keys.shape[1]
+        pos = torch.tensor([text_start + p for p in self.token_positions if p < n_text], dtype=torch.long,
+                           device=keys.device)
         if pos.numel() == 0:
             raise ValueError(f"edit-word token positions {self.token_positions} are beyond the {n_text} text tokens "
                              f"of {call.name}")
-        bias = torch.zeros(b, 1, 1, n_text, dtype=torch.float32, device=kt.device)
-        bias.masked_fill_(~valid[:, None, None, :], float("-inf"))
+        bias = torch.zeros(b, 1, 1, keys.shape[1], dtype=torch.float32, device=keys.device)
+        bias.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
         total = torch.zeros(b, s, dtype=torch.float32, device=qv.device)
         scale = d ** -0.5
         with torch.no_grad():
             for h0 in range(0, h, self.head_chunk):
-                kh = kt[:, :, h0:h0 + self.head_chunk].float().transpose(1, 2)       # [b, hc, L, d]
+                kh = keys[:, :, h0:h0 + self.head_chunk].float().transpose(1, 2)       # [b, hc, L, d]
                 for s0 in range(0, s, self.query_chunk):
                     qh = qv[:, s0:s0 + self.query_chunk, h0:h0 + self.head_chunk].float().transpose(1, 2)
                     probs = torch.softmax(qh @ kh.transpose(-1, -2) * scale + bias, dim=-1)   # [b, hc, sc, L]

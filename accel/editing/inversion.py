@@ -7,7 +7,14 @@ inversion integrates the same ODE upwards over the same sigma grid, starting at 
 * ``"euler"``: ``x(sigma_i) = x(sigma_{i+1}) + (sigma_i - sigma_{i+1}) * v(x(sigma_{i+1}), sigma_{i+1})`` (one
   transformer evaluation per step);
 * ``"heun"`` (predictor-corrector): an Euler predictor, then the average of the velocities at both ends
-  (two evaluations per step).
+  (two evaluations per step);
+* ``"uniinv"`` (the inversion ConsistEdit's release uses for real images, UniEdit-Flow's
+  ``UniInvEulerScheduler``, read for its rule at github.com/zxYin/ConsistEdit_Code @ 0b73d6a): ``T + 1``
+  evaluations on the grid ``0 = s'_0 < s'_1 < ... < s'_T = sigma_0``; the velocity ``v_i`` is evaluated at
+  the predicted point ``x~_i`` (``x~_0 = x_0``, the clean latent), then the step is redone with it,
+  ``x_i = x_{i-1} + (s'_i - s'_{i-1}) * v_i`` (``i >= 1``), and the next point predicted with the same
+  velocity, ``x~_{i+1} = x_i + (s'_{i+1} - s'_i) * v_i`` (``x~_1`` from ``v_0``); the inverted noise is
+  ``x_T``.
 
 The inversion runs *through the pipeline itself* (its prompt encoding, latent packing and transformer
 call), with its scheduler temporarily replaced by :class:`InversionScheduler`, which presents the
@@ -24,7 +31,7 @@ import torch
 
 __all__ = ["Inversion", "InversionScheduler", "invert", "INVERSION_METHODS"]
 
-INVERSION_METHODS = ("euler", "heun")
+INVERSION_METHODS = ("euler", "heun", "uniinv")
 
 
 @dataclasses.dataclass
@@ -36,7 +43,7 @@ class Inversion:
             the inverted noise, at the pipeline's first sigma), ``T`` tensors in the pipeline's latent layout.
         clean: the clean latent the inversion started from.
         sigmas: the sampling sigmas ``sigma_0 > ... > sigma_{T-1}`` of the trajectory's latents.
-        method: ``"euler"`` or ``"heun"``.
+        method: ``"euler"``, ``"heun"`` or ``"uniinv"``.
     """
 
     trajectory: list[torch.Tensor]
@@ -60,7 +67,7 @@ class InversionScheduler:
     Args:
         scheduler: the pipeline's scheduler (``FlowMatchEulerDiscreteScheduler``, or ``UniPCMultistepScheduler``
             with flow sigmas, ...): it must have ``sigmas`` and ``timesteps`` after ``set_timesteps``.
-        method: ``"euler"`` or ``"heun"``.
+        method: ``"euler"``, ``"heun"`` or ``"uniinv"``.
     """
 
     order = 1
@@ -100,7 +107,9 @@ class InversionScheduler:
         up_t = [torch.zeros((), dtype=fwd_t.dtype, device=fwd_t.device)] + list(fwd_t.flip(0))
         self.sigmas_up = up_s
         plan = []  # (timestep to evaluate, kind, sigma_from, sigma_to)
-        for i in range(len(up_s) - 1):
+        if self.method == "uniinv":  # T + 1 evaluations, at every point of the upward grid
+            plan = [(up_t[i], "uni", up_s[max(i - 1, 0)], up_s[i]) for i in range(len(up_s))]
+        for i in range(len(up_s) - 1 if self.method != "uniinv" else 0):
             plan.append((up_t[i], "predict", up_s[i], up_s[i + 1]))
             if self.method == "heun":
                 plan.append((up_t[i + 1], "correct", up_s[i], up_s[i + 1]))
@@ -108,6 +117,7 @@ class InversionScheduler:
         self.timesteps = torch.stack([p[0] for p in plan])
         # the sigma each evaluation sees (pipelines such as Wan's read scheduler.sigmas[i])
         at = [p[2] if p[1] == "predict" else p[3] for p in plan] + [up_s[-1]]
+        self._committed = None  # uniinv: x_{i-1}, the last point redone with its end velocity
         self.sigmas = torch.tensor(at, dtype=torch.float32)
         self.trajectory = []
         self._calls = 0
@@ -122,6 +132,19 @@ class InversionScheduler:
         _, kind, s_from, s_to = self._plan[self._calls]
         self._calls += 1
         v = model_output.to(torch.float32)
+        if kind == "uni":
+            if self._calls == 1:  # x~_0 = x_0: nothing to redo
+                committed = sample.to(torch.float32)
+            else:  # redo the step into this point with the velocity evaluated there
+                committed = self._committed + (s_to - s_from) * v
+                self.trajectory.append(committed.to(sample.dtype))
+            self._committed = committed
+            if self._calls < len(self._plan):
+                new = committed + (self._plan[self._calls][3] - s_to) * v
+            else:
+                new = committed
+            new = new.to(sample.dtype)
+            return (new,) if not return_dict else dataclasses.make_dataclass("Out", ["prev_sample"])(new)
         if kind == "predict":
             self._anchor = sample.to(torch.float32)
             self._v0 = v
@@ -151,7 +174,8 @@ def invert(pipe, latents: torch.Tensor, prompt: str, *, steps: int, method: str 
             :func:`accel.editing.pipeline.encode_input`.
         prompt: the prompt describing the input (the source prompt).
         steps: number of sampling steps of the later replay (the same sigma grid), an int >= 1.
-        method: ``"euler"`` (one evaluation per step) or ``"heun"`` (predictor-corrector, two).
+        method: ``"euler"`` (one evaluation per step), ``"heun"`` (predictor-corrector, two) or ``"uniinv"``
+            (ConsistEdit's real-image inversion, ``steps + 1`` evaluations; module docstring).
         **pipe_kwargs: further pipeline arguments (``height``, ``width``, ``num_frames``, ``guidance_scale``
             for FLUX's guidance embedding, ``max_sequence_length``, ``prompt_template``...). Classifier-free
             guidance is switched off (negative prompts and ``true_cfg_scale`` are dropped; Wan runs with

@@ -6,8 +6,10 @@ Both run the source and the target prompt as one batch of two from the same star
 :class:`~accel.control.MutualSelfAttention` (``rule="masactrl"``). The edit mask is, in order of
 precedence: the user's ``mask``; the attention to ``edit_words`` measured in a source-only pass
 (:class:`~accel.control.EditMaskObserver`); or all-edit. Real inputs are encoded with the VAE, inverted
-along the flow-matching ODE (:mod:`accel.editing.inversion`) and the source branch replays the stored
-trajectory.
+along the flow-matching ODE (:mod:`accel.editing.inversion`, by default ConsistEdit's release's UniInv
+scheme) and, as in the release, the source branch's vision Q/K in the controlled layers are the ones
+recorded during the inversion (:class:`~accel.control.SourceQK`), the mask coming from the inversion's
+attention; ``source="latents"`` (ours) replays the inverted latent trajectory instead.
 
 ::
 
@@ -25,15 +27,17 @@ import inspect
 import numpy as np
 import torch
 
-from accel.control import ConsistEdit, Controller, EditMaskObserver, MutualSelfAttention, ReplaySource
+from accel.control import ConsistEdit, Controller, EditMaskObserver, MutualSelfAttention, ReplaySource, SourceQK
 from accel.control.consistedit import check_alpha
 from accel.control.mask import DEFAULT_THRESHOLD, edit_token_positions, resize_user_mask
 from accel.control.scene import CrossAttentionBlend, LatentBlend
 
-__all__ = ["EditResult", "edit", "edit_generated", "encode_input", "token_grid", "RULES", "ALPHA_DEFAULTS",
+__all__ = ["EditResult", "edit", "edit_generated", "encode_input", "token_grid", "RULES", "SOURCES", "ALPHA_DEFAULTS",
            "KEEP_SCENE"]
 
 RULES = ("consistedit", "masactrl")
+#: how the source branch of a real-input edit follows the input (:func:`edit`)
+SOURCES = ("qk", "latents")
 #: ways to keep the source outside the edit mask, beyond the rule (:mod:`accel.control.scene`; not in the release)
 KEEP_SCENE = ("latents", "cross_attention")
 #: ConsistEdit's recommended consistency strengths (Yin et al. 2025)
@@ -106,7 +110,7 @@ def _split_output(out):
     return media[0], media[1]
 
 
-def _text_positions(pipe, family: str, prompt: str, words, kwargs) -> tuple[list[int], int | None]:
+def _text_positions(pipe, family: str, prompt: str, words, kwargs, match: str = "first") -> tuple[list[int], int | None]:
     """(token positions of the edit words, valid text length) for the text the transformer attends."""
     max_len = kwargs.get("max_sequence_length")
     if family == "flux":
@@ -123,7 +127,8 @@ def _text_positions(pipe, family: str, prompt: str, words, kwargs) -> tuple[list
         tpl = kwargs.get("prompt_template") or DEFAULT_PROMPT_TEMPLATE
         tok, template, crop = pipe.tokenizer, tpl["template"], int(tpl.get("crop_start", 0))
         max_len = max_len or 256
-    positions = edit_token_positions(tok, prompt, words, template=template, crop_start=crop, max_length=max_len)
+    positions = edit_token_positions(tok, prompt, words, template=template, crop_start=crop, max_length=max_len,
+                                     match=match)
     if family == "hunyuan_video":
         return positions, None  # padding comes from the token layout's text_mask
     ids = tok(prompt, max_length=max_len, truncation=True, add_special_tokens=True)["input_ids"]
@@ -209,13 +214,19 @@ def _negatives(pipe_kwargs: dict, n: int) -> dict:
     return pipe_kwargs
 
 
+def _mask_observer(pipe, family, source_prompt, edit_words, pipe_kwargs, mask_options: dict) -> EditMaskObserver:
+    positions, valid = _text_positions(pipe, family, source_prompt, edit_words, pipe_kwargs,
+                                       match=mask_options.get("word_match", "first"))
+    return EditMaskObserver(positions, valid, rows="all", softmax=mask_options.get("softmax"))
+
+
 def _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, pipe_kwargs, *, latents=None,
-                  replay=None):
-    """A source-only pass with an :class:`EditMaskObserver` on every layer; returns (mask, heatmap)."""
-    positions, valid = _text_positions(pipe, family, source_prompt, edit_words, pipe_kwargs)
-    observer = EditMaskObserver(positions, valid, rows="all")
+                  replay=None, mask_options=None):
+    """A source-only pass with an :class:`EditMaskObserver` in its layers; returns (mask, heatmap)."""
+    mask_options = mask_options or {}
+    observer = _mask_observer(pipe, family, source_prompt, edit_words, pipe_kwargs, mask_options)
     rules = [observer] + ([replay] if replay is not None else [])
-    controller = Controller(rules, layers=None, num_steps=steps)
+    controller = Controller(rules, layers=mask_options.get("layers", "auto"), num_steps=steps)
     kwargs = dict(_negatives(pipe_kwargs, 1), output_type="latent")
     with controller.install(pipe):
         pipe(prompt=source_prompt, num_inference_steps=steps, latents=latents,
@@ -224,9 +235,20 @@ def _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshol
     return observer.mask(threshold), observer.heatmap()
 
 
+def _mask_options(word_match, mask_softmax, mask_layers) -> dict:
+    from accel.control.mask import MASK_SOFTMAX, WORD_MATCHES
+
+    if word_match not in WORD_MATCHES:
+        raise ValueError(f"word_match must be one of {WORD_MATCHES}, got {word_match!r}")
+    if mask_softmax is not None and mask_softmax not in MASK_SOFTMAX:
+        raise ValueError(f"mask_softmax must be None or one of {MASK_SOFTMAX}, got {mask_softmax!r}")
+    return {"word_match": word_match, "softmax": mask_softmax, "layers": mask_layers}
+
+
 def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=None, mask=None, alpha=0.3,
                    steps: int = 28, seed: int = 0, rule: str = "consistedit", layers="auto",
                    threshold: float = DEFAULT_THRESHOLD, start_step: int = 0, keep_scene=None,
+                   word_match: str = "first", mask_softmax: str | None = None, mask_layers="auto",
                    **pipe_kwargs) -> EditResult:
     """Generate an image/video for ``source_prompt`` and its edit for ``target_prompt`` together.
 
@@ -242,7 +264,7 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
             ``None`` with no ``mask`` means all-edit. A word missing from the prompt raises ``ValueError``.
         mask: a user edit mask (PIL image, list of frames, array/tensor ``[H, W]`` or ``[F, H, W]`` at the
             token grid or the pixel size; nonzero = edit); overrides ``edit_words``.
-        alpha: ConsistEdit's consistency strength in [0, 1] (structure lock for ``floor(alpha * steps)``
+        alpha: ConsistEdit's consistency strength in [0, 1] (structure lock for ``int(steps * alpha)``
             steps), or a name: ``"color"``/``"material"`` (1.0), ``"shape"``/``"object"`` (0.3), ``"real"``
             (0.1). Default 0.3. Unused by ``rule="masactrl"``.
         steps: number of inference steps, an int >= 1.
@@ -258,6 +280,14 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
             every step the target's latents outside the mask are the source's), ``"cross_attention"`` (Wan:
             the target's cross-attention output outside the mask is the source's), or a tuple of both.
             Needs an edit mask (``edit_words`` or ``mask``).
+        word_match: how ``edit_words`` are found in ``source_prompt``: ``"first"`` (default, the release's:
+            the first case-sensitive occurrence as a substring) or ``"words"`` (ours: every whole-word,
+            case-insensitive occurrence); see :func:`~accel.control.mask.find_word_spans`.
+        mask_softmax: the edit mask's softmax domain (:class:`~accel.control.EditMaskObserver`): ``None``
+            (default: the release's per family, ``"joint"`` on FLUX, ``"text"`` on Wan / HunyuanVideo),
+            ``"joint"`` or ``"text"``.
+        mask_layers: the layers the mask is observed in (as ``layers``); ``"auto"`` (default): FLUX's
+            single-stream blocks (the release's), every layer of Wan / HunyuanVideo; ``None``: every layer.
         **pipe_kwargs: other pipeline arguments (``height``, ``width``, ``num_frames``, ``guidance_scale``,
             ``negative_prompt``, ``output_type``, ...); not ``prompt``, ``generator``, ``latents``,
             ``num_inference_steps`` or ``callback_on_step_end``.
@@ -274,13 +304,15 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
     family = _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kwargs)
     alpha = _resolve_alpha(alpha)
     keep_scene = _check_keep_scene(keep_scene, mask is not None or edit_words is not None)
+    options = _mask_options(word_match, mask_softmax, mask_layers)
     grid = token_grid(pipe, height=pipe_kwargs.get("height"), width=pipe_kwargs.get("width"),
                       num_frames=pipe_kwargs.get("num_frames"))
     token_mask = _resolve_mask(pipe, family, mask, grid, pipe_kwargs)
     heat = None
     if token_mask is None and edit_words is not None:
-        _text_positions(pipe, family, source_prompt, edit_words, pipe_kwargs)  # validate before any denoising
-        token_mask, heat = _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, pipe_kwargs)
+        _text_positions(pipe, family, source_prompt, edit_words, pipe_kwargs, match=word_match)  # validate first
+        token_mask, heat = _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, pipe_kwargs,
+                                         mask_options=options)
     rules = [_make_rule(rule, alpha, token_mask, start_step), *_scene_rules(keep_scene, token_mask)]
     controller = Controller(rules, layers=layers, num_steps=steps)
     with controller.install(pipe):
@@ -371,35 +403,59 @@ def encode_input(pipe, image_or_video) -> tuple[torch.Tensor, dict]:
 
 
 def edit(pipe, image_or_video, source_prompt: str, target_prompt: str, *, edit_words=None, mask=None, alpha=0.1,
-         steps: int = 28, seed: int = 0, rule: str = "consistedit", layers="auto", inversion: str = "euler",
-         threshold: float = DEFAULT_THRESHOLD, start_step: int = 0, **pipe_kwargs) -> EditResult:
+         steps: int = 28, seed: int = 0, rule: str = "consistedit", layers="auto", inversion: str = "uniinv",
+         source: str = "qk", threshold: float = DEFAULT_THRESHOLD, start_step: int = 0, word_match: str = "first",
+         mask_softmax: str | None = None, mask_layers="auto", **pipe_kwargs) -> EditResult:
     """Edit a real image (FLUX) or video (Wan, HunyuanVideo) from ``source_prompt`` to ``target_prompt``.
 
     The input is encoded with the pipeline's VAE and inverted along the flow-matching ODE with the
-    source prompt (:func:`accel.editing.inversion.invert`); then source and target denoise as one
-    batch from the inverted noise, the source branch replaying the stored latent trajectory (so it
-    reproduces the input) and the rule fusing the target's attention with it.
+    source prompt (:func:`accel.editing.inversion.invert`); then source and target denoise as one batch
+    from the inverted noise while the rule fuses the target's attention with the source's. With
+    ``source="qk"`` (default, ConsistEdit's release) the inversion records the source's vision Q/K in the
+    controlled layers and the edit replays them in the source rows (:class:`~accel.control.SourceQK`); an
+    ``edit_words`` mask comes from the inversion's own attention in the controlled layers. With
+    ``source="latents"`` (ours) the
+    source branch replays the inverted latent trajectory (so it reproduces the input exactly) and an
+    ``edit_words`` mask comes from a separate replayed source pass.
 
     Args:
         pipe: as in :func:`edit_generated`.
         image_or_video: the input (see :func:`encode_input`); its size sets the output size.
         source_prompt: a prompt describing the input.
         target_prompt: the prompt of the edit.
-        edit_words, mask, rule, layers, threshold, start_step: as in :func:`edit_generated`.
-        alpha: as in :func:`edit_generated`; default 0.1 (the paper's value for real inputs).
-        steps: inference (and inversion) steps, an int >= 1.
+        edit_words, mask, rule, layers, threshold, start_step, word_match, mask_softmax, mask_layers: as in
+            :func:`edit_generated`.
+        alpha: as in :func:`edit_generated`; default 0.1 (the release's value for real inputs).
+        steps: inference steps (the inversion's grid), an int >= 1.
         seed: unused by the deterministic inversion; kept for the same signature (an int >= 0).
-        inversion: ``"euler"`` or ``"heun"`` (predictor-corrector, twice the transformer calls).
+        inversion: ``"uniinv"`` (default, the release's; ``steps + 1`` transformer calls), ``"euler"`` or
+            ``"heun"`` (predictor-corrector, twice the calls; only with ``source="latents"``).
+        source: ``"qk"`` (default, the release's) or ``"latents"`` (ours); see above.
         **pipe_kwargs: other pipeline arguments, as in :func:`edit_generated` (not ``height``/``width``/
             ``num_frames``, which come from the input).
 
     Returns:
         An :class:`EditResult` with ``inversion`` set.
+
+    Raises:
+        ValueError: as :func:`edit_generated`; an unknown ``source`` or ``inversion``; ``"heun"`` with
+            ``source="qk"`` (Q/K are recorded once per timestep).
     """
-    from accel.editing.inversion import invert
+    from accel.editing.inversion import INVERSION_METHODS, invert
 
     family = _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kwargs)
     alpha = _resolve_alpha(alpha)
+    options = _mask_options(word_match, mask_softmax, mask_layers)
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if inversion not in INVERSION_METHODS:
+        raise ValueError(f"inversion must be one of {INVERSION_METHODS}, got {inversion!r}")
+    if source == "qk" and inversion == "heun":
+        raise ValueError("source='qk' records the source's Q/K once per inversion timestep; inversion='heun' "
+                         "evaluates twice per step: use inversion='uniinv' or 'euler', or source='latents'")
+    if source == "qk" and mask_layers != "auto":
+        raise ValueError("with source='qk' the mask is observed during the inversion in the controlled layers "
+                         "(`layers`), as the release does; mask_layers applies to source='latents'")
     for key in ("height", "width", "num_frames"):
         if key in pipe_kwargs:
             raise ValueError(f"edit() takes {key!r} from the input; do not pass it")
@@ -407,20 +463,36 @@ def edit(pipe, image_or_video, source_prompt: str, target_prompt: str, *, edit_w
     kwargs = dict(pipe_kwargs, **size)
     grid = token_grid(pipe, height=size["height"], width=size["width"], num_frames=size.get("num_frames"))
     token_mask = _resolve_mask(pipe, family, mask, grid, kwargs)
-    if token_mask is None and edit_words is not None:
-        _text_positions(pipe, family, source_prompt, edit_words, kwargs)
-    inv = invert(pipe, latents, source_prompt, steps=steps, method=inversion,
-                 **{k: v for k, v in kwargs.items() if k != "output_type"})
+    words = token_mask is None and edit_words is not None
+    if words:
+        _text_positions(pipe, family, source_prompt, edit_words, kwargs, match=word_match)
+    invert_kwargs = {k: v for k, v in kwargs.items() if k != "output_type"}
     heat = None
-    if token_mask is None and edit_words is not None:
-        replay = ReplaySource(inv.trajectory, inv.clean, rows="all")
-        token_mask, heat = _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, kwargs,
-                                         latents=inv.noise, replay=replay)
-    rules = [_make_rule(rule, alpha, token_mask, start_step), ReplaySource(inv.trajectory, inv.clean)]
+    if source == "qk":
+        edit_rule = _make_rule(rule, alpha, None, start_step)
+        edit_layers = type(edit_rule).default_layers.get(family) if layers == "auto" else layers
+        recorder = SourceQK(steps).recording()
+        observer = _mask_observer(pipe, family, source_prompt, edit_words, kwargs, options) if words else None
+        # one pass: the Q/K of the controlled layers and the mask from the same layers' attention
+        record_rules = [recorder] + ([observer] if observer is not None else [])
+        with Controller(record_rules, layers=edit_layers, num_steps=steps).install(pipe):
+            inv = invert(pipe, latents, source_prompt, steps=steps, method=inversion, **invert_kwargs)
+        if observer is not None:
+            token_mask, heat = observer.mask(threshold), observer.heatmap()
+        rules = [recorder.replaying(), _make_rule(rule, alpha, token_mask, start_step)]
+        callback = None
+    else:
+        inv = invert(pipe, latents, source_prompt, steps=steps, method=inversion, **invert_kwargs)
+        if words:
+            replay = ReplaySource(inv.trajectory, inv.clean, rows="all")
+            token_mask, heat = _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, kwargs,
+                                             latents=inv.noise, replay=replay, mask_options=options)
+        rules = [_make_rule(rule, alpha, token_mask, start_step), ReplaySource(inv.trajectory, inv.clean)]
+        callback = True
     controller = Controller(rules, layers=layers, num_steps=steps)
     with controller.install(pipe):
         out = pipe(prompt=[source_prompt, target_prompt], num_inference_steps=steps,
                    latents=inv.noise.expand(2, *inv.noise.shape[1:]).clone(),
-                   callback_on_step_end=controller.callback, **_negatives(kwargs, 2))
-    source, target = _split_output(out)
-    return EditResult(source, target, token_mask, heat, inv)
+                   callback_on_step_end=controller.callback if callback else None, **_negatives(kwargs, 2))
+    source_media, target = _split_output(out)
+    return EditResult(source_media, target, token_mask, heat, inv)

@@ -37,14 +37,31 @@ def test_word_level_tokenizer_of_the_embedded_model():
     tok = build_tokenizer()           # known words are single tokens
     assert edit_token_positions(tok, "a red circle moving left", "red") == [1]
     assert edit_token_positions(_NoOffsets(tok), "a red circle moving left", "circle") == [2]
-    assert edit_token_positions(tok, "A Red circle", "red") == [1]      # case-insensitive
+    assert edit_token_positions(tok, "A Red circle", "red", match="words") == [1]      # ours: case-insensitive
+    with pytest.raises(ValueError, match="does not occur \\(case-sensitive\\)"):
+        edit_token_positions(tok, "A Red circle", "red")                             # the release's: case-sensitive
+
+
+def test_release_word_rule_first_substring_occurrence():
+    # ConsistEdit's release finds the first occurrence of the word as a substring (str.find) and takes every
+    # token overlapping those characters; ours takes every whole-word occurrence
+    t5 = _t5_tokenizer()  # one token per character after a word-initial piece: "a red hat, red" ...
+    prompt = "a red hat and a red box"
+    assert find_word_spans(prompt, "red") == [(2, 5)]
+    assert find_word_spans(prompt, "red", match="words") == [(2, 5), (16, 19)]
+    first = edit_token_positions(t5, prompt, "red")
+    every = edit_token_positions(t5, prompt, "red", match="words")
+    assert first and set(first) < set(every)
+    assert find_word_spans("a reddish circle", "red") == [(2, 5)]  # a substring counts for the release
+    with pytest.raises(ValueError, match="match must be one of"):
+        find_word_spans("a red circle", "red", match="all")
 
 
 def test_word_errors():
     with pytest.raises(ValueError, match="'blue' does not occur"):
         find_word_spans("a red circle", "blue")
     with pytest.raises(ValueError, match="whole word"):
-        find_word_spans("a reddish circle", "red")
+        find_word_spans("a reddish circle", "red", match="words")
     with pytest.raises(ValueError, match="non-empty"):
         find_word_spans("a red circle", [])
     with pytest.raises(ValueError, match="map to no text token"):
