@@ -11,6 +11,9 @@ attention over sampled query rows, the dense-mass recall of the computed keys, a
 * Rectified ``order`` (release ``"hilbert"``; ours ``"morton"``, ``"sequence"``), ``count_text``
   (release True; ours False, with 256 text keys), ``pooling`` on a grid that is not a multiple of the
   block (release ``"padded"``; ours ``"exact"``), at the release's ``tau`` and several ``drop``.
+* Agent ``formation``: ``"tome"`` (AgentSD: merged tokens, N/16 agents, early and late phase) vs ``"pool"``
+  (ours: pooled agents, full keys) with 49 agents and with as many agents as AgentSD forms, on an image
+  grid and a video grid (full forward in fp64 against dense attention).
 
 Run ``python benchmarks/faithful_options.py`` (about 10 minutes on 2 CPU threads); it writes
 ``benchmarks/results/faithful_options_cpu.json`` (``--out`` to change).
@@ -104,6 +107,42 @@ def rectified(rows: int, seed: int) -> dict:
             "pooling": {"grid": RAGGED_GRID, "points": ragged}}
 
 
+AGENT_GRIDS = ((1, 48, 64), (4, 16, 24))   # an image (3,072 tokens) and a short video (1,536)
+
+
+def _agent_error(method, qkv, ref, grid, late=False) -> float:
+    from accel.grid import STEP_KEY
+
+    tokens = accel.TokenLayout(grid)
+    if late:  # the root hook's record of the step: past AgentSD's switch to its late phase
+        tokens.cache[STEP_KEY] = (49, 50)
+    out = method(*qkv, tokens).double()
+    return float((out - ref).norm() / ref.norm())
+
+
+def agent(seed: int) -> dict:
+    points = []
+    for grid in AGENT_GRIDS:
+        qkv = synthetic_qkv(grid, heads=2, head_dim=64, seed=seed)
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            *(x.double().transpose(1, 2) for x in qkv)).transpose(1, 2)
+        q, k, v = qkv
+
+        def error(method, late=False, qkv=qkv, ref=ref, grid=grid):
+            return _agent_error(method, qkv, ref, grid, late)
+
+        tome = accel.Agent(backend="reference")
+        n_agents = tome.merge_plan(v, accel.TokenLayout(grid))[3]
+        points.append({"grid": grid, "formation": "tome", "phase": "early (4x4, 0.95)", "agents": n_agents,
+                       "rel_l2_error": error(tome)})
+        points.append({"grid": grid, "formation": "tome", "phase": "late (2x2, 0.5): merged attention",
+                       "agents": 0, "rel_l2_error": error(tome, late=True)})
+        for agents in (49, n_agents):
+            m = accel.Agent(formation="pool", agents=agents, backend="reference")
+            points.append({"grid": grid, "formation": "pool", "agents": agents, "rel_l2_error": error(m)})
+    return {"points": points}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "faithful_options_cpu.json"))
@@ -119,6 +158,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/faithful_options.py",
         "radial": radial(a.rows, a.seed),
         "rectified": rectified(a.rows, a.seed),
+        "agent": agent(a.seed),
         "seconds": None,
         "load_avg_1min": {"start": load_before, "end": os.getloadavg()[0]},
     }
