@@ -16,7 +16,9 @@ attention over sampled query rows, the dense-mass recall of the computed keys, a
   grid and a video grid (full forward in fp64 against dense attention).
 
 Run ``python benchmarks/faithful_options.py`` (about 10 minutes on 2 CPU threads); it writes
-``benchmarks/results/faithful_options_cpu.json`` (``--out`` to change).
+``benchmarks/results/faithful_options_cpu.json`` (``--out`` to change). ``--only agent`` (or ``radial``,
+``rectified``) measures those sections only and replaces them in an existing output file, each section
+with its own seconds and load average.
 """
 
 from __future__ import annotations
@@ -143,29 +145,38 @@ def agent(seed: int) -> dict:
     return {"points": points}
 
 
+SECTIONS = {"radial": lambda a: radial(a.rows, a.seed), "rectified": lambda a: rectified(a.rows, a.seed),
+            "agent": lambda a: agent(a.seed)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "faithful_options_cpu.json"))
     p.add_argument("--rows", type=int, default=512, help="query rows sampled per evaluation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=None,
+                   help="measure these sections only, replacing them in an existing --out file")
     a = p.parse_args(argv)
     torch.set_num_threads(2)
-    t0 = time.time()
-    load_before = os.getloadavg()[0]
+    out = Path(a.out)
     result = {
         "what": "attention-level error vs dense: the releases' defaults and our named options (issue 19)",
         "data": "accel.eval.synthetic.synthetic_qkv, 2 heads, head_dim 64",
         "command": "python benchmarks/faithful_options.py",
-        "radial": radial(a.rows, a.seed),
-        "rectified": rectified(a.rows, a.seed),
-        "agent": agent(a.seed),
-        "seconds": None,
-        "load_avg_1min": {"start": load_before, "end": os.getloadavg()[0]},
     }
-    result["seconds"] = time.time() - t0
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("seconds", "load_avg_1min")}))
+    if a.only and out.exists():
+        result = {**json.loads(out.read_text()), **result}
+    for name in a.only or list(SECTIONS):
+        t0, load_before = time.time(), os.getloadavg()[0]
+        section = SECTIONS[name](a)
+        section["command"] = "python benchmarks/faithful_options.py" + (f" --only {name}" if a.only else "")
+        section["seconds"] = time.time() - t0
+        section["load_avg_1min"] = {"start": load_before, "end": os.getloadavg()[0]}
+        result[name] = section
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: {"seconds": result[k]["seconds"], "load": result[k]["load_avg_1min"]}
+                      for k in (a.only or list(SECTIONS))}))
     return 0
 
 
