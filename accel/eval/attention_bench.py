@@ -45,7 +45,7 @@ from accel.kernels import BlockLayout
 from accel.kernels.cost import H200
 from accel.methods.agent import Agent
 from accel.methods.dense import Dense
-from accel.methods.rectified import Rectified, keep_floor
+from accel.methods.rectified import Rectified, top_k_blocks
 
 __all__ = ["SIZES", "layout_row_mask", "method_rows", "dense_rows", "evaluate_method", "block_figures", "run", "main"]
 
@@ -236,7 +236,7 @@ def block_figures(method, grid) -> dict:
     if isinstance(method, Agent):
         return none
     if isinstance(method, (Dense, Rectified)):
-        full = nb * nb if isinstance(method, Dense) else nb * keep_floor(method.drop, nb)
+        full = nb * nb if isinstance(method, Dense) else nb * top_k_blocks(method.drop, nb)
         counts = {"full_blocks": full, "counted_blocks": 0, "partial_blocks": 0, "full_fraction": 1.0}
     else:
         info = method.describe(tuple(grid), file=None, compare_rowmajor=False)
