@@ -33,6 +33,22 @@ def test_token_rule_is_the_release_rule(grid, sink, block):
         assert torch.equal(ours, release.token_mask(grid, decay, block, sink)), (grid, decay, block, sink)
 
 
+@pytest.mark.parametrize("grid", [(6, 4, 8), (9, 6, 10)])
+@pytest.mark.parametrize("sink", [False, True])
+def test_frames_under_128_tokens_thin_adjacent_frames(grid, sink):
+    """Frames of < 128 tokens: the release thins even d = 1 (undecayed width P/2 < 128); here s = 32 / 60,
+    P = 64, so d = 1 has L = 32, m = 4 and is dropped, while d = 0 (L = 64, m = 2) is kept."""
+    t, h, w = grid
+    s = h * w
+    coords = grid_coords(grid)
+    for decay in DECAYS:
+        ours = RadialRule(grid, decay, 64, sink).token_mask(coords)
+        assert torch.equal(ours, release.token_mask(grid, decay, 64, sink)), (grid, decay, sink)
+        # frame 2 -> frame 3 (d = 1): nothing; frame 2 -> frame 2 (d = 0): every pair
+        assert not ours[2 * s:3 * s, 3 * s:4 * s].any()
+        assert ours[2 * s:3 * s, 2 * s:3 * s].all()
+
+
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("sink", [False, True])
 @pytest.mark.parametrize("block", [128, 64])
