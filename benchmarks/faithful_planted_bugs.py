@@ -12,8 +12,10 @@ change what is computed on the tests' inputs (e.g. a strict vs non-strict compar
 random values, a scale that the min-max normalisation removes); it is listed to show that the
 harness does not count those as misses.
 
-Run ``python benchmarks/faithful_planted_bugs.py`` (``--only ID ...`` for some bugs, ``--list``); it
-writes ``benchmarks/results/faithful_planted_bugs.json`` (``--out``). About 20-40 minutes on a busy
+Run ``python benchmarks/faithful_planted_bugs.py`` (``--list`` lists the bugs); it writes
+``benchmarks/results/faithful_planted_bugs.json`` (``--out``). ``--only ID ...`` plants those bugs only
+and replaces their records in an existing output (each with its command and commit; ``reruns`` lists
+the partial runs). About 20-40 minutes on a busy
 2-core machine (the test collection imports torch and diffusers for every bug).
 """
 
@@ -270,14 +272,24 @@ def main(argv=None) -> int:
                    "expected_to_survive": bug.equivalent or None, **rec}
             print(json.dumps(rec), flush=True)
             result["bugs"].append(rec)
+    out = Path(a.out)
+    if a.only and out.exists():  # replace these bugs' records in the earlier run, keep the others
+        earlier = json.loads(out.read_text())
+        fresh = {r["id"]: r for r in result["bugs"]}
+        for r in result["bugs"]:
+            r["command"], r["commit"] = command, head
+        merged = [fresh.pop(r["id"], r) for r in earlier["bugs"]] + list(fresh.values())
+        result = {**earlier, "bugs": merged, "reruns": earlier.get("reruns", []) + [
+            {"command": command, "commit": head, "baseline": result["baseline"],
+             "load_avg_1min_start": result["load_avg_1min_start"]}]}
     real = [r for r in result["bugs"] if not r["expected_to_survive"]]
     result["summary"] = {"planted": len(real), "caught": sum(r["caught"] for r in real),
                          "missed": [r["id"] for r in real if not r["caught"]],
                          "equivalent_survived": [r["id"] for r in result["bugs"]
                                                  if r["expected_to_survive"] and not r["caught"]]}
     result["load_avg_1min_end"] = os.getloadavg()[0]
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result["summary"]))
     return 0
 
