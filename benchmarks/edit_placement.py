@@ -16,8 +16,9 @@ Models: the embedded model (a trained text-to-video model of coloured shapes) an
 Wan / HunyuanVideo / FLUX pipelines (which draw no objects: there the "object" is whatever saturated
 pixels the noise makes, so the IoU only says how much of the source's layout the edit keeps).
 
-Run ``python benchmarks/edit_placement.py`` (about 10 minutes on 2 CPU threads); it writes
-``benchmarks/results/edit_placement.json`` (``--out`` to change).
+Run ``python benchmarks/edit_placement.py`` (an embedded pair took 17 minutes at load 15-20 on 2 cores;
+idle, not measured); it writes ``benchmarks/results/edit_placement.json`` (``--out`` to change) after every
+record, with ``"complete": false`` until the run ends. ``--pairs N``: the first N embedded pairs only.
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ def _background(source, target, mask) -> dict | None:
     return background_metrics(source, target, mask)
 
 
-def measure(pipe, pairs, *, steps: int, seed: int, alpha: float, call: dict) -> list[dict]:
+def measure(pipe, pairs, *, steps: int, seed: int, alpha: float, call: dict, out: list, save=lambda: None) -> list[dict]:
+    """One record per (source, target, edit word) pair, appended to ``out`` as it is made (then ``save()``)."""
     from accel.editing import edit_generated
     from accel.embedded.adherence import analyze_clip, object_mask
 
-    out = []
     for source_prompt, target_prompt, word in pairs:
         t0 = time.time()
         res = edit_generated(pipe, source_prompt, target_prompt, edit_words=word, alpha=alpha, steps=steps, seed=seed,
@@ -95,8 +96,9 @@ def measure(pipe, pairs, *, steps: int, seed: int, alpha: float, call: dict) -> 
             "background": _background(src, tgt, res.mask),
             "seconds": time.time() - t0,
         }
-        print(json.dumps(rec))
+        print(json.dumps(rec), flush=True)
         out.append(rec)
+        save()
     return out
 
 
@@ -105,19 +107,31 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "edit_placement.json"))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", type=int, default=None, help="only the first N embedded-model pairs (default: all 5)")
     a = p.parse_args(argv)
+    if a.pairs is not None and not 1 <= a.pairs <= len(EMBEDDED_PAIRS):
+        p.error(f"--pairs must be in [1, {len(EMBEDDED_PAIRS)}], got {a.pairs}")
     torch.set_num_threads(2)
     from accel.embedded import DEFAULT_GENERATION, embedded
     from accel.pipelines.tiny import tiny_call_kwargs, tiny_pipeline
 
     t0, load0 = time.time(), os.getloadavg()[0]
+    out = Path(a.out)
+    result = {"what": "IoU of the edited object with the source's, ConsistEdit defaults (issue 19)",
+              "command": "python benchmarks/edit_placement.py" + (f" --pairs {a.pairs}" if a.pairs else ""),
+              "steps": a.steps, "seed": a.seed, "alpha": 1.0, "complete": False, "embedded": [], "tiny": {}}
+
+    def save():  # after every record: a cut-short run leaves its records, marked incomplete
+        result["seconds"] = time.time() - t0
+        result["load_avg_1min"] = {"start": load0, "now": os.getloadavg()[0]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+
     pipe = embedded()
     call = {k: v for k, v in DEFAULT_GENERATION.items() if k != "num_inference_steps"}
     call["output_type"] = "np"
-    result = {"what": "IoU of the edited object with the source's, ConsistEdit defaults (issue 19)",
-              "command": "python benchmarks/edit_placement.py", "steps": a.steps, "seed": a.seed, "alpha": 1.0,
-              "embedded": measure(pipe, EMBEDDED_PAIRS, steps=a.steps, seed=a.seed, alpha=1.0, call=call)}
-    tiny = {}
+    measure(pipe, EMBEDDED_PAIRS[:a.pairs or None], steps=a.steps, seed=a.seed, alpha=1.0, call=call,
+            out=result["embedded"], save=save)
     for family, size in (("wan", 32), ("hunyuan_video", 32), ("flux", 32)):
         tp = tiny_pipeline(family)
         tp.set_progress_bar_config(disable=True)
@@ -125,17 +139,15 @@ def main(argv=None) -> int:
         for key in ("prompt", "generator", "num_inference_steps"):
             kw.pop(key, None)
         kw["output_type"] = "np"
-        tiny[family] = measure(tp, [TINY_PAIR], steps=4, seed=a.seed, alpha=1.0, call=kw)
-    result["tiny"] = tiny
-    for name, recs in [("embedded", result["embedded"])] + [(f"tiny-{k}", v) for k, v in tiny.items()]:
+        measure(tp, [TINY_PAIR], steps=4, seed=a.seed, alpha=1.0, call=kw, out=result["tiny"].setdefault(family, []),
+                save=save)
+    for name, recs in [("embedded", result["embedded"])] + [(f"tiny-{k}", v) for k, v in result["tiny"].items()]:
         vals = [r["iou_edit"] for r in recs if r["iou_edit"] is not None]
         base = [r["iou_without_control"] for r in recs if r["iou_without_control"] is not None]
         result.setdefault("summary", {})[name] = {"mean_iou_edit": float(np.mean(vals)) if vals else None,
                                                   "mean_iou_without_control": float(np.mean(base)) if base else None}
-    result["seconds"] = time.time() - t0
-    result["load_avg_1min"] = {"start": load0, "end": os.getloadavg()[0]}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
+    result["complete"] = True
+    save()
     print(json.dumps(result["summary"]))
     return 0
 
