@@ -15,7 +15,8 @@ from accel.methods.clear_local import ClearLocal
 from accel.methods.neighborhood import Neighborhood
 from accel.methods.radial import Radial
 
-GRIDS_720P = {"hunyuan-video": (33, 45, 80), "wan": (21, 45, 80)}  # 129 and 81 frames at 720 x 1280
+# 129 and 81 frames at 720 x 1280; Wan named by checkpoint: Radial's Wan 2.1 and 2.2 settings differ
+GRIDS_720P = {"hunyuan-video": (33, 45, 80), "wan2.1-t2v-14b": (21, 45, 80)}
 
 
 def block_structure(method, grid) -> dict:
