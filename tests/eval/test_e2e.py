@@ -133,15 +133,16 @@ def test_numbers_are_consistent(tiny_run):
 
 
 def test_unreachable_targets_are_labelled_by_the_density_reached():
-    """Radial on a 4-frame grid keeps neighbouring frames dense: no decay gets it below 62.5% (brute force),
-    so its 10/20/30% targets are one configuration, labelled by the density it ran at."""
+    """Radial on a 4-frame grid keeps neighbouring frames dense (62.5% of the pairs) and the release's block
+    selection keeps part of the narrowest windows too: no decay gets it below that floor (brute force, about
+    69%), so its 10/20/30% targets are one configuration, labelled by the density it ran at."""
     from tests.eval.brute_density import brute_force_density
 
     grid = (4, 16, 16)
     floor = brute_force_density(accel.Radial(decay=1e-3, block_size=16), grid)
-    assert floor == 0.625
+    assert 0.625 <= floor < 0.75
     (cfg,) = e2e.method_configs(["radial"], [0.1, 0.2, 0.3], grid, block_size=16)
-    assert cfg.label == "radial@63%" and cfg.density == pytest.approx(0.625)
+    assert cfg.label == f"radial@{math.floor(100 * floor + 0.5)}%" and cfg.density == pytest.approx(floor)
     assert cfg.targets == [0.1, 0.2, 0.3] and cfg.unreached == [0.1, 0.2, 0.3]
     nb, = e2e.method_configs(["neighborhood"], [0.3], grid, block_size=16)
     assert nb.unreached == [] and nb.label == f"neighborhood@{math.floor(100 * nb.density + 0.5)}%"
