@@ -22,11 +22,16 @@ import dataclasses
 
 import torch
 
-__all__ = ["TokenLayout", "TEXT_SIDES", "STEP_KEY"]
+__all__ = ["TokenLayout", "TEXT_SIDES", "STEP_KEY", "HEAD_GROUP_KEY"]
 
 #: key of :attr:`TokenLayout.cache` under which accel's root hook records ``(step, num_inference_steps)``
 #: of the transformer call (``num_inference_steps`` may be ``None``); absent for direct calls on tensors
 STEP_KEY = "accel.step"
+
+#: key of :attr:`TokenLayout.cache` under which accel's Ulysses wrapper records the process group whose
+#: ranks each hold a share of the heads of the call (absent without context parallelism): a method whose
+#: rule reads all heads at once (Agent's token merging) gathers them over this group
+HEAD_GROUP_KEY = "accel.head_group"
 
 TEXT_SIDES = ("first", "last")
 

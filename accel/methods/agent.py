@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from accel.grid import STEP_KEY, TokenLayout, is_int
+from accel.grid import HEAD_GROUP_KEY, STEP_KEY, TokenLayout, is_int
 from accel.kernels import BlockLayout, block_sparse_attention, validate_block_size
 from accel.methods.base import AttentionMethod, _padded_full_layout
 from accel.methods.tome import bipartite_ranking, destinations, group_mean, merge_groups
@@ -70,6 +70,26 @@ def agent_grid(agents, grid: tuple[int, int, int]) -> tuple[int, int, int]:
     return best
 
 
+def _all_heads(x: torch.Tensor, group) -> torch.Tensor:
+    """``x`` ``[B, N, h, D]`` (this rank's ``h`` heads), with the heads of every rank of ``group`` appended
+    along dim 2 (``group=None``: ``x``). Under Ulysses context parallelism each rank holds a share of the
+    heads; the merge metric concatenates all of them, so every rank must see all of them to merge as a
+    single process does (the order of the heads does not change a cosine similarity). Shares may differ
+    in size (``ulysses_anything``): they are padded to the largest, gathered, and trimmed."""
+    if group is None:
+        return x
+    world = torch.distributed.get_world_size(group)
+    count = torch.tensor([x.shape[2]], dtype=torch.int64, device=x.device)
+    counts = [torch.empty_like(count) for _ in range(world)]
+    torch.distributed.all_gather(counts, count, group=group)
+    counts = [int(c) for c in counts]
+    widest = max(counts)
+    padded = F.pad(x, (0, 0, 0, widest - x.shape[2])).contiguous()
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(parts, padded, group=group)
+    return torch.cat([p[:, :, :c] for p, c in zip(parts, counts, strict=True)], dim=2)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Agent(AttentionMethod):
     """Agent attention for the video tokens (text queries dense), training-free; by default AgentSD's.
@@ -78,8 +98,8 @@ class Agent(AttentionMethod):
 
     * **Merge** (:mod:`accel.methods.tome`): destinations are the top-left tokens of the ``stride``
       regions of every frame; the similarity metric is the video **values** ``v`` (all heads
-      concatenated) -- AgentSD uses the transformer block's input hidden states, which an attention call
-      does not see; ``v`` is their nearest linear image here (no QK-norm, no RoPE). Merging
+      concatenated; under Ulysses context parallelism gathered from every rank) -- AgentSD uses the
+      transformer block's input hidden states, which an attention call does not see; ``v`` is their nearest linear image here (no QK-norm, no RoPE). Merging
       ``r = int(N·ratio)`` sources gives the groups of the merged queries, keys and values ``Q', K', V'``
       (group means, ``M = N - r`` of them); merging ``int(N·agent_ratio)`` sources gives the agent
       groups, and the agents ``A`` are the group means of ``q`` (``n`` of them).
@@ -202,7 +222,7 @@ class Agent(AttentionMethod):
         r, agent_r = int(n * self.ratio), int(n * agent_ratio)
         groups, agent_groups = [], []
         m = na = 0
-        metric = v[:, tokens.video_slice].flatten(2)
+        metric = _all_heads(v[:, tokens.video_slice], tokens.cache.get(HEAD_GROUP_KEY)).flatten(2)
         for b in range(v.shape[0]):
             ranking = bipartite_ranking(metric[b], dst)
             g, m = merge_groups(ranking, r, n)

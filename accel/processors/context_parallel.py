@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import torch
 
-from accel.grid import TokenLayout
+from accel.grid import HEAD_GROUP_KEY, TokenLayout
 from accel.processors.upstream import DISPATCH_SETTINGS, ContextParallelConfig, templated_context_parallel_attention
 
 __all__ = [
@@ -190,6 +190,8 @@ def ulysses_method_attention(run, query, key, value, tokens: TokenLayout, scale,
             "own context-parallel plans (Wan, FLUX) and accel's HunyuanVideo plan "
             "(accel.processors.enable_context_parallel)"
         )
+    # methods whose rule reads every head (Agent's merge metric) gather this rank's heads over the group
+    tokens.cache[HEAD_GROUP_KEY] = cp._ulysses_mesh.get_group() if world > 1 else None
     positions = None
     if tokens.text_len and world > 1:
         positions = gathered_positions(tokens, world, uneven, query.device)

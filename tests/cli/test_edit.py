@@ -48,7 +48,7 @@ def test_accel_edit_generated_and_real(tmp_path, capsys):
     (["--alpha", "nan"], "--alpha must be a number in [0, 1] or one of"),
     (["--alpha=-inf"], "--alpha must be a number in [0, 1] or one of"),
     (["--alpha", "purple"], "got 'purple'"),
-    (["--edit-words", "green"], "--edit-words: 'green' does not occur (as a whole word) in the source prompt"),
+    (["--edit-words", "green"], "--edit-words: 'green' does not occur (case-sensitive) in the source prompt"),
     (["--seed", str(2**70)], f"--seed must be in [0, {2**64 - 1}], got {2**70}"),
     (["--steps", "0"], "--steps must be in [1, 2147483647], got 0"),
     (["--model", "someone/not-cached-model"], "model 'someone/not-cached-model' is not in the local Hugging Face "

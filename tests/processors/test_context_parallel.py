@@ -24,7 +24,7 @@ from ..distributed import run_gloo
 
 FAMILIES = ("wan", "hunyuan_video", "flux")
 SIZE = {"wan": 64, "hunyuan_video": 32, "flux": 16}  # several 16-token blocks, shares divisible by 2
-METHODS = ("dense", "radial", "neighborhood", "clear_local", "rectified", "agent")
+METHODS = ("dense", "radial", "neighborhood", "clear_local", "rectified", "agent", "agent_pool")
 TOLERANCE = 1e-5
 
 
@@ -36,8 +36,9 @@ def _method(name: str):
         "radial": lambda: accel.Radial(decay=0.01, block_size=16, granularity="token", backend="reference"),
         "neighborhood": lambda: accel.Neighborhood(window=3, block_size=16, backend="reference"),
         "clear_local": lambda: accel.ClearLocal(radius=1.5, block_size=16, backend="reference"),
-        "rectified": lambda: accel.Rectified(drop=0.75, tau=0.1, block_size=16, backend="reference"),
-        "agent": lambda: accel.Agent(agents=8, block_size=16, backend="reference"),
+        "rectified": lambda: accel.Rectified(drop=0.75, tau=0.1, block_size=16, keep_neighbors=False, backend="reference"),
+        "agent": lambda: accel.Agent(block_size=16, backend="reference"),  # AgentSD's token merging (the default)
+        "agent_pool": lambda: accel.Agent(agents=8, formation="pool", block_size=16, backend="reference"),
     }[name]()
 
 
