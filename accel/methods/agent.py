@@ -99,7 +99,8 @@ class Agent(AttentionMethod):
     * **Merge** (:mod:`accel.methods.tome`): destinations are the top-left tokens of the ``stride``
       regions of every frame; the similarity metric is the video **values** ``v`` (all heads
       concatenated; under Ulysses context parallelism gathered from every rank) -- AgentSD uses the
-      transformer block's input hidden states, which an attention call does not see; ``v`` is their nearest linear image here (no QK-norm, no RoPE). Merging
+      transformer block's input hidden states, which an attention call does not see; ``v`` is their
+      nearest linear image here (no QK-norm, no RoPE). Merging
       ``r = int(N·ratio)`` sources gives the groups of the merged queries, keys and values ``Q', K', V'``
       (group means, ``M = N - r`` of them); merging ``int(N·agent_ratio)`` sources gives the agent
       groups, and the agents ``A`` are the group means of ``q`` (``n`` of them).
