@@ -12,6 +12,12 @@ from accel.grid import TokenLayout
 from ..patterns import reference as ref
 
 
+def qkv(shape, seed):
+    """Three independent standard-normal tensors of ``shape`` from one seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(*shape, generator=g) for _ in range(3))
+
+
 def dense_masked(q, k, v, mask_rows):
     """fp64 SDPA of ``[B, S, H, D]`` tensors with a bool mask given as ``[B][S][S]`` or ``[S][S]`` lists."""
     mask = torch.tensor(mask_rows, dtype=torch.bool)

@@ -18,7 +18,7 @@ from accel.methods.agent import Agent, agent_grid
 from accel.methods.base import AttentionMethod
 
 from .helpers import tiny_latent_runner
-from .method_checks import text_layouts
+from .method_checks import qkv, text_layouts
 
 BLOCK = 16
 
@@ -66,11 +66,6 @@ def naive(q, k, v, layout, *, agents, k_scale2, k_shortcut, scale=None):
     out = torch.einsum("bhis,bshd->bihd", out.softmax(-1), vd)
     out[:, vs] = torch.einsum("bhin,bnhd->bihd", bc, v_a) + k_shortcut * vd[:, vs]
     return out
-
-
-def qkv(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(*shape, generator=g) for _ in range(3))
 
 
 @settings(max_examples=30)

@@ -20,7 +20,7 @@ from accel.methods.base import AttentionMethod
 
 from .agentsd_release import agentsd_attention
 from .helpers import tiny_latent_runner
-from .method_checks import text_layouts
+from .method_checks import qkv, text_layouts
 
 BLOCK = 16
 
@@ -31,11 +31,6 @@ def image_or_video_grids(draw):
     h = draw(st.integers(2, 9))
     w = draw(st.integers(2, max(2, 96 // (t * h))))
     return (t, h, w)
-
-
-def qkv(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(*shape, generator=g) for _ in range(3))
 
 
 @settings(max_examples=30, deadline=None)

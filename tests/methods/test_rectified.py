@@ -19,7 +19,7 @@ from accel.methods.base import AttentionMethod
 from accel.methods.rectified import Rectified, morton_order, top_k_blocks
 
 from .helpers import tiny_latent_runner
-from .method_checks import text_layouts
+from .method_checks import qkv, text_layouts
 from .rectified_release import release_attention
 
 BLOCK = 16
@@ -106,11 +106,6 @@ def brute_force(q, k, v, layout, *, drop, tau, gapr, rectify, block=BLOCK, check
                 o[qidx] = r * o[qidx] + c
             out[b, :, h] = o
     return out.float()
-
-
-def qkv(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(*shape, generator=g) for _ in range(3))
 
 
 @settings(max_examples=30)

@@ -16,7 +16,7 @@ from accel.methods.rectified import Rectified, top_k_blocks
 from accel.patterns.curves import hilbert_order
 
 from ..patterns.gilbert_release import release_order
-from .method_checks import text_layouts
+from .method_checks import qkv, text_layouts
 from .rectified_release import release_attention
 
 BLOCK = 16
@@ -34,11 +34,6 @@ def video_grids(draw):
     h = draw(st.integers(1, 5))
     w = draw(st.integers(2, max(2, 112 // (t * h))))
     return (t, h, w)
-
-
-def qkv(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(*shape, generator=g) for _ in range(3))
 
 
 @settings(max_examples=30, deadline=None)
