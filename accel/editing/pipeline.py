@@ -131,6 +131,10 @@ def _text_positions(pipe, family: str, prompt: str, words, kwargs, match: str = 
                                      match=match)
     if family == "hunyuan_video":
         return positions, None  # padding comes from the token layout's text_mask
+    if family == "flux":
+        # FLUX attends every T5 token, padding included, and the release's mask softmax runs over all of
+        # them (ConsistEdit_Code @ 0b73d6a: all 512 text keys, no mask): no valid length
+        return positions, None
     ids = tok(prompt, max_length=max_len, truncation=True, add_special_tokens=True)["input_ids"]
     return positions, len(ids)
 

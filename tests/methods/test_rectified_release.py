@@ -106,3 +106,30 @@ def test_hilbert_order_errors():
         hilbert_order((2, 4, 4), ("w", "w", "t"))
     with pytest.raises(ValueError, match="grid must be three ints"):
         hilbert_order((2, 0, 4))
+
+
+@pytest.mark.parametrize("grid", [(4, 4, 6), (3, 5, 8)])  # NB / T = 6 / 4 and 8 / 3: floor and ceil differ
+def test_wan_first_blocks_are_floor_of_nb_over_t(grid):
+    """``dense_first_blocks`` selects the first ``floor(NB / T)`` blocks on the curve for each other (the release's
+    ``first_frame_blocks = NB // T``), not ``ceil``: with one selected column per row (drop 0.9, tau 0, no
+    neighbours) and every row's top column the last block, the rows below ``floor(NB / T)`` select exactly
+    the first blocks and the last one, every other row the last block only."""
+    layout = TokenLayout(grid)
+    n = layout.num_video_tokens
+    nb = -(-n // BLOCK)
+    floor_first, ceil_first = nb // grid[0], -(-nb // grid[0])
+    assert floor_first < ceil_first < nb - 1   # the two roundings select different blocks, apart from the last
+    perm = hilbert_order(grid)
+    q, k, v = qkv((1, n, 2, 8), 5)
+    u = torch.ones(8)
+    q += u
+    k[:, perm[(nb - 1) * BLOCK:]] += 4 * u    # the last block on the curve: every row's largest pooled column
+    method = Rectified(drop=0.9, tau=0.0, block_size=BLOCK, keep_neighbors=False, dense_first_blocks=True,
+                       backend="reference")
+    plan = method.plan(*method.on_curve(q, k, v, layout))
+    want = torch.zeros(nb, nb, dtype=torch.bool)
+    want[:, nb - 1] = True
+    want[:floor_first, :floor_first] = True
+    assert torch.equal(plan.selected, want.expand_as(plan.selected))
+    ref = release_attention(q, k, v, layout, drop=0.9, tau=0.0, block=BLOCK, first_blocks=True, neighbours=False)
+    torch.testing.assert_close(method(q, k, v, layout), ref, atol=2e-5, rtol=1e-4)
