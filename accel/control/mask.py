@@ -13,6 +13,12 @@ observed batch rows, min-max normalised per image (per latent frame for video: `
   matrix). For Wan (no text in self-attention) the cross-attention (``attn2``) queries and text keys are
   used, whose softmax is over the text keys anyway.
 
+*Valid* keys are the ones the model's attention uses: a layout's ``text_mask`` (HunyuanVideo masks its
+padded text) or ``valid_text_len``; without either, every text key. The release's models (FLUX,
+CogVideoX) attend their padded T5 tokens, so its softmax includes them; ``accel.editing`` passes no
+``valid_text_len`` on FLUX for that reason (on Wan it passes the prompt's token count: Wan attends its
+zero-padded text keys, so this part differs from the release's rule).
+
 **Token positions** (:func:`edit_token_positions`): the edit words are found in the prompt and mapped to
 token positions through the tokenizer's character offsets (every token overlapping the word): with
 ``match="first"`` (the release's) the first case-sensitive occurrence of each word as a substring; with
