@@ -27,10 +27,12 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from accel.eval.timing import Candidate, compare
 from accel.kernels import BlockLayout, block_sparse_attention
 from accel.kernels.block_layout import _pack_rows
 from accel.kernels.flex import flex_block_sparse_attention, to_flex_block_mask
@@ -139,30 +141,25 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
-def _timed(fn) -> tuple[float, float]:
-    """(wall ms, process CPU ms) of one call."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+def time_alternating(fns: dict, reps: int, baseline: str | None = None, *,
+                     clock: Callable[[], float] = time.perf_counter,
+                     cpu_clock: Callable[[], float] = time.process_time) -> dict:
+    """Call every function of ``fns`` once per round, ``reps`` rounds, the order rotating each round
+    (:func:`accel.eval.timing.compare`, no warm-up: callers warm up and time the first call themselves).
 
-
-def time_alternating(fns: dict, reps: int, baseline: str | None = None) -> dict:
-    """Call every function of ``fns`` once per round, ``reps`` rounds, the order rotating each round.
-
-    Returns ``{"ms": {name: median wall ms}, "cpu_ms": {name: median process CPU ms}}`` and, with a
-    ``baseline`` name, ``"speedup": {name: median over rounds of baseline ms / name ms}``.
+    Returns ``{"ms": {name: median wall ms}, "cpu_ms": {name: median process CPU ms}, "warnings": [...]}``
+    (the timing warnings: timer resolution, machine load) and, with a ``baseline`` name,
+    ``"speedup": {name: median over rounds of baseline ms / name ms}`` (each round's pair of calls).
+    ``clock`` / ``cpu_clock``: the wall and process CPU clocks in seconds (tests pass fake ones).
     """
-    names = list(fns)
-    wall = {n: [] for n in names}
-    cpu = {n: [] for n in names}
-    for r in range(reps):
-        for n in names[r % len(names):] + names[: r % len(names)]:
-            w, c = _timed(fns[n])
-            wall[n].append(w)
-            cpu[n].append(c)
-    out = {"ms": {n: statistics.median(wall[n]) for n in names}, "cpu_ms": {n: statistics.median(cpu[n]) for n in names}}
+    res = compare({n: Candidate(fn) for n, fn in fns.items()}, repeats=reps, warmup=0, clock=clock,
+                  cpu_clock=cpu_clock)
+    wall = {n: [t * 1e3 for t in ts] for n, ts in res.times.items()}
+    cpu = {n: [t * 1e3 for t in ts] for n, ts in res.cpu_times.items()}
+    out = {"ms": {n: statistics.median(wall[n]) for n in fns}, "cpu_ms": {n: statistics.median(cpu[n]) for n in fns},
+           "warnings": res.warnings}
     if baseline is not None:
-        out["speedup"] = {n: statistics.median(b / x for b, x in zip(wall[baseline], wall[n], strict=True)) for n in names}
+        out["speedup"] = {n: statistics.median(b / x for b, x in zip(wall[baseline], wall[n], strict=True)) for n in fns}
     return out
 
 
@@ -267,7 +264,7 @@ def _cpu_record(q, k, v, dens, pf, backends, block, heads, reference_max_seq, re
         "ms": timing["ms"], "cpu_ms": timing["cpu_ms"], "speedup_vs_dense": timing["speedup"],
         "fraction_of_ideal": {n: x * density for n, x in timing["speedup"].items()},
         "ideal_speedup": 1 / density, "first_call_s": first, "reps": reps,
-        "load_1min": [load_before, _load()],
+        "load_1min": [load_before, _load()], "timing_warnings": timing["warnings"],
     }
     line = "  ".join(f"{n} {rec['ms'][n]:8.1f} ms" + ("" if n == "dense" else f" x{rec['speedup_vs_dense'][n]:5.2f}")
                      for n in names)

@@ -61,13 +61,16 @@ class Comparison:
     """What :func:`compare` measured.
 
     Attributes:
-        times: ``{name: [seconds of each timed call, in the order they ran]}``.
+        times: ``{name: [seconds of each timed call, in the order they ran]}`` (round ``r``'s call is
+            ``times[name][r]``).
         order: the names in the order the timed calls ran.
         results: ``{name: return value of its first timed call}``.
         warnings: human-readable warnings (timer resolution, machine load); empty when none applies.
         load_before, load_after: 1-minute load averages (``None`` where unavailable).
         cpus: the CPUs this process may run on.
         warmup: warm-up calls per candidate; repeats: timed calls per candidate (rounds that ran).
+        cpu_times: ``{name: [process CPU seconds of each timed call]}`` (``cpu_clock``), aligned with ``times``;
+            on a shared machine the wall time also counts waiting for a core, the CPU time does not.
     """
 
     times: dict[str, list[float]]
@@ -79,6 +82,7 @@ class Comparison:
     cpus: int
     warmup: int
     repeats: int
+    cpu_times: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     def median(self, name: str) -> float:
         """The median of ``name``'s timed calls (seconds)."""
@@ -144,7 +148,7 @@ def speedup_warning(speedup: float | None, density: float | None) -> str | None:
 
 def compare(candidates: dict[str, Candidate], *, repeats: int = 3, warmup: int = 1,
             sync: Callable[[], Any] | None = None, clock: Callable[[], float] = time.perf_counter,
-            budget_s: float | None = None) -> Comparison:
+            cpu_clock: Callable[[], float] = time.process_time, budget_s: float | None = None) -> Comparison:
     """Time ``candidates`` fairly (the rules are in the module docstring).
 
     Args:
@@ -154,6 +158,8 @@ def compare(candidates: dict[str, Candidate], *, repeats: int = 3, warmup: int =
         sync: called right before starting and right after stopping the clock (e.g.
             ``torch.cuda.synchronize``); ``None``: nothing.
         clock: the clock (seconds); tests pass a fake one.
+        cpu_clock: the process CPU clock (seconds) read around each timed call, outside ``clock``'s interval
+            (:attr:`Comparison.cpu_times`); tests pass a fake one.
         budget_s: no new round starts once the timed calls have taken this many seconds (at least one round
             runs; a warning says how many did); ``None``: always ``repeats`` rounds.
 
@@ -178,28 +184,32 @@ def compare(candidates: dict[str, Candidate], *, repeats: int = 3, warmup: int =
         try:
             if sync is not None:
                 sync()
+            c0 = cpu_clock()
             t0 = clock()
             result = fn()
             if sync is not None:
                 sync()
             seconds = clock() - t0
+            cpu = cpu_clock() - c0
         finally:
             if cand.teardown is not None:
                 cand.teardown()
-        return (seconds, result) if timed else None
+        return (seconds, cpu, result) if timed else None
 
     for _ in range(warmup):
         for name in names:
             call(name, candidates[name].warmup or candidates[name].run, False)
     times = {name: [] for name in names}
+    cpu_times = {name: [] for name in names}
     results, order = {}, []
     rounds = 0
     for r in range(repeats):
         if budget_s is not None and r > 0 and sum(map(sum, times.values())) >= budget_s:
             break
         for name in names[r % len(names):] + names[: r % len(names)]:
-            seconds, result = call(name, candidates[name].run, True)
+            seconds, cpu, result = call(name, candidates[name].run, True)
             times[name].append(seconds)
+            cpu_times[name].append(cpu)
             order.append(name)
             results.setdefault(name, result)
         rounds += 1
@@ -213,4 +223,4 @@ def compare(candidates: dict[str, Candidate], *, repeats: int = 3, warmup: int =
         if warning:
             warnings.append(warning)
             break
-    return Comparison(times, order, results, warnings, load_before, load_after, cpus, warmup, rounds)
+    return Comparison(times, order, results, warnings, load_before, load_after, cpus, warmup, rounds, cpu_times)

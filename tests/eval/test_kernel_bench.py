@@ -42,23 +42,29 @@ def test_band_layout_rejects_bad_fractions():
         kb.band_layout(256, 32, 0.0, "cpu")
 
 
-def test_time_alternating_rotates_and_takes_medians(monkeypatch):
+def test_time_alternating_rotates_and_takes_medians():
+    """On fake clocks whose ticks the test sets: each call of a function advances the wall clock by its next
+    scripted time and the CPU clock by half of it; the figures are the hand-computed medians."""
     calls = []
-    fake = {"a": [10.0, 30.0, 20.0], "b": [5.0, 5.0, 40.0]}
+    fake = {"a": [0.010, 0.030, 0.020], "b": [0.005, 0.005, 0.040]}   # seconds, in each function's call order
+    now = {"wall": 0.0, "cpu": 0.0}
 
-    def timed(fn):
-        name = fn()
-        calls.append(name)
-        t = fake[name][sum(c == name for c in calls) - 1]
-        return t, t / 2
+    def fn(name):
+        def run():
+            t = fake[name][sum(c == name for c in calls)]
+            calls.append(name)
+            now["wall"] += t
+            now["cpu"] += t / 2
+        return run
 
-    monkeypatch.setattr(kb, "_timed", timed)
-    out = kb.time_alternating({"a": lambda: "a", "b": lambda: "b"}, 3, baseline="a")
+    out = kb.time_alternating({"a": fn("a"), "b": fn("b")}, 3, baseline="a", clock=lambda: now["wall"],
+                              cpu_clock=lambda: now["cpu"])
     assert calls == ["a", "b", "b", "a", "a", "b"]  # the order rotates every round
-    assert out["ms"] == {"a": 20.0, "b": 5.0}
-    assert out["cpu_ms"] == {"a": 10.0, "b": 2.5}
-    assert out["speedup"]["b"] == pytest.approx(2.0)  # median of 10/5, 30/5, 20/40
-    assert out["speedup"]["a"] == 1.0
+    assert out["ms"] == pytest.approx({"a": 20.0, "b": 5.0})
+    assert out["cpu_ms"] == pytest.approx({"a": 10.0, "b": 2.5})
+    assert out["speedup"]["b"] == pytest.approx(2.0)  # median of 10/5, 30/5, 20/40 (each round's pair)
+    assert out["speedup"]["a"] == pytest.approx(1.0)
+    assert all("ticks of the timer" not in w for w in out["warnings"])
 
 
 def test_targets_use_the_auto_rule():

@@ -51,6 +51,23 @@ def test_warmup_and_setup_are_not_timed_and_the_median_is_taken(monkeypatch):
     assert res.warnings == []
 
 
+def test_cpu_time_is_taken_around_the_timed_call_only(monkeypatch):
+    """The CPU clock (fake: the test moves it) counts the timed call, not the setup, teardown or warm-up."""
+    monkeypatch.setattr(timing, "machine_load", lambda: (0.5, 2))
+    wall, cpu = FakeClock(), FakeClock()
+
+    def busy(w, c):
+        def run():
+            wall.now += w
+            cpu.now += c
+        return run
+
+    cand = Candidate(busy(2.0, 0.5), setup=busy(10.0, 10.0), teardown=busy(20.0, 20.0), warmup=busy(40.0, 40.0))
+    res = compare({"a": cand, "b": Candidate(busy(1.0, 1.0))}, repeats=2, warmup=1, clock=wall, cpu_clock=cpu)
+    assert res.times == {"a": [2.0, 2.0], "b": [1.0, 1.0]}
+    assert res.cpu_times == {"a": [0.5, 0.5], "b": [1.0, 1.0]}
+
+
 def test_rotation_with_three_candidates():
     clock = FakeClock()
     res = compare({n: Candidate(clock.work(1.0)) for n in "abc"}, repeats=3, warmup=0, clock=clock)
