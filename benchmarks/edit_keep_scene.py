@@ -12,7 +12,9 @@ an edit-mask threshold), :func:`accel.editing.edit_generated` generates the sour
 * ``background``: :func:`accel.eval.edit_metrics.background_metrics` outside the mask; ``structure_ssim``:
   :func:`accel.eval.edit_metrics.structure_similarity`;
 * ``source_colour`` / ``edit_colour``: the dominant colour :func:`accel.embedded.adherence.analyze_clip` reads
-  (did the colour change to the target's?).
+  (did the colour change to the target's?); ``edit_object_colour``: the colour of the edit's object pixels
+  inside the source's object pixels (:func:`accel.embedded.adherence.object_colour`), which coloured specks
+  elsewhere in the frame do not outvote; ``object_iou_per_frame``: where the objects move.
 
 The variant ``release`` is the ConsistEdit release's rule with the default mask threshold (0.1). Each edit
 takes minutes on 2 CPU threads; ``--pairs`` (indices into :data:`PAIRS`) and ``--variants`` select a subset.
@@ -51,7 +53,7 @@ VARIANTS = {
 def measure(pipe, pair, variant: str, *, steps: int, seed: int, call: dict) -> dict:
     """One edit of ``pair`` with ``variant``: the figures listed in the module docstring."""
     from accel.editing import edit_generated
-    from accel.embedded.adherence import analyze_clip, object_mask
+    from accel.embedded.adherence import analyze_clip, object_colour, object_mask
     from accel.eval.edit_metrics import background_metrics, object_iou, structure_similarity
 
     source_prompt, target_prompt, word = pair
@@ -62,14 +64,17 @@ def measure(pipe, pair, variant: str, *, steps: int, seed: int, call: dict) -> d
     seconds = time.perf_counter() - t0
     src, edt = np.asarray(res.source), np.asarray(res.target)
     whole = bool(res.mask.all())
+    src_objects, edit_objects = object_mask(src), object_mask(edt)
     return {
         "source": source_prompt, "target": target_prompt, "edit_word": word, "variant": variant,
         "keep_scene": keep_scene, "threshold": threshold,
-        "object_iou": object_iou(object_mask(src), object_mask(edt)),
+        "object_iou": object_iou(src_objects, edit_objects),
+        "object_iou_per_frame": object_iou(src_objects, edit_objects, per_frame=True),
         "mask_fraction": float(res.mask.float().mean()),
         "background": None if whole else background_metrics(src, edt, res.mask),
         "structure_ssim": structure_similarity(src, edt),
         "source_colour": analyze_clip(src).colour, "edit_colour": analyze_clip(edt).colour,
+        "edit_object_colour": object_colour(edt, src_objects),
         "seconds": seconds, "load_average": os.getloadavg(),
     }
 
@@ -86,6 +91,8 @@ def summarize(records: list[dict]) -> dict:
             "mean_mask_fraction": float(np.mean([r["mask_fraction"] for r in rs])),
             "edit_colour_is_target": sum(r["edit_colour"] is not None and r["edit_colour"] in r["target"].split()
                                          for r in rs),
+            "edit_object_colour_is_target": sum(r.get("edit_object_colour") is not None
+                                                and r["edit_object_colour"] in r["target"].split() for r in rs),
         }
     return out
 

@@ -39,6 +39,7 @@ __all__ = [
     "evaluate_pipeline",
     "held_out_prompts",
     "object_mask",
+    "object_colour",
     "summarize",
 ]
 
@@ -142,6 +143,52 @@ def _object_pixels(clip: np.ndarray, min_saturation: float, min_value: float, er
     return mask
 
 
+def _colour_votes(clip: np.ndarray, mask: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(palette names, per-pixel nearest-hue label ``[F, H, W]``, votes of the ``mask`` pixels per name)."""
+    names, hues = _palette_hues()
+    diff = np.abs(_hue(clip)[..., None] - hues)
+    label = np.argmin(np.minimum(diff, 360.0 - diff), axis=-1)
+    return names, label, np.bincount(label[mask], minlength=len(names))
+
+
+def object_colour(frames: Any, region: Any = None, *, min_saturation: float = 0.4, min_value: float = 0.3,
+                  min_pixels: int = 20, erode: int = 1) -> str | None:
+    """The palette colour most object pixels inside ``region`` vote for (as :func:`analyze_clip` votes).
+
+    Reading the colour of an edited object where the source's object was (``region`` = the source's
+    :func:`object_mask`) is not outvoted by coloured specks elsewhere in the frame, as the whole clip's
+    dominant colour can be.
+
+    Args:
+        frames: the clip, in any form :func:`analyze_clip` accepts.
+        region: bool ``[F, H, W]`` (or ``[H, W]``, every frame) at the clip's size: the pixels that may vote;
+            ``None``: every pixel.
+        min_saturation, min_value, erode: as in :func:`analyze_clip`.
+        min_pixels: fewest object pixels inside ``region`` for a colour to be named (>= 1).
+
+    Returns:
+        A key of :data:`~accel.embedded.data.COLOURS`, or ``None`` when fewer than ``min_pixels`` object
+        pixels lie inside ``region``.
+
+    Raises:
+        ValueError: ``region`` is not a bool mask of the clip's frame size, or ``min_pixels < 1``.
+    """
+    if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or min_pixels < 1:
+        raise ValueError(f"min_pixels must be an int >= 1, got {min_pixels!r}")
+    clip = _as_frames(frames)
+    mask = _object_pixels(clip, min_saturation, min_value, erode)
+    if region is not None:
+        area = np.asarray(region)
+        if area.dtype != bool or area.shape not in (clip.shape[:3], clip.shape[1:3]):
+            raise ValueError(f"region must be a bool mask of shape {clip.shape[:3]} or {clip.shape[1:3]}, got "
+                             f"{area.dtype} {area.shape}")
+        mask = mask & area
+    if mask.sum() < min_pixels:
+        return None
+    names, _, votes = _colour_votes(clip, mask)
+    return names[int(np.argmax(votes))]
+
+
 def object_mask(frames: Any, *, min_saturation: float = 0.4, min_value: float = 0.3, erode: int = 1) -> np.ndarray:
     """bool ``[F, H, W]``: the object pixels of a clip, as :func:`analyze_clip` finds them (module docstring).
 
@@ -198,14 +245,10 @@ def analyze_clip(
     num_frames, height, width, _ = clip.shape
     mask = _object_pixels(clip, min_saturation, min_value, erode)
     object_fraction = float(mask.mean())
-    names, hues = _palette_hues()
     nan_track = np.full((num_frames, 2), np.nan)
     if mask.sum() < min_pixels:
         return ClipAnalysis(None, None, (0.0, 0.0), object_fraction, 0.0, nan_track)
-    pixel_hue = _hue(clip)
-    diff = np.abs(pixel_hue[..., None] - hues)
-    label = np.argmin(np.minimum(diff, 360.0 - diff), axis=-1)
-    votes = np.bincount(label[mask], minlength=len(names))
+    names, label, votes = _colour_votes(clip, mask)
     best = int(np.argmax(votes))
     share = float(votes[best] / votes.sum())
     own = mask & (label == best)

@@ -145,12 +145,13 @@ def background_metrics(source, edited, mask, data_range: float = 1.0) -> dict:
     }
 
 
-def object_iou(source_objects, edited_objects) -> float | None:
+def object_iou(source_objects, edited_objects, *, per_frame: bool = False):
     """Mean over frames of ``|S & E| / |S | E|`` for bool object masks ``S`` (source) and ``E`` (edit).
 
     Args:
         source_objects, edited_objects: bool ``[F, H, W]`` (or ``[H, W]``) arrays of the same shape, True on
             object pixels.
+        per_frame: return the list of per-frame IoUs instead (``None`` for a frame where ``S | E`` is empty).
 
     Returns:
         The mean IoU over the frames where ``S | E`` has any pixel; ``None`` when no frame has one.
@@ -163,6 +164,8 @@ def object_iou(source_objects, edited_objects) -> float | None:
     union = (a | b).reshape(a.shape[0], -1).sum(1)
     inter = (a & b).reshape(a.shape[0], -1).sum(1)
     frames = union > 0
+    if per_frame:
+        return [float(i / u) if u else None for i, u in zip(inter, union, strict=True)]
     return float(np.mean(inter[frames] / union[frames])) if frames.any() else None
 
 

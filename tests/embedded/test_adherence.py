@@ -134,3 +134,25 @@ def test_dataset_is_deterministic_and_held_out_is_held_out():
         caption_for("purple", "circle", "left")
     with pytest.raises(ValueError):
         sample_spec(-1, 0)
+
+
+def test_object_colour_reads_only_the_region():
+    """Two painted objects, a small red one and a large blue one: the whole clip votes blue, the red square's
+    region red, an empty region names nothing (the painted colours are the truth)."""
+    from accel.embedded.adherence import object_colour
+
+    clip = np.full((3, 64, 64, 3), 0.5, dtype=np.float32)
+    clip[:, 4:16, 4:16] = COLOURS["red"]
+    clip[:, 30:60, 30:60] = COLOURS["blue"]
+    red_area = np.zeros((3, 64, 64), dtype=bool)
+    red_area[:, 0:20, 0:20] = True
+    assert object_colour(clip) == "blue" == analyze_clip(clip).colour
+    assert object_colour(clip, red_area) == "red"
+    assert object_colour(clip, red_area[0]) == "red"          # one frame's region for every frame
+    empty = np.zeros((64, 64), dtype=bool)
+    empty[20:28, 20:28] = True
+    assert object_colour(clip, empty) is None
+    with pytest.raises(ValueError, match="region"):
+        object_colour(clip, np.ones((32, 32), dtype=bool))
+    with pytest.raises(ValueError, match="min_pixels"):
+        object_colour(clip, min_pixels=0)

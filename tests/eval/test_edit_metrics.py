@@ -112,5 +112,6 @@ def test_object_iou_is_per_frame_then_averaged():
     assert object_iou(src, edt) == pytest.approx((2 / 4 + 8 / 16) / 2)
     assert object_iou(src[0], src[0]) == 1.0
     assert object_iou(src[2], edt[2]) is None
+    assert object_iou(src, edt, per_frame=True) == pytest.approx([2 / 4, 8 / 16, None])
     with pytest.raises(ValueError, match="same shape"):
         object_iou(src, edt[:2])
