@@ -35,8 +35,8 @@ from .layout_view import LayoutRecorder, block_kinds_image, video_block_kinds
 from .models import ModelCache, ModelEntry
 from .outputs import OutputFolder
 
-__all__ = ["AppInputError", "GenerateSettings", "GenerateResult", "METHOD_CHOICES", "accepted_params", "check_param_keys",
-           "check_size", "parse_method_params", "validate_generate", "run_generate"]
+__all__ = ["AppInputError", "GenerateSettings", "GenerateResult", "METHOD_CHOICES", "accepted_params", "backend_text",
+           "check_param_keys", "check_size", "parse_method_params", "speedup_notes", "validate_generate", "run_generate"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,11 @@ class GenerateResult:
         timing: how the latencies were measured (one line).
         timing_warnings: warnings about the latencies (machine loaded, too few rounds, an impossible
             speedup); empty when none applies.
+        backends: the block-sparse backends the method's (untimed figure) call ran, after ``"auto"`` was
+            resolved (:func:`accel.kernels.backends_used`): ``{backend: {"calls", "pairs"}}``; empty for
+            ``none`` and when every attention call ran upstream's dense attention.
+        speedup_notes: plain warnings that no speedup is possible at this size on this device (the
+            dense reference backend ran, nothing is skipped, no sparse call ran); empty when none applies.
     """
 
     kind: str
@@ -152,6 +157,14 @@ class GenerateResult:
     method: str
     timing: str = ""
     timing_warnings: list[str] = dataclasses.field(default_factory=list)
+    backends: dict = dataclasses.field(default_factory=dict)
+    speedup_notes: list[str] = dataclasses.field(default_factory=list)
+
+    def backend_text(self) -> str:
+        """The backends that ran, largest share of the kernel calls' query-key pairs first:
+        ``"gather (97% of the pairs), reference (3%)"``; ``"none (upstream attention)"`` when no
+        accel kernel ran."""
+        return backend_text(self.backends)
 
     def figures_markdown(self) -> str:
         """The figures as a small Markdown table (what the page shows)."""
@@ -170,14 +183,63 @@ class GenerateResult:
             ("SSIM vs dense", fmt(self.ssim, ".4f")),
             ("executed density", fmt(self.density, ".3f")),
             ("token grid (T, H, W)", "×".join(str(g) for g in self.grid)),
+            ("attention backend", self.backend_text()),
         ]
         lines = ["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
         text = "\n".join(lines) + f"\n\nmethod: `{self.method}`"
         if self.timing:
             text += f"\n\ntiming: {self.timing}"
-        for warning in self.timing_warnings:
+        for warning in [*self.speedup_notes, *self.timing_warnings]:
             text += f"\n\n**warning:** {warning}"
         return text
+
+
+def backend_text(backends: dict) -> str:
+    """``{backend: {"calls", "pairs"}}`` (:func:`accel.kernels.backends_used`) as one line, the largest share of
+    query-key pairs first: ``"gather (97% of the pairs), reference (3%)"``; ``"none (upstream attention)"``
+    when empty."""
+    if not backends:
+        return "none (upstream attention)"
+    total = sum(entry["pairs"] for entry in backends.values()) or 1
+    ranked = sorted(backends.items(), key=lambda item: -item[1]["pairs"])
+    parts = [f"{name} ({100 * entry['pairs'] / total:.0f}%{' of the pairs' if i == 0 else ''})"
+             for i, (name, entry) in enumerate(ranked)]
+    return ", ".join(parts)
+
+
+#: executed density from which the page says nothing is left to skip
+NOTHING_SKIPPED_DENSITY = 0.95
+
+
+def speedup_notes(method, backends: dict, density: float | None, device: str) -> list[str]:
+    """Plain warnings that the method cannot be faster than dense here, from what its call ran.
+
+    Args:
+        method: the method object (``None`` for upstream attention: no notes).
+        backends: the backends its call ran (:func:`accel.kernels.backends_used`).
+        density: its executed self-attention density.
+        device: the device type (``"cpu"``, ``"cuda"``), named in the text.
+
+    Returns:
+        up to two sentences: no sparse kernel call ran (the schedule kept every call dense); most query-key
+        pairs went through the ``reference`` backend (dense masked attention: every pair computed, so
+        slower than dense); the executed density is at least :data:`NOTHING_SKIPPED_DENSITY`.
+    """
+    if method is None:
+        return []
+    notes = []
+    if not backends:
+        notes.append("no sparse attention call ran (the dense schedule covers every call): no speedup is possible")
+    else:
+        main = max(backends.items(), key=lambda item: item[1]["pairs"])[0]
+        if main == "reference":
+            notes.append(f"at this size on {device} the method runs on the reference backend (dense attention with a "
+                         "mask: every pair is computed), so it cannot be faster than dense; 'auto' picks a "
+                         "block-sparse backend for larger attention calls (try a larger height, width or frame count)")
+    if density is not None and density >= NOTHING_SKIPPED_DENSITY:
+        notes.append(f"the method computes {100 * density:.0f}% of the attention pairs at this size: almost nothing "
+                     "is skipped, so no speedup is possible")
+    return notes
 
 
 def accepted_params(method: str) -> list[str]:
@@ -366,6 +428,7 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         AppInputError: an invalid request, including method parameters the token grid cannot take
             (e.g. a window larger than the grid).
     """
+    from accel.kernels import backends_used
     from accel.processors.apply import apply, attach
 
     s, entry, method, schedule = validate_generate(settings, models)
@@ -381,7 +444,9 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
     recorder = LayoutRecorder().attach(handle) if method is not None else None
     try:
         try:
-            frames, latency, layout = _run_pipeline(pipe, entry, s, progress, 0.0, 1.0 / runs, s.method, handle)
+            with backends_used() as backends:
+                frames, latency, layout = _run_pipeline(pipe, entry, s, progress, 0.0, 1.0 / runs,
+                                                        _run_label(1, runs, s.method), handle)
         except ValueError as exc:  # accel's API errors for this grid (window too large, ...)
             raise AppInputError(f"{s.method} cannot run at this size: {exc}") from exc
     finally:
@@ -394,7 +459,8 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
     timing = "one call, timed as it ran (first-call costs included); turn on compare with dense for fair timing"
     timing_warnings: list[str] = []
     if s.compare:
-        dense_frames, _, _ = _run_pipeline(pipe, entry, s, progress, 1.0 / runs, 1.0 / runs, "dense")
+        dense_frames, _, _ = _run_pipeline(pipe, entry, s, progress, 1.0 / runs, 1.0 / runs,
+                                           _run_label(2, runs, "dense"))
         dense_output = _write_result(dense_frames, folder, "dense", entry.kind)
         psnr, ssim = _compare(dense_frames, frames)
         timed = _time_fairly(pipe, entry, s, method, schedule, progress, runs)
@@ -419,8 +485,14 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         kind=entry.kind, output=output, dense_output=dense_output, layout_picture=picture, latency_s=latency,
         dense_latency_s=dense_latency, speedup=speedup, psnr_db=psnr, ssim=ssim, density=density, block_size=block,
         grid=tuple(layout.grid), frames=frames, dense_frames=dense_frames, method=repr(method) if method else "none",
-        timing=timing, timing_warnings=timing_warnings,
+        timing=timing, timing_warnings=timing_warnings, backends=backends,
+        speedup_notes=speedup_notes(method, backends, density, pipe.device.type),
     )
+
+
+def _run_label(index: int, runs: int, what: str) -> str:
+    """The progress text's run part: ``"run 3 of 8 (radial, timed)"``."""
+    return f"run {index} of {runs} ({what})"
 
 
 def _time_fairly(pipe, entry: ModelEntry, s: GenerateSettings, method, schedule, progress: Progress | None, runs: int):
@@ -433,7 +505,8 @@ def _time_fairly(pipe, entry: ModelEntry, s: GenerateSettings, method, schedule,
 
     def call(label):
         def run():
-            _run_pipeline(pipe, entry, s, progress, done[0] / runs, 1.0 / runs, f"{label} (timing)")
+            _run_pipeline(pipe, entry, s, progress, done[0] / runs, 1.0 / runs,
+                          _run_label(done[0] + 1, runs, f"{label}, timed"))
             done[0] += 1
         return run
 

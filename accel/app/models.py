@@ -22,9 +22,12 @@ from accel.pipelines.loading import weights_cached
 
 __all__ = ["ModelEntry", "ModelCache", "entry_for_preset", "offered_models"]
 
-# demo defaults and per-request limits of the offline models (CPU-friendly: seconds per request)
+# demo defaults and per-request limits of the offline models (CPU-friendly: seconds per request). The embedded
+# model's defaults are its trained clip size (accel.embedded.model.DEFAULT_GENERATION: 128x128, 17 frames, a
+# 2,304-token grid, where CPU "auto" runs the gather backend) with fewer steps than its 20 so that a first
+# comparison (8 pipeline calls) takes about a minute on 2 CPU cores
 _OFFLINE = {
-    "embedded": dict(defaults=dict(height=64, width=64, frames=9, steps=8), max_side=256, max_frames=33, max_steps=50,
+    "embedded": dict(defaults=dict(height=128, width=128, frames=17, steps=8), max_side=256, max_frames=33, max_steps=50,
                      description="the trained tiny Wan 2.1 text-to-video model shipped with accel (shapes moving "
                                  "over a background)"),
     "tiny-wan": dict(defaults=dict(height=32, width=32, frames=9, steps=2), max_side=128, max_frames=33, max_steps=20,

@@ -80,17 +80,6 @@ def drawn_mask(value):
     return np.asarray(value)
 
 
-def _default_params(method: str) -> str:
-    """The parameters field's text when a method is chosen: small blocks (16 tokens) suit the demo's small
-    grids where the method has a block size; nothing otherwise."""
-    from accel.methods.registry import method_class
-
-    cls = method_class(method)
-    if cls is None:
-        return ""
-    return "block_size=16" if any(f.name == "block_size" for f in dataclasses.fields(cls)) else ""
-
-
 def _size_inputs(gr, first, prefix: str):
     """Number fields height, width, frames, steps, seed (element ids ``prefix + name``)."""
     d = first.defaults
@@ -225,7 +214,8 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                     height, width, frames, steps, seed = _size_inputs(gr, first, "")
                     method = gr.Dropdown(list(METHOD_CHOICES), value="radial", label="attention method",
                                          elem_id="method")
-                    params = gr.Textbox(value="block_size=16", label="method parameters (key=value ...)",
+                    params = gr.Textbox(value="", label="method parameters (key=value ...; empty: the method's "
+                                        "defaults)",
                                         elem_id="params")
                     params_help = gr.Markdown(method_help("radial"))
                     with gr.Row():
@@ -241,12 +231,13 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                         gr, first, "", ("method", "dense"), ("layout", "block layout"), _LAYOUT_CAPTION)
             model.change(on_model, model, [model_info, height, width, frames, steps, video_row, image_row],
                          api_visibility=_PRIVATE)
-            method.change(lambda name: (method_help(name), _default_params(name)), method, [params_help, params],
+            method.change(lambda name: (method_help(name), ""), method, [params_help, params],
                           api_visibility=_PRIVATE)
             run.click(on_generate,
                       [model, prompt, height, width, frames, steps, seed, method, params, dense_steps, dense_layers,
                        dense_last, compare],
-                      [status, *media, layout, figures, last_output], api_visibility=_PRIVATE)
+                      [status, *media, layout, figures, last_output], api_visibility=_PRIVATE,
+                      show_progress_on=[status])  # one progress bar, under the button, not one per output
         with gr.Tab("Edit"):
             gr.Markdown("Edit a clip by attention control (ConsistEdit): the source and its edit come from the same "
                         "noise; only the edit region may change.", elem_id="e_subtitle")
@@ -288,5 +279,6 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
             e_run.click(on_edit,
                         [e_model, e_source, e_upload, e_src_prompt, e_tgt_prompt, e_words, e_mask_file, e_drawn,
                          e_alpha, e_steps, e_seed, e_height, e_width, e_frames, last_output],
-                        [e_status, *e_media, e_mask_picture, e_figures], api_visibility=_PRIVATE)
+                        [e_status, *e_media, e_mask_picture, e_figures], api_visibility=_PRIVATE,
+                        show_progress_on=[e_status])
     return demo

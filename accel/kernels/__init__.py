@@ -6,6 +6,7 @@ from .attention import (
     BACKENDS,
     MAX_HEAD_DIM,
     apply_block_affine,
+    backends_used,
     block_sparse_attention,
     resolve_backend,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "PARTIAL_KINDS",
     "WindowPredicate",
     "apply_block_affine",
+    "backends_used",
     "block_sparse_attention",
     "ellipsoid_form",
     "merge_attention",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -15,7 +18,7 @@ from .renamed import renamed_argument
 from .triton_fwd import HAVE_TRITON, INTERPRET, triton_block_sparse_attention
 
 __all__ = ["block_sparse_attention", "apply_block_affine", "resolve_backend", "BACKENDS", "MAX_HEAD_DIM", "AUTO_FLEX_MIN_PAIRS",
-           "AUTO_GATHER_MIN_PAIRS", "AUTO_GATHER_MAX_MASK_BYTES", "cpu_auto_backend"]
+           "AUTO_GATHER_MIN_PAIRS", "AUTO_GATHER_MAX_MASK_BYTES", "cpu_auto_backend", "backends_used"]
 
 BACKENDS = ("auto", "triton", "flex", "gather", "reference")
 MAX_HEAD_DIM = 256
@@ -34,6 +37,25 @@ AUTO_GATHER_MIN_PAIRS = 512 * 512
 # this: then "auto" takes the rule without gather (memory, not speed: all measured layouts were far below).
 AUTO_GATHER_MAX_MASK_BYTES = 128 << 20
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# the tally of the innermost `backends_used` block of this thread / task (None outside one)
+_BACKEND_TALLY: contextvars.ContextVar[dict | None] = contextvars.ContextVar("accel_backend_tally", default=None)
+
+
+@contextlib.contextmanager
+def backends_used() -> Iterator[dict[str, dict[str, int]]]:
+    """Count which backend each :func:`block_sparse_attention` call inside the block ran (after ``"auto"``
+    was resolved), in this thread or asyncio task only.
+
+    Yields a dict filled as the calls run: ``{backend: {"calls": number of calls, "pairs": sum of
+    Sq * Skv of those calls}}`` (pairs of the call's shape, computed or skipped; per batch element and
+    head). Eager calls only: calls traced by ``torch.compile`` are not counted.
+    """
+    tally: dict[str, dict[str, int]] = {}
+    token = _BACKEND_TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _BACKEND_TALLY.reset(token)
 
 
 def cpu_auto_backend(q_len: int, kv_len: int, *, dense_layout: bool = False, gather_mask_bytes: int = 0) -> str:
@@ -229,6 +251,11 @@ def block_sparse_attention(
     masks = layout.cached(("gather_mask_bytes", q.shape[0]), lambda: mask_bytes(layout, q.shape[0])) if cpu_auto else 0
     chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout,
                              gather_mask_bytes=masks)
+    tally = _BACKEND_TALLY.get()
+    if tally is not None and not torch.compiler.is_compiling():
+        entry = tally.setdefault(chosen, {"calls": 0, "pairs": 0})
+        entry["calls"] += 1
+        entry["pairs"] += q.shape[1] * k.shape[1]
     if chosen == "triton":
         if q.device.type != "cuda" and not INTERPRET:
             raise ValueError(

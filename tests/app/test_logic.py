@@ -260,14 +260,64 @@ def test_data_dependent_method(models, outputs):
 
 
 @pytest.mark.parametrize("method", METHOD_CHOICES)
-def test_the_page_default_parameters_of_every_method_are_valid(models, method):
-    from accel.app.ui import _default_params
-
-    s, _, built, _ = validate_generate(dataclasses.replace(BASE, method=method, method_params=_default_params(method),
-                                                           dense_steps=0), models)
+def test_every_method_runs_with_its_defaults_from_the_page(models, method):
+    """Choosing a method clears the parameters field: the method's own defaults must be a valid request."""
+    s, _, built, _ = validate_generate(dataclasses.replace(BASE, method=method, method_params="", dense_steps=0),
+                                       models)
     assert (built is None) == (method == "none")
-    if built is not None and _default_params(method):
-        assert built.block_size == 16
+
+
+def test_the_page_names_the_backend_that_ran(models, outputs, monkeypatch):
+    """At the page's default size (the embedded model's trained 128 x 128 x 17: 2,304 tokens) the gather
+    backend runs every self-attention call -- counted here by wrapping the backend functions themselves --
+    and the page says so, with no warning; at 64 x 64 x 9 (320 tokens) the reference backend runs and the
+    page warns that no speedup is possible."""
+    from accel.kernels import attention
+
+    calls = {"gather": 0, "reference": 0}
+    for name, attr in (("gather", "gather_block_sparse_attention"), ("reference", "reference_attention")):
+        real = getattr(attention, attr)
+
+        def wrapped(*args, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*args)
+        monkeypatch.setattr(attention, attr, wrapped)
+    d = models.entry("embedded").defaults
+    assert (d["height"], d["width"], d["frames"]) == (128, 128, 17)
+    big = GenerateSettings(model="embedded", prompt=PROMPT, height=128, width=128, frames=17, steps=1, seed=0,
+                           method="radial", method_params="decay=0.2 sink=True", compare=False)
+    r = run_generate(big, models, outputs)
+    # 3 layers x 2 (classifier-free guidance) self-attention calls in the one step, one kernel call each
+    assert calls == {"gather": 6, "reference": 0} and r.backends["gather"]["calls"] == 6
+    assert r.backends["gather"]["pairs"] == 6 * 2304 ** 2
+    assert "| attention backend | gather (100% of the pairs) |" in r.figures_markdown()
+    assert r.speedup_notes == []
+    calls.update(gather=0, reference=0)
+    small = dataclasses.replace(big, height=64, width=64, frames=9)
+    r = run_generate(small, models, outputs)
+    assert calls == {"gather": 0, "reference": 6} and set(r.backends) == {"reference"}
+    assert any("runs on the reference backend" in note and "cannot be faster than dense" in note
+               for note in r.speedup_notes)
+    assert "**warning:** at this size on cpu the method runs on the reference backend" in r.figures_markdown()
+
+
+def test_nothing_skipped_is_flagged(models, outputs):
+    """A window covering the whole 5 x 8 x 8 grid computes every pair: the page says no speedup is possible."""
+    s = dataclasses.replace(BASE, method_params="window=9,15,15 block_size=16 tiling=false", dense_steps=0,
+                            compare=False, steps=1)
+    r = run_generate(s, models, outputs)
+    assert r.density == pytest.approx(1.0)
+    assert any("computes 100% of the attention pairs" in note for note in r.speedup_notes)
+    r = run_generate(dataclasses.replace(BASE, compare=False, steps=1, dense_steps=0), models, outputs)
+    assert r.density < 0.95 and not any("attention pairs" in note for note in r.speedup_notes)
+
+
+def test_backend_text_ranks_by_pairs():
+    from accel.app.logic import backend_text
+
+    tally = {"reference": {"calls": 9, "pairs": 30}, "gather": {"calls": 3, "pairs": 970}}
+    assert backend_text(tally) == "gather (97% of the pairs), reference (3%)"
+    assert backend_text({}) == "none (upstream attention)"
 
 
 def test_hunyuan_video_with_text_tokens(models, outputs):

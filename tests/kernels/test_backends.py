@@ -117,3 +117,45 @@ def test_auto_picks_reference_for_small_cpu_inputs():
     assert resolve_backend("auto", torch.device("cuda"), 10, 10) == "triton"
     assert resolve_backend("flex", torch.device("cpu"), 10, 10) == "flex"
     assert resolve_backend("auto", torch.device("cpu"), 8192, 8192, dense_layout=True) == "reference"
+
+
+def test_backends_used_counts_the_backend_that_really_ran(monkeypatch):
+    """The tally names the backend function that was called (observed by wrapping the backends themselves),
+    per call and with the call's Sq * Skv, inside the block only and for its thread only."""
+    import threading
+
+    from accel.kernels import attention, backends_used
+
+    seen = []
+    for name, attr in (("gather", "gather_block_sparse_attention"), ("reference", "reference_attention"),
+                       ("flex", "flex_block_sparse_attention")):
+        real = getattr(attention, attr)
+
+        def wrapped(*args, _real=real, _name=name):
+            seen.append((_name, args[0].shape[1] * args[1].shape[1]))
+            return _real(*args)
+        monkeypatch.setattr(attention, attr, wrapped)
+
+    def run(n, backend="auto"):
+        q = k = v = torch.randn(1, n, 1, 16)
+        mask = torch.zeros(1, 1, n // 64, n // 64, dtype=torch.bool)
+        mask[..., 0] = True  # sparse: first key block only
+        block_sparse_attention(q, k, v, BlockLayout.from_block_mask(mask, 64, 64, n, n), backend=backend)
+
+    run(256)  # outside a block: not counted anywhere
+    with backends_used() as tally:
+        run(1024)   # 1024^2 pairs: "auto" on CPU picks a block-sparse backend
+        run(256)    # small: the reference
+        run(256)
+        run(256, backend="reference")
+        worker = threading.Thread(target=run, args=(1024,))  # another thread's calls are not this block's
+        worker.start()
+        worker.join()
+    expected = {}
+    for name, pairs in seen[1:5]:
+        entry = expected.setdefault(name, {"calls": 0, "pairs": 0})
+        entry["calls"] += 1
+        entry["pairs"] += pairs
+    assert tally == expected
+    assert tally["reference"] == {"calls": 3, "pairs": 3 * 256 * 256}
+    assert sum(e["calls"] for e in tally.values()) == 4
