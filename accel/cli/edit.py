@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consistency strength in [0, 1] or color/material/shape/object/real (default: shape for "
                         "generated sources, real for inputs)")
     p.add_argument("--rule", choices=("consistedit", "masactrl"), default="consistedit")
+    p.add_argument("--mask-threshold", type=float, default=None,
+                   help="edit-mask threshold on the normalised attention to --edit-words, in [0, 1] (default 0.1, "
+                        "the release's)")
+    p.add_argument("--keep-scene", nargs="+", default=None, metavar="{latents,cross_attention}",
+                   help="ours, not the release's: keep the source outside the edit mask by blending latents and/or "
+                        "(Wan) cross-attention outputs; generated sources only, needs --edit-words or --mask")
+    p.add_argument("--source-steps", type=int, default=0,
+                   help="ours, not the release's: the target follows the source for its first N steps (whole frame); "
+                        "generated sources only (default 0: off)")
     p.add_argument("--steps", type=int, default=None, help="inference steps (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
@@ -103,7 +112,7 @@ def _check(args) -> dict:
     Creates ``--out`` last, when everything else passed.
     """
     from accel.control.mask import find_word_spans
-    from accel.editing.pipeline import ALPHA_DEFAULTS
+    from accel.editing.pipeline import ALPHA_DEFAULTS, KEEP_SCENE
     from accel.pipelines.loading import check_weights_available, parse_device
     from accel.render.prompts import MAX_COUNT, MAX_SEED
 
@@ -120,6 +129,18 @@ def _check(args) -> dict:
     for flag, text in (("--source", args.source), ("--target", args.target)):
         if not text.strip():
             raise ValueError(f"{flag} must be a non-empty prompt")
+    if args.mask_threshold is not None and not (math.isfinite(args.mask_threshold) and 0.0 <= args.mask_threshold <= 1.0):
+        raise ValueError(f"--mask-threshold must be a number in [0, 1], got {args.mask_threshold}")
+    if args.keep_scene is not None:
+        bad = [k for k in args.keep_scene if k not in KEEP_SCENE]
+        if bad or len(set(args.keep_scene)) != len(args.keep_scene):
+            raise ValueError(f"--keep-scene takes distinct names among {list(KEEP_SCENE)}, got {args.keep_scene}")
+        if args.edit_words is None and args.mask is None:
+            raise ValueError("--keep-scene keeps the source outside the edit mask: give --edit-words or --mask")
+    if args.source_steps < 0 or (args.steps is not None and args.source_steps > args.steps):
+        raise ValueError(f"--source-steps must be in [0, --steps], got {args.source_steps}")
+    if args.input is not None and (args.keep_scene is not None or args.source_steps):
+        raise ValueError("--keep-scene and --source-steps apply to generated sources; drop them with --input")
     if args.edit_words is not None:
         try:
             find_word_spans(args.source, args.edit_words)
@@ -170,9 +191,13 @@ def _edit(args, given: dict) -> int:
     common = dict(edit_words=args.edit_words, steps=steps, seed=args.seed, rule=args.rule, output_type="np")
     if given["mask"] is not None:
         common["mask"] = given["mask"]
+    if args.mask_threshold is not None:
+        common["threshold"] = args.mask_threshold
     if given["input"] is None:
         alpha = "shape" if args.alpha is None else args.alpha
-        result = edit_generated(pipe, args.source, args.target, alpha=alpha, **common, **kwargs)
+        keep = None if args.keep_scene is None else tuple(args.keep_scene)
+        result = edit_generated(pipe, args.source, args.target, alpha=alpha, keep_scene=keep,
+                                source_steps=args.source_steps, **common, **kwargs)
     else:
         for key in ("height", "width", "num_frames"):
             kwargs.pop(key, None)
@@ -197,7 +222,8 @@ def _edit(args, given: dict) -> int:
     except ValueError as exc:   # all-edit mask (no background), or images smaller than the SSIM window
         scores = {"note": f"scores not computed: {exc}"}
     scores.update(source=args.source, target=args.target, edit_words=args.edit_words, steps=steps, seed=args.seed,
-                  rule=args.rule, model=args.model, alpha=alpha)
+                  rule=args.rule, model=args.model, alpha=alpha, mask_threshold=args.mask_threshold,
+                  keep_scene=args.keep_scene, source_steps=args.source_steps)
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2, default=str))
     print(json.dumps(scores, default=str))
     return 0

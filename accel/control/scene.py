@@ -14,8 +14,17 @@ grid, True = edit):
 * :class:`CrossAttentionBlend` -- in Wan's cross-attention layers, the target's attention output
   outside ``M`` is the source's (the text's influence outside the mask is the source prompt's).
 
-Neither is part of the ConsistEdit release; :func:`accel.editing.edit_generated` applies them only
-when asked (``keep_scene=...``).
+A third rule acts on the whole frame, for the first steps only:
+
+* :class:`SourceStart` -- after each of the first ``steps`` denoising steps the target's latents are the
+  source's, so the target continues from the source's partly denoised latents (SDEdit, Meng et al. 2022,
+  "SDEdit: Guided Image Synthesis and Editing with Stochastic Differential Equations", with the source's
+  own trajectory as the noised input). Where a model decides the objects' places in its first steps,
+  this keeps them; it also keeps whatever else those steps decide (on the embedded model: the colour, see
+  ``benchmarks/edit_keep_scene.py``).
+
+None of them is part of the ConsistEdit release; :func:`accel.editing.edit_generated` applies them only
+when asked (``keep_scene=...``, ``source_steps=...``).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import torch
 
 from accel.control.controller import AttentionCall, Rule
 
-__all__ = ["CrossAttentionBlend", "LatentBlend", "check_token_mask", "latent_mask"]
+__all__ = ["CrossAttentionBlend", "LatentBlend", "SourceStart", "check_token_mask", "latent_mask"]
 
 
 def check_token_mask(mask, name: str = "mask") -> torch.Tensor:
@@ -135,3 +144,33 @@ class CrossAttentionBlend(Rule):
 
     def __repr__(self) -> str:
         return f"CrossAttentionBlend(mask {tuple(self.mask.shape)} ({int(self.mask.sum())} edit tokens))"
+
+
+class SourceStart(Rule):
+    """After each of the first ``steps`` denoising steps, the target's latents are the source's (whole frame).
+
+    Args:
+        steps: how many leading steps the target follows the source, an int >= 0 (0: never); a step index
+            counts from 0 as the pipeline's ``callback_on_step_end`` reports it, so the target's own denoising
+            starts at step ``steps`` from the source's latents after step ``steps - 1``.
+
+    Needs the controller's :meth:`~accel.control.Controller.callback` as the pipeline's
+    ``callback_on_step_end``; works on any latent layout with (source, target) pairs in the batch.
+    """
+
+    def __init__(self, steps: int) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps (how many leading steps the target follows the source) must be an int >= 0, "
+                             f"got {steps!r}")
+        self.steps = steps
+
+    def blend_latents(self, step: int, latents: torch.Tensor) -> torch.Tensor:
+        if step >= self.steps:
+            return latents
+        _check_pairs(latents, "SourceStart")
+        out = latents.clone()
+        out[1::2] = latents[0::2]
+        return out
+
+    def __repr__(self) -> str:
+        return f"SourceStart(steps={self.steps})"

@@ -30,7 +30,7 @@ import torch
 from accel.control import ConsistEdit, Controller, EditMaskObserver, MutualSelfAttention, ReplaySource, SourceQK
 from accel.control.consistedit import check_alpha
 from accel.control.mask import DEFAULT_THRESHOLD, edit_token_positions, resize_user_mask
-from accel.control.scene import CrossAttentionBlend, LatentBlend
+from accel.control.scene import CrossAttentionBlend, LatentBlend, SourceStart
 
 __all__ = ["EditResult", "edit", "edit_generated", "encode_input", "token_grid", "RULES", "SOURCES", "ALPHA_DEFAULTS",
            "KEEP_SCENE"]
@@ -253,7 +253,7 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
                    steps: int = 28, seed: int = 0, rule: str = "consistedit", layers="auto",
                    threshold: float = DEFAULT_THRESHOLD, start_step: int = 0, keep_scene=None,
                    word_match: str = "first", mask_softmax: str | None = None, mask_layers="auto",
-                   **pipe_kwargs) -> EditResult:
+                   source_steps: int = 0, **pipe_kwargs) -> EditResult:
     """Generate an image/video for ``source_prompt`` and its edit for ``target_prompt`` together.
 
     Both branches start from the same noise (``seed``) and denoise as one batch ``[source, target]``; the
@@ -292,6 +292,10 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
             ``"joint"`` or ``"text"``.
         mask_layers: the layers the mask is observed in (as ``layers``); ``"auto"`` (default): FLUX's
             single-stream blocks (the release's), every layer of Wan / HunyuanVideo; ``None``: every layer.
+        source_steps: for the first ``source_steps`` steps the target's latents are the source's, whole frame
+            (ours, not the release's: :class:`~accel.control.scene.SourceStart`; SDEdit-style), an int in
+            ``[0, steps]``; default 0 (off). It keeps what a model decides in those steps -- the objects'
+            places, and on the embedded model also their colour (``benchmarks/edit_keep_scene.py``).
         **pipe_kwargs: other pipeline arguments (``height``, ``width``, ``num_frames``, ``guidance_scale``,
             ``negative_prompt``, ``output_type``, ...); not ``prompt``, ``generator``, ``latents``,
             ``num_inference_steps`` or ``callback_on_step_end``.
@@ -300,7 +304,7 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
         An :class:`EditResult`.
 
     Raises:
-        ValueError: bad prompts/steps/seed/rule/alpha/threshold, an edit word missing from the source
+        ValueError: bad prompts/steps/seed/rule/alpha/threshold/source_steps, an edit word missing from the source
             prompt, a mask of a size other than the token grid or pixel size, a caching hook that skips
             layers (FirstBlockCache, TaylorSeer, ...).
         TypeError: an unsupported pipeline or mask type.
@@ -308,6 +312,8 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
     family = _check_common(pipe, source_prompt, target_prompt, steps, seed, rule, pipe_kwargs)
     alpha = _resolve_alpha(alpha)
     keep_scene = _check_keep_scene(keep_scene, mask is not None or edit_words is not None)
+    if isinstance(source_steps, bool) or not isinstance(source_steps, int) or not 0 <= source_steps <= steps:
+        raise ValueError(f"source_steps must be an int in [0, steps={steps}], got {source_steps!r}")
     options = _mask_options(word_match, mask_softmax, mask_layers)
     grid = token_grid(pipe, height=pipe_kwargs.get("height"), width=pipe_kwargs.get("width"),
                       num_frames=pipe_kwargs.get("num_frames"))
@@ -318,10 +324,13 @@ def edit_generated(pipe, source_prompt: str, target_prompt: str, *, edit_words=N
         token_mask, heat = _observe_mask(pipe, family, source_prompt, edit_words, steps, seed, threshold, pipe_kwargs,
                                          mask_options=options)
     rules = [_make_rule(rule, alpha, token_mask, start_step), *_scene_rules(keep_scene, token_mask)]
+    if source_steps:
+        rules.append(SourceStart(source_steps))
     controller = Controller(rules, layers=layers, num_steps=steps)
+    blends = bool(keep_scene) or source_steps > 0
     with controller.install(pipe):
         out = pipe(prompt=[source_prompt, target_prompt], num_inference_steps=steps,
-                   generator=_generators(seed, 2, None), callback_on_step_end=controller.callback if keep_scene else None,
+                   generator=_generators(seed, 2, None), callback_on_step_end=controller.callback if blends else None,
                    **_negatives(pipe_kwargs, 2))
     source, target = _split_output(out)
     return EditResult(source, target, token_mask, heat)

@@ -34,6 +34,14 @@ def test_accel_edit_generated_and_real(tmp_path, capsys):
                 str(tmp_path / "zero")) == 0
     assert json.loads((tmp_path / "zero" / "scores.json").read_text())["alpha"] == 0.0
     assert scores["alpha"] == "color"
+    # ours: the scene-keeping options reach edit_generated (all steps following the source: target = source)
+    kept = tmp_path / "kept"
+    assert _run("--source", "a red monkey", "--target", "a blue monkey", "--edit-words", "red", "--keep-scene",
+                "latents", "--mask-threshold", "0.5", "--source-steps", "2", "--out", str(kept)) == 0
+    kept_scores = json.loads((kept / "scores.json").read_text())
+    assert kept_scores["keep_scene"] == ["latents"] and kept_scores["source_steps"] == 2
+    assert kept_scores["mask_threshold"] == 0.5
+    assert np.array_equal(np.asarray(Image.open(kept / "source.png")), np.asarray(Image.open(kept / "target.png")))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -51,6 +59,12 @@ def test_accel_edit_generated_and_real(tmp_path, capsys):
     (["--edit-words", "green"], "--edit-words: 'green' does not occur (case-sensitive) in the source prompt"),
     (["--seed", str(2**70)], f"--seed must be in [0, {2**64 - 1}], got {2**70}"),
     (["--steps", "0"], "--steps must be in [1, 2147483647], got 0"),
+    (["--mask-threshold", "1.5"], "--mask-threshold must be a number in [0, 1], got 1.5"),
+    (["--edit-words", "red", "--keep-scene", "background"], "--keep-scene takes distinct names among ['latents', "
+                                                            "'cross_attention'], got ['background']"),
+    (["--keep-scene", "latents"], "--keep-scene keeps the source outside the edit mask: give --edit-words or --mask"),
+    (["--steps", "4", "--source-steps", "5"], "--source-steps must be in [0, --steps], got 5"),
+    (["--input", "__DIR__/real.png", "--source-steps", "1"], "--keep-scene and --source-steps apply to generated"),
     (["--model", "someone/not-cached-model"], "model 'someone/not-cached-model' is not in the local Hugging Face "
                                               "cache and HF_HUB_OFFLINE is set"),
     pytest.param(["--device", "cuda"], "--device 'cuda': this PyTorch build", marks=pytest.mark.skipif(
@@ -64,6 +78,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, monkeypatch
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "fake.png").write_bytes(b"<html><script>1</script></html>")
     (tmp_path / "fake.mp4").write_bytes(b"x")
+    Image.new("RGB", (8, 8)).save(tmp_path / "real.png")
     subs = {"__FILE__": str(tmp_path / "file.txt"), "__FAKE__": str(tmp_path / "fake.png"),
             "__FAKE_MP4__": str(tmp_path / "fake.mp4"), "__DIR__": str(tmp_path)}
     for key, value in subs.items():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from accel.control import AttentionCall, ConsistEdit, Controller
-from accel.control.scene import CrossAttentionBlend, LatentBlend, latent_mask
+from accel.control.scene import CrossAttentionBlend, LatentBlend, SourceStart, latent_mask
 from accel.editing import edit_generated
 from accel.grid import TokenLayout
 from tests.control.helpers import SOURCE, STEPS, TARGET, build, call_kwargs, stock_pair
@@ -143,3 +143,38 @@ def test_keep_scene_is_checked_before_any_denoising(wan):
         edit_generated(wan, SOURCE, TARGET, edit_words="red", keep_scene=("latents", "latents"), steps=STEPS, **kw)
     with pytest.raises(ValueError, match="this edit has none"):
         edit_generated(wan, SOURCE, TARGET, keep_scene="latents", steps=STEPS, **kw)
+
+
+def test_source_start_copies_the_source_rows_before_its_step_only():
+    latents = _random((4, 3, 2, 2, 2), seed=7)            # two (source, target) pairs
+    rule = SourceStart(2)
+    for step in (0, 1):
+        out = rule.blend_latents(step, latents)
+        for pair in range(2):                             # reference: row by row
+            assert torch.equal(out[2 * pair + 1], latents[2 * pair])
+            assert torch.equal(out[2 * pair], latents[2 * pair])
+    assert torch.equal(rule.blend_latents(2, latents), latents)   # its own denoising from step 2 on
+    assert torch.equal(SourceStart(0).blend_latents(0, latents), latents)
+    with pytest.raises(ValueError, match="steps .* must be an int >= 0"):
+        SourceStart(-1)
+    with pytest.raises(ValueError, match="pairs"):
+        rule.blend_latents(0, latents[:3])
+
+
+def test_source_steps_all_steps_gives_the_source_and_none_leaves_the_edit(wan):
+    """source_steps=steps: the target is the source (upstream's source generation); source_steps=0: the edit
+    is untouched (the same as not passing it)."""
+    kw = call_kwargs("wan")
+    held = edit_generated(wan, SOURCE, TARGET, edit_words="red", alpha=0.3, steps=STEPS, source_steps=STEPS, **kw)
+    source, _ = stock_pair(wan, "wan")
+    assert torch.allclose(held.target, held.source, atol=1e-6)
+    assert torch.allclose(held.source, source, atol=1e-5)
+    plain = edit_generated(wan, SOURCE, TARGET, edit_words="red", alpha=0.3, steps=STEPS, **kw)
+    off = edit_generated(wan, SOURCE, TARGET, edit_words="red", alpha=0.3, steps=STEPS, source_steps=0, **kw)
+    assert torch.equal(off.target, plain.target)
+    assert not torch.allclose(plain.target, plain.source, atol=1e-4)
+    part = edit_generated(wan, SOURCE, TARGET, edit_words="red", alpha=0.3, steps=STEPS, source_steps=STEPS - 1, **kw)
+    assert not torch.allclose(part.target, part.source, atol=1e-6)   # the last step is the target's own
+    for bad in (-1, STEPS + 1, True, 1.0):
+        with pytest.raises(ValueError, match="source_steps must be an int"):
+            edit_generated(wan, SOURCE, TARGET, edit_words="red", steps=STEPS, source_steps=bad, **kw)
