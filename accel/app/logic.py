@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import math
 import re
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,6 +109,9 @@ class GenerateResult:
         kind: ``"video"`` (MP4 files) or ``"image"`` (PNG files).
         output: the method's result file.
         dense_output: the dense result file, or ``None`` without ``compare``.
+        side_by_side: with ``compare`` on a video model, an MP4 of every frame as ``method | dense |
+            difference`` (:func:`accel.app.compare_view.side_by_side`: the three always show the same
+            frame); else ``None``.
         layout_picture: PNG of the block layout: for static patterns the video x video layout at this
             grid; for data-dependent methods (Rectified, Agent) the first kernel layout of the first
             sparse call (batch element 0, head 0); ``None`` when no sparse call ran.
@@ -115,6 +119,9 @@ class GenerateResult:
             timed calls (see the module docstring); without, the one call.
         dense_latency_s: the same for the dense pipeline call, or ``None``.
         speedup: ``dense_latency_s / latency_s``, or ``None``.
+        cpu_speedup: the same ratio of the medians of the timed calls' process CPU time (all threads;
+            :attr:`accel.eval.timing.Comparison.cpu_times`), or ``None`` without ``compare``. Less
+            sensitive than wall time to other work sharing the CPUs.
         psnr_db: PSNR (dB, data range 1) of the method's frames against the dense ones, per frame and
             averaged (:func:`accel.eval.metrics.compare_frames`); ``inf`` when identical; ``None``
             without ``compare``.
@@ -157,7 +164,9 @@ class GenerateResult:
     method: str
     timing: str = ""
     timing_warnings: list[str] = dataclasses.field(default_factory=list)
+    side_by_side: Path | None = None
     backends: dict = dataclasses.field(default_factory=dict)
+    cpu_speedup: float | None = None
     speedup_notes: list[str] = dataclasses.field(default_factory=list)
 
     def backend_text(self) -> str:
@@ -179,6 +188,7 @@ class GenerateResult:
             ("latency (method)", fmt(self.latency_s, ".2f", " s")),
             ("latency (dense)", fmt(self.dense_latency_s, ".2f", " s")),
             ("speedup", fmt(self.speedup, ".2f", "×")),
+            ("speedup (process CPU time)", fmt(self.cpu_speedup, ".2f", "×")),
             ("PSNR vs dense", fmt(self.psnr_db, ".2f", " dB")),
             ("SSIM vs dense", fmt(self.ssim, ".4f")),
             ("executed density", fmt(self.density, ".3f")),
@@ -209,6 +219,8 @@ def backend_text(backends: dict) -> str:
 
 #: executed density from which the page says nothing is left to skip
 NOTHING_SKIPPED_DENSITY = 0.95
+#: executed density from which the page says how little can be gained (at most 1 / density in attention)
+LITTLE_SKIPPED_DENSITY = 0.75
 
 
 def speedup_notes(method, backends: dict, density: float | None, device: str) -> list[str]:
@@ -223,7 +235,8 @@ def speedup_notes(method, backends: dict, density: float | None, device: str) ->
     Returns:
         up to two sentences: no sparse kernel call ran (the schedule kept every call dense); most query-key
         pairs went through the ``reference`` backend (dense masked attention: every pair computed, so
-        slower than dense); the executed density is at least :data:`NOTHING_SKIPPED_DENSITY`.
+        slower than dense); the executed density is at least :data:`NOTHING_SKIPPED_DENSITY` (nothing to
+        gain), or at least :data:`LITTLE_SKIPPED_DENSITY` (attention at most ``1 / density`` faster).
     """
     if method is None:
         return []
@@ -239,6 +252,10 @@ def speedup_notes(method, backends: dict, density: float | None, device: str) ->
     if density is not None and density >= NOTHING_SKIPPED_DENSITY:
         notes.append(f"the method computes {100 * density:.0f}% of the attention pairs at this size: almost nothing "
                      "is skipped, so no speedup is possible")
+    elif density is not None and density >= LITTLE_SKIPPED_DENSITY:
+        notes.append(f"the method computes {100 * density:.0f}% of the attention pairs at this size: attention can be "
+                     f"at most {1 / density:.2f}x faster, the whole call (text encoder, MLPs, VAE decoding) less; "
+                     "a larger size or a sparser setting (see the examples) skips more")
     return notes
 
 
@@ -455,17 +472,22 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         handle.remove()
     density = recorder.mean_density() if recorder is not None else 1.0
     output = _write_result(frames, folder, "method", entry.kind)
-    dense_frames = dense_output = dense_latency = speedup = psnr = ssim = None
+    dense_frames = dense_output = side_by_side = dense_latency = speedup = cpu_speedup = psnr = ssim = None
     timing = "one call, timed as it ran (first-call costs included); turn on compare with dense for fair timing"
     timing_warnings: list[str] = []
     if s.compare:
         dense_frames, _, _ = _run_pipeline(pipe, entry, s, progress, 1.0 / runs, 1.0 / runs,
                                            _run_label(2, runs, "dense"))
         dense_output = _write_result(dense_frames, folder, "dense", entry.kind)
+        if entry.kind == "video":
+            from .compare_view import side_by_side as in_step
+
+            side_by_side = _write_result(in_step(frames, dense_frames), folder, "side_by_side", entry.kind)
         psnr, ssim = _compare(dense_frames, frames)
         timed = _time_fairly(pipe, entry, s, method, schedule, progress, runs)
         latency, dense_latency = timed.median("method"), timed.median("dense")
         speedup = timed.speedup("dense", "method")
+        cpu_speedup = statistics.median(timed.cpu_times["dense"]) / statistics.median(timed.cpu_times["method"])
         timing, timing_warnings = timed.describe(), list(timed.warnings)
         from accel.eval.timing import speedup_warning
 
@@ -485,7 +507,8 @@ def run_generate(settings: GenerateSettings, models: ModelCache, outputs: Output
         kind=entry.kind, output=output, dense_output=dense_output, layout_picture=picture, latency_s=latency,
         dense_latency_s=dense_latency, speedup=speedup, psnr_db=psnr, ssim=ssim, density=density, block_size=block,
         grid=tuple(layout.grid), frames=frames, dense_frames=dense_frames, method=repr(method) if method else "none",
-        timing=timing, timing_warnings=timing_warnings, backends=backends,
+        timing=timing, timing_warnings=timing_warnings, backends=backends, cpu_speedup=cpu_speedup,
+        side_by_side=side_by_side,
         speedup_notes=speedup_notes(method, backends, density, pipe.device.type),
     )
 

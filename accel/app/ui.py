@@ -12,7 +12,9 @@ import dataclasses
 import html
 import logging
 
+from .compare_view import frame_pictures, scale_note
 from .editing import DEFAULT_MAX_UPLOAD_BYTES, SOURCES, EditSettings, run_edit
+from .examples import EXAMPLES, example_rows
 from .logic import METHOD_CHOICES, AppInputError, GenerateSettings, run_generate
 from .models import ModelCache
 from .outputs import OutputFolder
@@ -137,6 +139,31 @@ def _failed(exc: Exception, what: str) -> tuple:
     return (message_html(text), None, None, None, None, None, "")
 
 
+def _frame_view(gr, frames: int):
+    """The Generate tab's frame-by-frame comparison: one clip ``method | dense | difference`` that plays the
+    three in step, a frame slider and frame i of each as pictures (element ids ``video_side_by_side``,
+    ``frame``, ``frame_method``, ``frame_dense``, ``frame_diff``). Returns ``(clip, slider, pictures)``."""
+    with gr.Accordion("frame by frame: method, dense and their difference", open=True):
+        clip = gr.Video(label="method | dense | difference, one clip (the three always show the same frame)",
+                        elem_id="video_side_by_side", autoplay=True, loop=True)
+        slider = gr.Slider(0, max(1, frames - 1), value=0, step=1, label="frame", elem_id="frame", interactive=True)
+        with gr.Row():
+            pictures = [gr.Image(label=label, type="numpy", elem_id=f"frame_{name}", height=280, format="png")
+                        for name, label in (("method", "method, frame i"), ("dense", "dense, frame i"),
+                                            ("diff", "difference, frame i"))]
+        gr.Markdown(scale_note() + ".")
+    return clip, slider, pictures
+
+
+def _frame_outputs(gr, frames, dense) -> tuple:
+    """Values of the frame view after a Generate: the slider over the frames (at 0) and frame 0's pictures;
+    cleared when there is no dense result to compare with."""
+    if frames is None or dense is None:
+        return (gr.update(value=0), None, None, None)
+    # a slider needs maximum > minimum: an image (one frame) gets 0..1, and frame 1 shows frame 0 (on_frame)
+    return (gr.update(value=0, maximum=max(1, len(frames) - 1)), *frame_pictures(frames, dense, 0))
+
+
 def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES):
     """The demo's ``gradio.Blocks`` (not launched; :mod:`accel.app.server` queues and launches it).
@@ -177,11 +204,20 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                 dense_last_steps=dense_last_steps, compare=bool(compare))
             r = run_generate(settings, models, outputs, progress=lambda f, text: progress(f, desc=text))
         except Exception as exc:  # shown in the page; the traceback only in the log
-            return (*_failed(exc, "generate"), gr.update())
+            return (*_failed(exc, "generate"), gr.update(), None, *_frame_outputs(gr, None, None), None)
         out = str(r.output)
+        pair = (r.frames, r.dense_frames) if r.dense_frames is not None else None
         return (*_shown(r.kind, out, str(r.dense_output) if r.dense_output else None,
                         str(r.layout_picture) if r.layout_picture else None, r.figures_markdown(),
-                        f"done: {r.kind} written to its own folder ({r.output.parent.name})"), out)
+                        f"done: {r.kind} written to its own folder ({r.output.parent.name})"), out,
+                str(r.side_by_side) if r.side_by_side else None, *_frame_outputs(gr, r.frames, r.dense_frames),
+                pair)
+
+    def on_frame(index, pair):
+        if pair is None:
+            return None, None, None
+        index = int(index or 0)
+        return frame_pictures(*pair, index if index < len(pair[0]) else 0)  # past the end: an image's 0..1 slider
 
     def on_edit(model, source, upload, source_prompt, target_prompt, words, mask_file, drawn, alpha, steps, seed,
                 height, width, frames, last, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress this way)
@@ -201,6 +237,7 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
 
     with gr.Blocks(title="accel: sparse attention demo") as demo:
         last_output = gr.State(None)
+        compared = gr.State(None)  # (method frames, dense frames) of the last Generate, for the frame slider
         gr.Markdown("# accel: sparse attention for diffusion transformers\nRuns offline on the models listed "
                     "below.")
         with gr.Tab("Generate"):
@@ -226,18 +263,29 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                     compare = gr.Checkbox(value=True, label="compare with dense", elem_id="compare")
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                     status = _message_line(gr, "")
+                    inputs = [model, prompt, height, width, frames, steps, seed, method, params, dense_steps,
+                              dense_layers, dense_last, compare]
+                    if EXAMPLES:
+                        gr.Examples(example_rows(), inputs, label="Examples: measured faster than dense at good "
+                                    "quality on a 2-core CPU (figures in each label)",
+                                    example_labels=[e.label for e in EXAMPLES], elem_id="examples",
+                                    api_visibility=_PRIVATE)
                 with gr.Column(scale=2):
                     (video_row, image_row), media, figures, layout = _result_pane(
                         gr, first, "", ("method", "dense"), ("layout", "block layout"), _LAYOUT_CAPTION)
-            model.change(on_model, model, [model_info, height, width, frames, steps, video_row, image_row],
+                    side_clip, frame, frame_pictures_ = _frame_view(gr, first.defaults["frames"])
+            # .input (the user's own choice), not .change: an example sets model, sizes, method and parameters
+            # at once, and must not have them reset to the model's defaults / emptied afterwards
+            model.input(on_model, model, [model_info, height, width, frames, steps, video_row, image_row],
                          api_visibility=_PRIVATE)
-            method.change(lambda name: (method_help(name), ""), method, [params_help, params],
-                          api_visibility=_PRIVATE)
-            run.click(on_generate,
-                      [model, prompt, height, width, frames, steps, seed, method, params, dense_steps, dense_layers,
-                       dense_last, compare],
-                      [status, *media, layout, figures, last_output], api_visibility=_PRIVATE,
+            method.input(lambda name: (method_help(name), ""), method, [params_help, params],
+                         api_visibility=_PRIVATE)
+            method.change(method_help, method, params_help, api_visibility=_PRIVATE)
+            run.click(on_generate, inputs,
+                      [status, *media, layout, figures, last_output, side_clip, frame, *frame_pictures_, compared],
+                      api_visibility=_PRIVATE,
                       show_progress_on=[status])  # one progress bar, under the button, not one per output
+            frame.change(on_frame, [frame, compared], frame_pictures_, api_visibility=_PRIVATE, show_progress="hidden")
         with gr.Tab("Edit"):
             gr.Markdown("Edit a clip by attention control (ConsistEdit): the source and its edit come from the same "
                         "noise; only the edit region may change.", elem_id="e_subtitle")

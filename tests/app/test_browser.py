@@ -8,6 +8,12 @@ prompt gives a readable error; uploads a file that is not media and checks the p
 refused. Screenshots go to ``tests/app/artifacts/``. Also checks over HTTP that files outside the
 output folder are refused.
 
+The first Generate at the page's defaults (nothing changed) must show a timing line and the backend that
+ran, with one progress bar naming the run and the step; the frame slider must change the frame shown
+(the difference picture checked against ``4 * |method - dense|`` of the pictures the page serves); an
+example must load its settings into the fields; a bad method parameter must show its message under the
+button.
+
 Needs ``chromium`` on the PATH (``apt-get install -y chromium``; ``scripts/setup.sh`` installs it
 when run as root). Without it the test is skipped, naming what is missing.
 """
@@ -166,4 +172,88 @@ def test_edit_tab_in_a_browser(server, browser, tmp_path_factory):
     assert page.locator("#e_status").inner_text().startswith("done"), page.locator("#e_status").inner_text()
     assert list(uploads.rglob("clip.mp4")) and not list(out.rglob("clip.mp4"))  # uploads live outside --out
     assert len(list(out.glob("edit-*/edited.mp4"))) == 3  # words, drawn mask, upload
+    page.close()
+
+
+def _picture(page, base: str, element: str):
+    """The picture an ``<img>`` of the page shows, fetched from the server, as int16 ``[H, W, 3]``."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    src = page.locator(element).get_attribute("src")
+    body = page.request.get(src if src.startswith("http") else base + src).body()
+    return src, np.asarray(imageio.imread(body, format="PNG"))[..., :3].astype(np.int16)
+
+
+def _check_difference(page, base: str):
+    """The page's difference picture equals min(255, 4 |method - dense|) of the method and dense pictures it
+    shows (each rounded to 8 bits before the test sees them: a few levels of rounding allowed)."""
+    import numpy as np
+
+    src, method = _picture(page, base, "#frame_method img")
+    _, dense = _picture(page, base, "#frame_dense img")
+    _, diff = _picture(page, base, "#frame_diff img")
+    assert method.shape == dense.shape == diff.shape and method.shape[0] >= 256
+    expected = np.minimum(255, 4 * np.abs(method - dense))
+    assert np.abs(diff - expected).max() <= 4
+    assert diff.max() > 16  # the method really differs from dense somewhere: the check is not vacuous
+    return src, method
+
+
+def test_first_generate_at_the_defaults(server, browser):
+    base, out, _uploads = server
+    page = _open(browser, base, "Generate", "#generate")
+    assert page.locator("#height input").input_value() == "128" and page.locator("#frames input").input_value() == "17"
+    page.click("#generate")
+    progress = page.locator(".progress-text")
+    progress.first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"run \d of 8 \(\w+(, timed)?\): step \d of 8")).first.wait_for(timeout=240_000)
+    assert progress.count() == 1  # one progress bar, not one per output panel
+    figures = page.locator("#figures")
+    figures.get_by_text("PSNR vs dense").wait_for(timeout=900_000)
+    text = figures.inner_text()
+    assert re.search(r"timing: median of [123] timed call\(s\) each, alternated", text), text
+    assert re.search(r"attention backend\s+gather \(100% of the pairs\)", text), text
+    assert re.search(r"speedup\s+\d+\.\d\d×", text) and "9×16×16" in text, text
+    assert page.locator("#status").inner_text().startswith("done")
+    src = page.locator("#video_side_by_side video").get_attribute("src")
+    assert src and page.request.get(src if src.startswith("http") else base + src).body()[4:8] == b"ftyp"
+    page.screenshot(path=str(ARTIFACTS / "generate_defaults.png"), full_page=True)
+
+    # the frame slider: frame 0 is shown first, then frame 12 after moving it
+    assert page.locator("#frame input[type=range]").get_attribute("max") == "16"
+    src0, first = _check_difference(page, base)
+    page.fill("#frame input[type=number]", "12")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => document.querySelector('#frame_method img').src != {src0!r}", timeout=120_000)
+    page.wait_for_timeout(1000)  # the three pictures arrive in one update; let the last one settle
+    _, later = _check_difference(page, base)
+    assert later.shape == first.shape and (later != first).any()  # the circle moved between frames 0 and 12
+    page.close()
+
+
+def test_examples_and_messages_next_to_the_button(server, browser):
+    from accel.app.examples import EXAMPLES
+
+    base, _out, _uploads = server
+    page = _open(browser, base, "Generate", "#generate")
+    page.fill("#params textarea", "windw=3")
+    page.click("#generate")
+    status = page.locator("#status")
+    status.get_by_text("radial does not take windw; it takes backend, decay").wait_for(timeout=60_000)
+    # the message sits right under the button that caused it
+    button, message = page.locator("#generate").bounding_box(), status.bounding_box()
+    assert 0 <= message["y"] - (button["y"] + button["height"]) < 80, (button, message)
+    if not EXAMPLES:
+        pytest.skip("no example settings were measured faster than dense at good quality")
+    for example in EXAMPLES:
+        page.get_by_text(example.label).click()
+        s = example.settings
+        for field, value in (("height", s.height), ("width", s.width), ("frames", s.frames), ("steps", s.steps),
+                             ("dense_steps", s.dense_steps)):
+            page.wait_for_function(f"() => document.querySelector('#{field} input').value == '{value}'",
+                                   timeout=30_000)
+        assert page.locator("#params textarea").input_value() == s.method_params
+        assert page.locator("#method input").input_value() == s.method
+    page.screenshot(path=str(ARTIFACTS / "examples.png"), full_page=True)
     page.close()

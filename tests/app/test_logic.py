@@ -72,6 +72,12 @@ def test_generate_matches_pipeline_called_by_hand(generated, models, outputs):
     clip = np.stack(imageio.mimread(r.output, format="FFMPEG")).astype(np.float32) / 255
     assert clip.shape == (9, 64, 64, 3)
     assert np.abs(clip - r.frames).mean() < 0.05  # H.264 is lossy
+    # the in-step clip: method | gap | dense | gap | 4 x |method - dense|, frame by frame
+    both = np.stack(imageio.mimread(r.side_by_side, format="FFMPEG")).astype(np.float32) / 255
+    assert both.shape == (9, 64, 3 * 64 + 8, 3) and r.side_by_side.parent == r.output.parent
+    assert np.abs(both[:, :, :64] - sparse).mean() < 0.05
+    assert np.abs(both[:, :, 68:132] - dense).mean() < 0.05
+    assert np.abs(both[:, :, 136:] - np.minimum(1, 4 * np.abs(sparse - dense))).mean() < 0.05
 
 
 def test_latencies_are_medians_of_alternated_timed_calls(models, outputs, monkeypatch):
@@ -309,7 +315,14 @@ def test_nothing_skipped_is_flagged(models, outputs):
     assert r.density == pytest.approx(1.0)
     assert any("computes 100% of the attention pairs" in note for note in r.speedup_notes)
     r = run_generate(dataclasses.replace(BASE, compare=False, steps=1, dense_steps=0), models, outputs)
-    assert r.density < 0.95 and not any("attention pairs" in note for note in r.speedup_notes)
+    assert r.density < 0.75 and not any("attention pairs" in note for note in r.speedup_notes)
+    # Radial's release defaults at the page's default size: 276 of 324 blocks of 128 tokens (read from its layout)
+    kinds, _ = video_block_kinds(accel.Radial(), TokenLayout((9, 16, 16)))
+    expected = float((kinds != 0).float().mean())
+    r = run_generate(GenerateSettings(model="embedded", prompt=PROMPT, height=128, width=128, frames=17, steps=1,
+                                      seed=0, method="radial", compare=False), models, outputs)
+    assert r.density == pytest.approx(expected) and 0.75 < expected < 0.95
+    assert any(f"attention can be at most {1 / expected:.2f}x faster" in note for note in r.speedup_notes)
 
 
 def test_backend_text_ranks_by_pairs():
