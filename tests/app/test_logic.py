@@ -276,7 +276,7 @@ def test_every_method_runs_with_its_defaults_from_the_page(models, method):
 def test_the_page_names_the_backend_that_ran(models, outputs, monkeypatch):
     """At the page's default size (the embedded model's trained 128 x 128 x 17: 2,304 tokens) the gather
     backend runs every self-attention call -- counted here by wrapping the backend functions themselves --
-    and the page says so, with no warning; at 64 x 64 x 9 (320 tokens) the reference backend runs and the
+    and the page says so, with no reference-backend warning; at 64 x 64 x 9 (320 tokens) the reference backend runs and the
     page warns that no speedup is possible."""
     from accel.kernels import attention
 
@@ -297,7 +297,7 @@ def test_the_page_names_the_backend_that_ran(models, outputs, monkeypatch):
     assert calls == {"gather": 6, "reference": 0} and r.backends["gather"]["calls"] == 6
     assert r.backends["gather"]["pairs"] == 6 * 2304 ** 2
     assert "| attention backend | gather (100% of the pairs) |" in r.figures_markdown()
-    assert r.speedup_notes == []
+    assert not any("reference backend" in note for note in r.speedup_notes)
     calls.update(gather=0, reference=0)
     small = dataclasses.replace(big, height=64, width=64, frames=9)
     r = run_generate(small, models, outputs)
