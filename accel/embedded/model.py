@@ -118,7 +118,8 @@ DEFAULT_GENERATION: dict[str, Any] = dict(
     num_frames=17,
     num_inference_steps=20,
     # Chosen on 24 training captions (never the held-out ones): colour 100% at 1.5, 92% at 2.5 and 4.0
-    # (stronger guidance pushes latents out of the VAE's range: red turns green); direction 25/17/25%.
+    # (stronger guidance pushes latents out of the VAE's range: red turns green); direction 21/21/25%
+    # (benchmarks/results/embedded_training_captions.json).
     guidance_scale=1.5,
     max_sequence_length=MAX_SEQUENCE_LENGTH,
 )

@@ -35,8 +35,9 @@ noised to sigma 0.95 they keep its direction (8/8 clips), from pure noise the di
 motion is lost in the first sampling steps (sigma 1 -> 0.95), where the model has to pick one trajectory.
 The direction word is read, weakly (``benchmarks/embedded_caption_probe.py``: at sigma 0.97 a wrong direction
 raises the error on the object's cells by 9%, a wrong colour by 167%); using the caption with the opposite
-direction as the negative prompt (guidance 3 and 6, 24 training captions) left the direction at chance
-(25% / 29%). Slower paths (0.20-0.30 of the frame instead of 0.35-0.50, so that a static matched filter
+direction as the negative prompt (guidance 3 and 6, 24 training captions) read the direction for 42% / 46%
+of them (chance 25%) but lost colour (83% / 71%; ``benchmarks/results/embedded_training_captions.json``).
+Slower paths (0.20-0.30 of the frame instead of 0.35-0.50, so that a static matched filter
 covers the whole path: 3D RoPE scores add a function of the frame offset to one of the spatial offset, so
 one head cannot follow a diagonal through space-time) trained with these defaults gave colour 98%,
 direction 22% on the held-out prompts and 8% on 24 training captions, with clips no cleaner: not adopted.
