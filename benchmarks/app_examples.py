@@ -13,7 +13,8 @@ its PSNR and SSIM against dense reach ``--min-psnr`` / ``--min-ssim``. The page'
 (:data:`accel.app.examples.EXAMPLES`) are copied from the kept records.
 
 Run: ``python benchmarks/app_examples.py --out benchmarks/results/app_examples_cpu.json`` (``--threads``,
-``--only NAME ...``, ``--repeats``). One candidate takes 1-4 minutes on one thread of the 2-core CPU.
+``--only NAME ...``, ``--repeats``, ``--append`` to add records to an existing file; each record names the
+command that measured it). One candidate takes 1-10 minutes on one thread of the 2-core CPU.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ CANDIDATES = {
     "radial-wan-b64-192-dense1": ("radial", "decay=0.2 sink=True block_size=64", 192, 192, 17, 8, 1),
     "rectified-128": ("rectified", "drop=0.5", 128, 128, 17, 8, 0),
     "neighborhood-192": ("neighborhood", "window=5,11,11", 192, 192, 17, 8, 0),
+    "radial-wan-256": ("radial", "decay=0.2 sink=True", 256, 256, 17, 4, 0),
+    "neighborhood-256-dense1": ("neighborhood", "window=5,11,11", 256, 256, 17, 4, 1),
 }
 
 
@@ -74,6 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--only", nargs="*", choices=list(CANDIDATES), help="candidates to run (default: all)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--append", action="store_true", help="add the records to those already in --out")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per candidate (the page's is 3)")
     p.add_argument("--min-speedup", type=float, default=1.1)
     p.add_argument("--min-psnr", type=float, default=25.0)
@@ -85,19 +89,23 @@ def main(argv=None) -> int:
     from accel.eval.kernel_bench import environment
 
     models = ModelCache()  # with the warm-up call, as the app
-    records = []
+    previous = json.loads(args.out.read_text()) if args.append and args.out.exists() else {}
+    records = previous.get("records", [])
+    command = "python benchmarks/app_examples.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    commands = [*previous.get("commands", [previous["command"]] if "command" in previous else []), command]
     with tempfile.TemporaryDirectory() as tmp:
         outputs = OutputFolder(Path(tmp))
         for name in args.only or list(CANDIDATES):
             rec = measure(name, models, outputs, args.repeats)
+            rec["command"] = command
             rec["kept"] = bool(min(rec["speedup"], rec["cpu_speedup"]) >= args.min_speedup
                                and rec["psnr_db"] >= args.min_psnr and (rec["ssim"] or 0.0) >= args.min_ssim
                                and not any("exceeds 1 / executed density" in w for w in rec["warnings"]))
             records.append(rec)
             print(json.dumps({k: rec[k] for k in ("name", "speedup", "cpu_speedup", "psnr_db", "ssim", "density", "backend",
                                                    "load_1min", "kept")}), flush=True)
-            payload = dict(benchmark="app_examples", command="python benchmarks/app_examples.py " + " ".join(
-                sys.argv[1:] if argv is None else argv), environment=dict(environment(), cpu_threads=args.threads),
+            payload = dict(benchmark="app_examples", commands=commands,
+                           environment=dict(environment(), cpu_threads=args.threads),
                 rule=dict(min_speedup=args.min_speedup, min_psnr_db=args.min_psnr, min_ssim=args.min_ssim),
                 prompt=PROMPT, records=records)
             args.out.parent.mkdir(parents=True, exist_ok=True)

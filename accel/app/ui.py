@@ -14,7 +14,7 @@ import logging
 
 from .compare_view import frame_pictures, scale_note
 from .editing import DEFAULT_MAX_UPLOAD_BYTES, SOURCES, EditSettings, run_edit
-from .examples import EXAMPLES, example_rows
+from .examples import EXAMPLES, example_rows, examples_table
 from .logic import METHOD_CHOICES, AppInputError, GenerateSettings, run_generate
 from .models import ModelCache
 from .outputs import OutputFolder
@@ -266,10 +266,11 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
                     inputs = [model, prompt, height, width, frames, steps, seed, method, params, dense_steps,
                               dense_layers, dense_last, compare]
                     if EXAMPLES:
-                        gr.Examples(example_rows(), inputs, label="Examples: measured faster than dense at good "
-                                    "quality on a 2-core CPU (figures in each label)",
+                        gr.Examples(example_rows(), inputs, label="Examples, measured on a 2-core CPU (shared) with "
+                                    "this page's timing (figures below)",
                                     example_labels=[e.label for e in EXAMPLES], elem_id="examples",
                                     api_visibility=_PRIVATE)
+                        gr.Markdown(examples_table(), elem_id="examples_table")
                 with gr.Column(scale=2):
                     (video_row, image_row), media, figures, layout = _result_pane(
                         gr, first, "", ("method", "dense"), ("layout", "block layout"), _LAYOUT_CAPTION)
