@@ -86,20 +86,24 @@ def test_latencies_are_medians_of_alternated_timed_calls(models, outputs, monkey
     from accel.eval import timing
 
     planted = {"method": [1.0, 7.0, 1.1], "dense": [1.3, 1.4, 1.2]}  # within the density's bound
+    planted_cpu = {"method": [2.0, 2.2, 9.0], "dense": [2.6, 2.5, 2.9]}  # process CPU seconds
     ran, real = [], timing.compare
 
     def with_planted_times(candidates, **kwargs):
-        now = [0.0]
+        now, cpu = [0.0], [0.0]
 
         def timed(name, cand):
             def run():
                 result = cand.run()
-                now[0] += planted[name][sum(1 for r in ran if r == name)]
+                i = sum(1 for r in ran if r == name)
+                now[0] += planted[name][i]
+                cpu[0] += planted_cpu[name][i]
                 ran.append(name)
                 return result
             return timing.Candidate(run, setup=cand.setup, teardown=cand.teardown)
 
-        return real({n: timed(n, c) for n, c in candidates.items()}, clock=lambda: now[0], **kwargs)
+        return real({n: timed(n, c) for n, c in candidates.items()}, clock=lambda: now[0], cpu_clock=lambda: cpu[0],
+                    **kwargs)
 
     monkeypatch.setattr(timing, "compare", with_planted_times)
     monkeypatch.setattr(timing, "machine_load", lambda: (0.1, 2))
@@ -107,6 +111,8 @@ def test_latencies_are_medians_of_alternated_timed_calls(models, outputs, monkey
     assert ran == ["method", "dense", "dense", "method", "method", "dense"]  # alternated, 3 rounds
     assert r.latency_s == pytest.approx(1.1) and r.dense_latency_s == pytest.approx(1.3)  # medians, not means
     assert r.speedup == pytest.approx(1.3 / 1.1)
+    assert r.cpu_speedup == pytest.approx(2.6 / 2.2)  # medians of the CPU times, not means, not wall
+    assert "| speedup (process CPU time) | 1.18× |" in r.figures_markdown()
     assert r.timing_warnings == []
     assert "median of 3 timed call(s) each, alternated" in r.figures_markdown()
 
