@@ -251,8 +251,9 @@ def block_sparse_attention(
     masks = layout.cached(("gather_mask_bytes", q.shape[0]), lambda: mask_bytes(layout, q.shape[0])) if cpu_auto else 0
     chosen = resolve_backend(backend, q.device, q.shape[1], k.shape[1], dense_layout=dense_layout,
                              gather_mask_bytes=masks)
-    tally = _BACKEND_TALLY.get()
-    if tally is not None and not torch.compiler.is_compiling():
+    # Dynamo cannot trace ContextVar.get: the tally is read in eager calls only (as documented)
+    tally = None if torch.compiler.is_compiling() else _BACKEND_TALLY.get()
+    if tally is not None:
         entry = tally.setdefault(chosen, {"calls": 0, "pairs": 0})
         entry["calls"] += 1
         entry["pairs"] += q.shape[1] * k.shape[1]
