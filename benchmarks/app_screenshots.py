@@ -21,40 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+sys.path.insert(0, str(REPO))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"accel app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"accel app did not answer within {timeout_s:.0f} s")
+# the app server and browser set-up the browser tests use (tests/app/serving.py)
+from tests.app.serving import CHROMIUM_ARGS, chromium_path, running_app  # noqa: E402
 
 
 def _table(text: str) -> dict:
@@ -118,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--defaults", action="store_true", help="Generate with the page's defaults, not the first example")
     p.add_argument("--only", choices=("generate", "edit"), help="one of the two screenshots")
     args = p.parse_args(argv)
-    exe = os.environ.get("ACCEL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    exe = chromium_path()
     if exe is None:
         raise SystemExit("no chromium on the PATH: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
@@ -126,36 +101,24 @@ def main(argv=None) -> int:
     from accel.eval.timing import machine_load
 
     args.docs.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     record = dict(command="python benchmarks/app_screenshots.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "server.log", "w") as log:
-        env = dict(os.environ, HF_HUB_OFFLINE="1")
-        proc = subprocess.Popen([sys.executable, "-m", "accel.cli", "app", "--port", str(port), "--out",
-                                 str(Path(tmp) / "out")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait_for(base + "/", proc, 180)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1200})
-                page.set_default_timeout(120_000)
-                for part in ("generate", "edit"):
-                    if args.only not in (None, part):
-                        continue
-                    load_before, cpus = machine_load()
-                    result = (shoot_generate(page, base, args.docs, not args.defaults) if part == "generate"
-                              else shoot_edit(page, base, args.docs))
-                    name = "app.png" if part == "generate" else "app_edit.png"
-                    result.update(load_1min=[load_before, machine_load()[0]], cpus=cpus, screenshot=name)
-                    record[part] = result
-                    print(part, json.dumps(result["figures"]["rows"]), flush=True)
-                browser.close()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with tempfile.TemporaryDirectory() as tmp, \
+            running_app(Path(tmp) / "server.log", "--out", str(Path(tmp) / "out"), timeout_s=180) as base, \
+            sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.set_default_timeout(120_000)
+        for part in ("generate", "edit"):
+            if args.only not in (None, part):
+                continue
+            load_before, cpus = machine_load()
+            result = (shoot_generate(page, base, args.docs, not args.defaults) if part == "generate"
+                      else shoot_edit(page, base, args.docs))
+            name = "app.png" if part == "generate" else "app_edit.png"
+            result.update(load_1min=[load_before, machine_load()[0]], cpus=cpus, screenshot=name)
+            record[part] = result
+            print(part, json.dumps(result["figures"]["rows"]), flush=True)
+        browser.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     return 0

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# flags that work for Debian's chromium in a container (see shared notes): no sandbox, no GPU, no network chatter
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def chromium_path() -> str | None:
+    """The Chromium executable to drive: ``$ACCEL_CHROMIUM``, else ``chromium`` or ``chromium-browser`` on the
+    PATH; ``None`` when there is none (Playwright's own browser download is never used)."""
+    for name in (os.environ.get("ACCEL_CHROMIUM"), "chromium", "chromium-browser"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
 
 
 def free_port() -> int:

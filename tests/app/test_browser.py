@@ -18,26 +18,14 @@ Needs ``chromium`` on the PATH (``apt-get install -y chromium``; ``scripts/setup
 when run as root). Without it the test is skipped, naming what is missing.
 """
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from .serving import REPO, http_status, running_app
+from .serving import CHROMIUM_ARGS, REPO, chromium_path, http_status, running_app
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-# flags that work for Debian's chromium in a container (see shared notes): no sandbox, no GPU, no network chatter
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-
-
-def _chromium() -> str | None:
-    for name in (os.environ.get("ACCEL_CHROMIUM"), "chromium", "chromium-browser"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +45,7 @@ def test_only_the_output_folder_is_served(server):
 
 @pytest.fixture(scope="module")
 def browser():
-    exe = _chromium()
+    exe = chromium_path()
     if exe is None:
         pytest.skip("no Chromium browser on the PATH: install Debian's package with `apt-get install -y chromium` "
                     "(scripts/setup.sh does when run as root); playwright's own browser download is not used")
