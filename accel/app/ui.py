@@ -279,9 +279,9 @@ def build_demo(models: ModelCache, outputs: OutputFolder, *, upload_root=None,
             # at once, and must not have them reset to the model's defaults / emptied afterwards
             model.input(on_model, model, [model_info, height, width, frames, steps, video_row, image_row],
                          api_visibility=_PRIVATE)
-            method.input(lambda name: (method_help(name), ""), method, [params_help, params],
-                         api_visibility=_PRIVATE)
+            # the help follows every change (an example's too); only the user's own choice empties the parameters
             method.change(method_help, method, params_help, api_visibility=_PRIVATE)
+            method.input(lambda name: "", method, params, api_visibility=_PRIVATE)
             run.click(on_generate, inputs,
                       [status, *media, layout, figures, last_output, side_clip, frame, *frame_pictures_, compared],
                       api_visibility=_PRIVATE,
